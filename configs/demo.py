@@ -1,0 +1,23 @@
+"""The built-in offline demo: MiniLM on the generated demo tasks, a few hundred CPU steps.
+
+  python -m camtl_jax.main --config configs/demo.py --workdir /tmp/camtl_demo
+"""
+from configs import common
+
+DEMO_TASKS = ("demo/sentiment", "demo/similarity", "demo/entities", "demo/choice")
+
+
+def get_config(arg=None):
+  del arg
+  c = common.base()
+  c.tasks = DEMO_TASKS
+  c.data_dir = ""  # empty: the demo data is generated into WORKDIR/demo_data
+  c.max_length = 64
+  c.batch_size = 16
+  c.total_steps = 300
+  c.learning_rate = 1e-4
+  c.log_every = 25
+  c.eval_every = 150
+  c.checkpoint_every = 150
+  c.eval_batch_size = 64
+  return c

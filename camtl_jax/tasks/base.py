@@ -25,7 +25,10 @@ class Example:
   came from. Which of the other fields are set depends on the task type:
     classification / regression: texts (1 or 2 segments), label (str class name / float / None on test)
     multiple_choice: choices, a tuple of (first, second) text pairs, one per choice; label = index (int)
-    span: question, context, answers = ((text, char_start), ...); empty on test
+    span: question, context, answers = ((text, char_start), ...) spans found in the context (the
+      training targets; empty on test), answer_texts = the gold strings the metric takes the max
+      over (may include strings that are not in the context, e.g. MRQA "answers"; when empty the
+      texts of `answers` are the gold strings)
     tagging: words, tags (one tag string per word; empty on test)
   """
   guid: str
@@ -37,12 +40,15 @@ class Example:
   answers: tuple[tuple[str, int], ...] = ()
   words: tuple[str, ...] = ()
   tags: tuple[str, ...] = ()
-  # The id the benchmark's submission format wants (GLUE "index", SuperGLUE "idx", SQuAD "id").
-  example_id: str | int | None = None
+  # The id the benchmark's submission format wants (GLUE "index", SuperGLUE "idx", SQuAD "id");
+  # a tuple where the format is nested (MultiRC: (paragraph idx, question idx, answer idx)).
+  example_id: str | int | tuple[int, ...] | None = None
+  answer_texts: tuple[str, ...] = ()
 
 
-# A reader takes (path_or_dir, split) and yields Examples; it raises DataError naming file/line/field.
-Reader = Callable[[str, str], Iterator[Example]]
+# A reader is called as reader(path, split, skips) and yields Examples; it raises DataError naming
+# file/line/field. skips (a readers.SkipLog, optional) counts the rows it leaves out.
+Reader = Callable[..., Iterator[Example]]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -54,7 +60,8 @@ class Task:
   labels: class names (classification), BIO tag names (tagging); () for regression / span;
     for multiple_choice the label strings are the choice indices ("0", "1", ...).
   metrics: metric names computed by tasks/metrics.py for this task, the first is the main one.
-  splits: split name -> file name relative to the task's data directory (local source).
+  splits: split name -> file path relative to the data root, the folder that holds glue/,
+    superglue/, wnut17/, ... as the datasets are distributed (local source).
   reader: the local-file reader for this task's original format.
   tfds_name: the TFDS builder name (e.g. "glue/mrpc"), or None when TFDS has no such dataset.
   num_choices: number of choices for multiple_choice tasks, else 1.

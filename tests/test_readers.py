@@ -1,0 +1,481 @@
+"""Readers: the real files of ../shared/data (official row counts and label sets), the formats
+that are not there (QQP, MNLI, SciTail, SNLI, MRQA, SQuAD, ReCoRD, custom) on small files written
+in their official layout, and bad input (errors that name the file, the line and the field)."""
+import gzip
+import json
+import logging
+
+import pytest
+
+from camtl_jax.tasks import readers, registry
+from camtl_jax.tasks.base import DataError
+
+# (task, split, rows) from ../shared/data/README.md.
+OFFICIAL_ROWS = [
+    ("glue/cola", "train", 8551), ("glue/cola", "dev", 1043), ("glue/cola", "test", 1063),
+    ("glue/sst2", "train", 67349), ("glue/sst2", "dev", 872), ("glue/sst2", "test", 1821),
+    ("glue/mrpc", "train", 3668), ("glue/mrpc", "dev", 408), ("glue/mrpc", "test", 1725),
+    ("glue/stsb", "train", 5749), ("glue/stsb", "dev", 1500), ("glue/stsb", "test", 1379),
+    ("glue/rte", "train", 2490), ("glue/rte", "dev", 277), ("glue/rte", "test", 3000),
+    ("glue/wnli", "train", 635), ("glue/wnli", "dev", 71), ("glue/wnli", "test", 146),
+    ("glue/qnli", "dev", 5463), ("glue/qnli", "test", 5463),
+    ("superglue/rte", "train", 2490), ("superglue/rte", "val", 277),
+    ("superglue/rte", "test", 3000),
+    ("superglue/wsc", "train", 554), ("superglue/wsc", "val", 104), ("superglue/wsc", "test", 146),
+    ("superglue/cb", "train", 250), ("superglue/cb", "val", 56), ("superglue/cb", "test", 250),
+    ("superglue/copa", "train", 400), ("superglue/copa", "val", 100),
+    ("superglue/copa", "test", 500),
+    ("superglue/wic", "val", 638), ("superglue/boolq", "val", 3270),
+    ("superglue/multirc", "val", 4848),  # answers (83 passages, 953 questions: checked below)
+    ("wnut17", "train", 3394), ("wnut17", "dev", 1009),
+]
+
+
+@pytest.fixture(scope="module")
+def loaded(shared_data):
+  """Every split of OFFICIAL_ROWS, read once (about 1 s)."""
+  return {(t, s): registry.load_split(t, shared_data, s) for t, s, _ in OFFICIAL_ROWS}
+
+
+@pytest.mark.parametrize("task_name,split,rows", OFFICIAL_ROWS)
+def test_official_row_counts(loaded, task_name, split, rows):
+  assert len(loaded[task_name, split]) == rows
+
+
+@pytest.mark.parametrize("task_name,split,rows", OFFICIAL_ROWS)
+def test_label_sets_are_the_official_ones(loaded, task_name, split, rows):
+  task = registry.get_task(task_name)
+  examples = loaded[task_name, split]
+  if task.type == "tagging":
+    assert {t for ex in examples for t in ex.tags} == set(task.labels)
+  elif split == "test":
+    assert {ex.label for ex in examples} == {None}
+  elif task.type == "regression":
+    assert all(0.0 <= ex.label <= 5.0 for ex in examples)
+  elif task.type == "multiple_choice":
+    assert {ex.label for ex in examples} == {0, 1}
+  else:
+    assert {ex.label for ex in examples} == set(task.labels)
+
+
+def test_glue_example_ids(loaded):
+  # Test files: the "index" column (what the submission needs); headerless/indexless: row number.
+  assert [ex.example_id for ex in loaded["glue/rte", "test"]] == list(range(3000))
+  assert [ex.example_id for ex in loaded["glue/cola", "train"]][:3] == [0, 1, 2]
+  assert [ex.example_id for ex in loaded["glue/mrpc", "test"]] == list(range(1725))
+
+
+def test_mrpc_byte_order_mark(shared_data, loaded):
+  assert (shared_data / "glue/MRPC/train.tsv").read_bytes()[:3] == b"\xef\xbb\xbf"
+  first = loaded["glue/mrpc", "train"][0]
+  assert first.label == "1" and first.texts[0].startswith("Amrozi accused his brother")
+  assert first.guid.endswith("train.tsv:2")
+  assert not any("\ufeff" in t for ex in loaded["glue/mrpc", "dev"] for t in ex.texts)
+
+
+def test_cola_headerless_and_quotes(loaded):
+  first = loaded["glue/cola", "train"][0]
+  assert first.texts == ("Our friends won't buy this analysis, let alone the next one we propose.",)
+  assert first.label == "1"
+  # Stray quotes are text (quoting disabled): no row swallowed the next one.
+  assert all("\n" not in ex.texts[0] for ex in loaded["glue/cola", "train"])
+
+
+def test_stsb_scores_are_floats(loaded):
+  first = loaded["glue/stsb", "train"][0]
+  assert first.label == 5.0 and first.texts == ("A plane is taking off.",
+                                                 "An air plane is taking off.")
+
+
+def test_wnut17_whitespace_only_separators(shared_data, loaded):
+  lines = (shared_data / "wnut17/wnut17train.conll").read_text().split("\n")
+  whitespace_only = sum(1 for line in lines if line and not line.strip())
+  assert whitespace_only == 2394
+  train = loaded["wnut17", "train"]
+  assert sum(len(ex.words) for ex in train) == 62730  # token lines
+  assert all(w.strip() == w and w for ex in train for w in ex.words)
+  assert train[0].words[:3] == ("@paulwalk", "It", "'s")
+  assert train[0].tags[14:17] == ("B-location", "I-location", "I-location")
+  assert sum(len(ex.words) for ex in loaded["wnut17", "dev"]) == 15733
+
+
+def test_superglue_conversions(loaded):
+  copa = loaded["superglue/copa", "val"][0]
+  assert copa.choices == (
+      ("The man turned on the faucet. What happened as a result?", "The toilet filled with water."),
+      ("The man turned on the faucet. What happened as a result?", "Water flowed from the spout."))
+  assert copa.label == 1
+  wic = loaded["superglue/wic", "val"][1]
+  assert wic.texts == ("Businessmen of every *stripe* joined in opposition to the proposal.",
+                       "They earned their *stripes* in Kuwait.")
+  wsc = loaded["superglue/wsc", "val"][1]
+  assert wsc.texts[0].startswith("*Mr. Moncrieff* visited Chester")
+  assert "requires #his# financial support." in wsc.texts[0]
+  multirc = loaded["superglue/multirc", "val"]
+  assert multirc[0].example_id == (0, 0, 0) and multirc[0].label == "0"
+  assert multirc[0].texts[1] == ("Would the mass of a baseball affect how much force you have to "
+                                 "use to pick it up? No")
+  assert len({ex.example_id[0] for ex in multirc}) == 83
+  assert len({ex.example_id[:2] for ex in multirc}) == 953
+  boolq = loaded["superglue/boolq", "val"][0]
+  assert boolq.texts[0] == "does ethanol take more energy make that produces"
+  assert boolq.label == "false"
+
+
+def test_wic_original_format(shared_data):
+  for split, rows in (("train", 5428), ("dev", 638)):
+    path = shared_data / f"superglue/WiC/original/{split}/{split}.data.txt"
+    examples = list(readers.read_wic_original(str(path), split))
+    assert len(examples) == rows
+    assert {ex.label for ex in examples} == {"true", "false"}
+  first = list(readers.read_wic_original(
+      str(shared_data / "superglue/WiC/original/train/train.data.txt"), "train"))[0]
+  assert first.texts == ("You must *carry* your camping gear .",
+                         "Sound *carries* well over water .")
+  assert first.label == "false"
+
+
+# ----------------------------------------------------------------------------------------------
+# Formats not in shared/data, on small files in their official layout.
+
+
+def write_lines(path, lines):
+  path.parent.mkdir(parents=True, exist_ok=True)
+  path.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
+  return path
+
+
+def tsv(*fields):
+  return "\t".join(fields)
+
+
+def test_qqp(tmp_path):
+  write_lines(tmp_path / "glue/QQP/train.tsv", [
+      tsv("id", "qid1", "qid2", "question1", "question2", "is_duplicate"),
+      tsv("133273", "213221", "213222", 'How is the "life" of a math student?', "Which is best?",
+          "0"),
+      tsv("402555", "536040", "536041", "How do I control my horny emotions?", "How do you?", "1"),
+  ])
+  write_lines(tmp_path / "glue/QQP/test.tsv", [
+      tsv("id", "question1", "question2"), tsv("0", "Why?", "Why not?")])
+  train = registry.load_split("glue/qqp", tmp_path, "train")
+  assert [(ex.example_id, ex.label) for ex in train] == [(133273, "0"), (402555, "1")]
+  assert train[0].texts[0] == 'How is the "life" of a math student?'
+  test = registry.load_split("glue/qqp", tmp_path, "test")
+  assert test[0].texts == ("Why?", "Why not?") and test[0].label is None
+
+
+MNLI_TRAIN_HEADER = ["index", "promptID", "pairID", "genre", "sentence1_binary_parse",
+                     "sentence2_binary_parse", "sentence1_parse", "sentence2_parse", "sentence1",
+                     "sentence2", "label1", "gold_label"]
+MNLI_DEV_HEADER = MNLI_TRAIN_HEADER[:10] + ["label1", "label2", "label3", "label4", "label5",
+                                            "gold_label"]
+
+
+def test_mnli_columns_by_header_name(tmp_path):
+  d = tmp_path / "glue/MNLI"
+  write_lines(d / "train.tsv", [tsv(*MNLI_TRAIN_HEADER), tsv(
+      "0", "31193", "31193n", "government", "( ( Conceptually ...", "( ( ( Product ...", "(ROOT",
+      "(ROOT", "Conceptually cream skimming has two basic dimensions.",
+      "Product and geography are what make cream skimming work. ", "neutral", "neutral")])
+  write_lines(d / "dev_matched.tsv", [tsv(*MNLI_DEV_HEADER), tsv(
+      "0", "63735", "63735n", "slate", "(", "(", "(", "(", "The new rights are nice enough",
+      "Everyone really likes the newest benefits ", "neutral", "entailment", "neutral",
+      "neutral", "neutral", "neutral")])
+  write_lines(d / "dev_mismatched.tsv", [tsv(*MNLI_DEV_HEADER), tsv(
+      "0", "1", "1c", "letters", "(", "(", "(", "(", "A", "B", "contradiction", "", "", "", "",
+      "contradiction")])
+  write_lines(d / "test_matched.tsv", [tsv(*MNLI_TRAIN_HEADER[:10]), tsv(
+      "0", "31493", "31493", "travel", "(", "(", "(", "(", "Hierbas, ans seco.", "Hierbas is.")])
+  train = registry.load_split("glue/mnli", tmp_path, "train")
+  assert train[0].texts == ("Conceptually cream skimming has two basic dimensions.",
+                            "Product and geography are what make cream skimming work. ")
+  assert train[0].label == "neutral"
+  assert registry.load_split("glue/mnli", tmp_path, "dev_matched")[0].label == "neutral"
+  assert registry.load_split("glue/mnli", tmp_path, "dev_mismatched")[0].label == "contradiction"
+  test = registry.load_split("glue/mnli", tmp_path, "test_matched")[0]
+  assert test.label is None and test.example_id == 0
+  with pytest.raises(DataError, match=r"test_mismatched.tsv.*expected test_mismatched.tsv in"):
+    registry.load_split("glue/mnli", tmp_path, "test_mismatched")
+
+
+def test_scitail_tsv_and_snli_format(tmp_path):
+  d = tmp_path / "scitail/SciTailV1.1"
+  write_lines(d / "tsv_format/scitail_1.0_dev.tsv", [
+      tsv("Pluto rotates once on its axis every 6.39 Earth days.",
+          "Earth rotates on its axis once times in one day.", "neutral"),
+      tsv("Water freezes at 0 degrees.", "Water becomes ice at 0 degrees.", "entails")])
+  dev = registry.load_split("scitail", tmp_path, "dev")
+  assert [ex.label for ex in dev] == ["neutral", "entails"] and dev[1].example_id == 1
+  jsonl = write_lines(d / "snli_format/scitail_1.0_dev.txt", [json.dumps(
+      {"answer": "ice", "sentence1": "Water freezes at 0 degrees.", "sentence2": "Water is ice.",
+       "annotator_labels": ["entails"], "question": "?", "gold_label": "entails"})])
+  examples = list(readers.read_jsonl_pairs(
+      str(jsonl), "dev", text_keys=("sentence1", "sentence2"), label_key="gold_label",
+      labels=("entails", "neutral"), id_key=None))
+  assert examples[0].texts == ("Water freezes at 0 degrees.", "Water is ice.")
+  assert examples[0].label == "entails"
+
+
+def snli_line(gold, pair_id):
+  return json.dumps({"annotator_labels": ["neutral"], "captionID": "3416050480.jpg#4",
+                     "gold_label": gold, "pairID": pair_id, "sentence1": "A person on a horse.",
+                     "sentence1_binary_parse": "( ( A person )",
+                     "sentence2": "A person is outdoors."})
+
+
+def test_snli_no_consensus_rows_are_counted_skips(tmp_path, caplog):
+  write_lines(tmp_path / "snli/snli_1.0/snli_1.0_dev.jsonl", [
+      snli_line("neutral", "a"), snli_line("-", "b"), snli_line("entailment", "c"),
+      snli_line("-", "d")])
+  with caplog.at_level(logging.INFO):
+    examples, skipped = registry.load_split_with_report("snli", tmp_path, "dev")
+  assert [ex.example_id for ex in examples] == ["a", "c"]
+  assert skipped == {"no_gold_label": 2}
+  assert "left out 2 row(s)" in caplog.text
+  # Without the task's policy, "-" is an unknown label.
+  with pytest.raises(DataError, match=r"snli_1.0_dev.jsonl, line 2, field 'gold_label': unknown "
+                     r"label '-'; allowed labels: \['entailment', 'neutral', 'contradiction'\]"):
+    list(readers.read_jsonl_pairs(str(tmp_path / "snli/snli_1.0/snli_1.0_dev.jsonl"), "dev",
+                                  text_keys=("sentence1", "sentence2"), label_key="gold_label",
+                                  labels=registry.NLI3, id_key="pairID"))
+
+
+MRQA_CONTEXT = "The Eiffel Tower is in Paris. It was built in 1889."
+
+
+def write_mrqa(path, qas):
+  path.parent.mkdir(parents=True, exist_ok=True)
+  with gzip.open(path, "wt", encoding="utf-8") as f:
+    f.write(json.dumps({"header": {"dataset": "SQuAD", "split": "dev"}}) + "\n")
+    f.write(json.dumps({"id": "c1", "context": MRQA_CONTEXT, "context_tokens": [["The", 0]],
+                        "qas": qas}) + "\n")
+
+
+def mrqa_qa(qid, answers, spans):
+  return {"qid": qid, "question": "Where is it?", "question_tokens": [["Where", 0]],
+          "answers": answers,
+          "detected_answers": [{"text": answers[0], "char_spans": spans,
+                                "token_spans": [[0, 0]] * len(spans)}]}
+
+
+def test_mrqa_jsonl_gz(tmp_path):
+  write_mrqa(tmp_path / "mrqa/dev/SQuAD.jsonl.gz", [
+      mrqa_qa("q1", ["paris", "in Paris"], [[23, 27]]),
+      mrqa_qa("q2", ["1889"], [[46, 49], [46, 49]])])
+  dev = registry.load_split("mrqa/squad", tmp_path, "dev")
+  assert [ex.example_id for ex in dev] == ["q1", "q2"]
+  # Spans are the context's own text; the metric's gold strings are the qa's "answers".
+  assert dev[0].answers == (("Paris", 23),) and dev[0].answer_texts == ("paris", "in Paris")
+  assert dev[1].answers == (("1889", 46),) and dev[1].context == MRQA_CONTEXT
+
+
+def test_corrupt_gzip(tmp_path):
+  path = tmp_path / "mrqa/dev/SQuAD.jsonl.gz"
+  path.parent.mkdir(parents=True)
+  path.write_bytes(b"not gzip\n")
+  with pytest.raises(DataError, match=r"SQuAD.jsonl.gz, line 1: cannot read the file: Not a "
+                     r"gzipped file"):
+    registry.load_split("mrqa/squad", tmp_path, "dev")
+
+
+def test_mrqa_needs_its_header(tmp_path):
+  path = tmp_path / "mrqa/dev/SQuAD.jsonl.gz"
+  path.parent.mkdir(parents=True)
+  with gzip.open(path, "wt") as f:
+    f.write(json.dumps({"context": MRQA_CONTEXT, "qas": []}) + "\n")
+  with pytest.raises(DataError, match=r"SQuAD.jsonl.gz, line 1, field 'header'"):
+    registry.load_split("mrqa/squad", tmp_path, "dev")
+
+
+def squad_document(answer_start=23):
+  return {"version": "1.1", "data": [{"title": "Eiffel", "paragraphs": [{
+      "context": MRQA_CONTEXT, "qas": [
+          {"id": "5733be", "question": "Where is the tower?",
+           "answers": [{"text": "Paris", "answer_start": answer_start},
+                       {"text": "in Paris", "answer_start": 20},
+                       {"text": "Paris", "answer_start": answer_start}]}]}]}]}
+
+
+def test_squad_v1(tmp_path):
+  (tmp_path / "squad").mkdir()
+  (tmp_path / "squad/dev-v1.1.json").write_text(json.dumps(squad_document()))
+  [ex] = registry.load_split("squad_v1", tmp_path, "dev")
+  assert ex.example_id == "5733be" and ex.question == "Where is the tower?"
+  assert ex.answers == (("Paris", 23), ("in Paris", 20))
+  assert ex.answer_texts == ("Paris", "in Paris", "Paris")
+
+
+def test_squad_bad_offset_names_the_record(tmp_path):
+  (tmp_path / "squad").mkdir()
+  (tmp_path / "squad/dev-v1.1.json").write_text(json.dumps(squad_document(answer_start=22)))
+  with pytest.raises(DataError, match=r"field 'data\[0\].paragraphs\[0\].qas\[0\].answers\[0\]': "
+                     r"answer text 'Paris' differs from the context"):
+    registry.load_split("squad_v1", tmp_path, "dev")
+
+
+def test_record_as_span_task(tmp_path):
+  passage = "Paris (CNN) -- The @highlight\nFrance wins. Macron said France won."
+  write_lines(tmp_path / "superglue/ReCoRD/val.jsonl", [json.dumps({
+      "source": "CNN", "idx": 0,
+      "passage": {"text": passage, "entities": [{"start": 0, "end": 4}, {"start": 30, "end": 35}]},
+      "qas": [{"query": "@placeholder won the cup.", "idx": 7,
+               "answers": [{"start": 30, "end": 35, "text": "France"},
+                           {"start": 55, "end": 60, "text": "France"}]}]})])
+  [ex] = registry.load_split("superglue/record", tmp_path, "val")
+  assert ex.example_id == 7 and ex.question == "@placeholder won the cup."
+  assert ex.answers == (("France", 30), ("France", 55)) and ex.answer_texts == ("France",)
+
+
+def test_custom_tasks(tmp_path):
+  write_lines(tmp_path / "mine/train.tsv", [tsv("id", "review", "stars"), tsv("r1", "great", "pos"),
+                                            tsv("r2", "bad", "neg")])
+  task = registry.custom_task("mine", "classification", "mine/{split}.tsv", ("review",), "stars",
+                              ("neg", "pos"), splits=("train",), id_field="id")
+  assert [(ex.texts, ex.label, ex.example_id) for ex in registry.load_split(
+      task, tmp_path, "train")] == [(("great",), "pos", "r1"), (("bad",), "neg", "r2")]
+  write_lines(tmp_path / "sim/dev.jsonl", [json.dumps({"a": "x", "b": "y", "score": 3}),
+                                           json.dumps({"a": "x", "b": "z", "score": 0.5})])
+  task = registry.custom_task("sim", "regression", str(tmp_path / "sim/{split}.jsonl"), ("a", "b"),
+                              "score", splits=("dev",))
+  assert task.metrics == ("pearson", "spearman")
+  assert [ex.label for ex in registry.load_split(task, "/unused", "dev")] == [3.0, 0.5]
+  with pytest.raises(ValueError, match="needs its labels"):
+    registry.custom_task("x", "classification", "x/{split}.tsv", ("a",), "b")
+
+
+# ----------------------------------------------------------------------------------------------
+# Bad input: the message names the file, the line and the field.
+
+
+def rte_file(tmp_path, *rows, name="dev.tsv"):
+  return write_lines(tmp_path / "glue/RTE" / name,
+                     [tsv("index", "sentence1", "sentence2", "label"), *rows])
+
+
+def test_wrong_column_count(tmp_path):
+  rte_file(tmp_path, tsv("0", "A.", "B.", "entailment"), tsv("1", "A.", "entailment"))
+  with pytest.raises(DataError, match=r"RTE/dev.tsv, line 3: expected 4 tab-separated fields "
+                     r"\(\['index', 'sentence1', 'sentence2', 'label'\]\), found 3"):
+    registry.load_split("glue/rte", tmp_path, "dev")
+
+
+def test_unknown_label(tmp_path):
+  rte_file(tmp_path, tsv("0", "A.", "B.", "entailment"), tsv("1", "A.", "B.", "entails"))
+  with pytest.raises(DataError, match=r"RTE/dev.tsv, line 3, field 'label': unknown label "
+                     r"'entails'; allowed labels: \['entailment', 'not_entailment'\]"):
+    registry.load_split("glue/rte", tmp_path, "dev")
+
+
+def test_skip_invalid_counts_and_keeps_the_rest(tmp_path):
+  rte_file(tmp_path, tsv("0", "A.", "B.", "entailment"), tsv("1", "A.", "entailment"),
+           tsv("2", "A.", "B.", "entails"), tsv("3", "C.", "D.", "not_entailment"))
+  examples, skipped = registry.load_split_with_report("glue/rte", tmp_path, "dev",
+                                                      skip_invalid=True)
+  assert [ex.example_id for ex in examples] == [0, 3] and skipped == {"invalid": 2}
+
+
+def test_empty_and_header_only_files(tmp_path):
+  (tmp_path / "glue/RTE").mkdir(parents=True)
+  (tmp_path / "glue/RTE/dev.tsv").write_bytes(b"")
+  with pytest.raises(DataError, match=r"RTE/dev.tsv: empty file"):
+    registry.load_split("glue/rte", tmp_path, "dev")
+  rte_file(tmp_path)
+  with pytest.raises(DataError, match=r"RTE/dev.tsv: the file has a header but no rows"):
+    registry.load_split("glue/rte", tmp_path, "dev")
+  (tmp_path / "glue/RTE/dev.tsv").write_text("\n\n  \n")
+  with pytest.raises(DataError, match=r"RTE/dev.tsv: empty file"):
+    registry.load_split("glue/rte", tmp_path, "dev")
+
+
+def test_invalid_utf8_names_the_line(tmp_path):
+  path = rte_file(tmp_path, tsv("0", "A.", "B.", "entailment"))
+  path.write_bytes(path.read_bytes() + b"1\tCaf\xe9 au lait.\tB.\tentailment\n")
+  with pytest.raises(DataError, match=r"RTE/dev.tsv, line 3: invalid UTF-8 at byte 5"):
+    registry.load_split("glue/rte", tmp_path, "dev")
+
+
+def test_missing_split_file_and_unknown_split(tmp_path):
+  with pytest.raises(DataError, match=r"glue/CoLA/train.tsv: missing file for glue/cola split "
+                     r"'train': expected train.tsv in .*glue/CoLA"):
+    registry.load_split("glue/cola", tmp_path, "train")
+  with pytest.raises(ValueError,
+                     match=r"no split 'validation'; splits: \['train', 'dev', 'test'\]"):
+    registry.load_split("glue/cola", tmp_path, "validation")
+
+
+def test_blank_line_between_rows(tmp_path):
+  rte_file(tmp_path, tsv("0", "A.", "B.", "entailment"), "", tsv("1", "A.", "B.", "entailment"),
+           "", "")  # trailing blank lines are fine
+  with pytest.raises(DataError, match=r"RTE/dev.tsv, line 3: blank line between records"):
+    registry.load_split("glue/rte", tmp_path, "dev")
+
+
+def test_stsb_score_must_be_a_number_in_range(tmp_path):
+  header = tsv("index", "genre", "filename", "year", "old_index", "source1", "source2",
+               "sentence1", "sentence2", "score")
+  write_lines(tmp_path / "glue/STS-B/dev.tsv", [header, tsv("0", "g", "f", "y", "0", "n", "n", "A",
+                                                            "B", "high")])
+  with pytest.raises(DataError,
+                     match=r"STS-B/dev.tsv, line 2, field 'score': not a number: 'high'"):
+    registry.load_split("glue/stsb", tmp_path, "dev")
+  write_lines(tmp_path / "glue/STS-B/dev.tsv", [header, tsv("0", "g", "f", "y", "0", "n", "n", "A",
+                                                            "B", "5.5")])
+  with pytest.raises(DataError, match=r"field 'score': score 5.5 outside \[0.0, 5.0\]"):
+    registry.load_split("glue/stsb", tmp_path, "dev")
+
+
+def test_missing_header_column(tmp_path):
+  write_lines(tmp_path / "glue/RTE/dev.tsv", [tsv("index", "premise", "sentence2", "label"),
+                                              tsv("0", "A.", "B.", "entailment")])
+  with pytest.raises(DataError, match=r"RTE/dev.tsv, line 1, field 'sentence1': missing column"):
+    registry.load_split("glue/rte", tmp_path, "dev")
+
+
+def cb_file(tmp_path, *lines):
+  return write_lines(tmp_path / "superglue/CB/val.jsonl", list(lines))
+
+
+def test_bad_json_line(tmp_path):
+  cb_file(tmp_path, json.dumps({"premise": "A", "hypothesis": "B", "label": "neutral", "idx": 0}),
+          '{"premise": "A", "hypothesis": "B", "label": "neutral", "idx": 1')
+  with pytest.raises(DataError, match=r"CB/val.jsonl, line 2: invalid JSON"):
+    registry.load_split("superglue/cb", tmp_path, "val")
+
+
+def test_missing_json_key(tmp_path):
+  cb_file(tmp_path, json.dumps({"premise": "A", "label": "neutral", "idx": 0}))
+  with pytest.raises(DataError, match=r"CB/val.jsonl, line 1, field 'hypothesis': missing key"):
+    registry.load_split("superglue/cb", tmp_path, "val")
+  cb_file(tmp_path, json.dumps({"premise": "A", "hypothesis": "B", "idx": 0}))
+  with pytest.raises(DataError, match=r"CB/val.jsonl, line 1, field 'label': missing label"):
+    registry.load_split("superglue/cb", tmp_path, "val")
+
+
+def test_multirc_errors_name_the_nested_field(tmp_path):
+  write_lines(tmp_path / "superglue/MultiRC/val.jsonl", [json.dumps({"idx": 0, "passage": {
+      "text": "P", "questions": [{"idx": 0, "question": "Q", "answers": [
+          {"idx": 0, "text": "A", "label": 0}, {"idx": 1, "text": "B", "label": 2}]}]}})])
+  with pytest.raises(DataError, match=r"MultiRC/val.jsonl, line 1, field "
+                     r"'passage.questions\[0\].answers\[1\].label': unknown label '2'"):
+    registry.load_split("superglue/multirc", tmp_path, "val")
+
+
+def test_conll_errors(tmp_path):
+  path = write_lines(tmp_path / "wnut17/emerging.dev.conll",
+                     ["Paris\tB-location", "is\tO", " \t ", "nice\tO", "x\tB-city"])
+  with pytest.raises(DataError, match=r"emerging.dev.conll, line 5, field 'tag': unknown label "
+                     r"'B-city'"):
+    registry.load_split("wnut17", tmp_path, "dev")
+  path.write_text("Paris B-location\n")
+  with pytest.raises(DataError, match=r"emerging.dev.conll, line 1: expected 'token<TAB>tag'"):
+    registry.load_split("wnut17", tmp_path, "dev")
+
+
+def test_wic_original_gold_file_must_match(tmp_path):
+  data = write_lines(tmp_path / "train.data.txt", [tsv("go", "V", "0-1", "Go now .", "I go .")])
+  with pytest.raises(DataError, match=r"train.gold.txt: missing gold file"):
+    list(readers.read_wic_original(str(data), "train"))
+  write_lines(tmp_path / "train.gold.txt", ["T", "F"])
+  with pytest.raises(DataError, match=r"train.gold.txt, line 2: 2 gold lines for 1 data lines"):
+    list(readers.read_wic_original(str(data), "train"))

@@ -1,0 +1,343 @@
+"""Multi-Task Uncertainty (MT-U) sampling and baseline task samplers (DESIGN 4.2), jit-able jnp.
+
+A step draws candidates [T, b] (b per task), flattened to B = T*b: index t*b + j is row j of task t.
+MT-U scores every candidate from one deterministic forward and keeps the top b:
+
+  H, H_max = uncertainty(outputs, candidates, task_info)         # per candidate, [B] each
+  scores = mt_uncertainty_scores(H, H_max, task_id, T, 'paper')  # [B]
+  idx = select_top(scores, b)                                    # [b] into the B candidates
+
+Per-head-type uncertainty H with its maximum H_max (the entropy of the uniform distribution over
+what the head may predict), so u = H / H_max is in [0, 1]:
+  classification   H(softmax over the task's C_t classes), H_max = log C_t
+  multiple_choice  H over the valid choices (rows of attention_mask with a token), log(#valid)
+  span             mean of start and end entropies over the allowed positions (context + [CLS]),
+                   H_max = log(#allowed)
+  tagging          mean over labelled tokens (token_labels >= 0) of the per-token entropy, log C_t
+  regression       H = min(sigma^2, 1) with sigma^2 = exp(regression_log_var), H_max = 1.
+Regression has no softmax; targets are standardised, so the prior predictive variance is 1 and
+sigma^2 / 1 is the fraction of the prior uncertainty the model still has. An example the model
+cannot predict better than the prior scores u = 1, like a uniform softmax; a confidently predicted
+one scores near 0. STS-B-like tasks thus compete with the others (the original code gave them
+entropy 0, so they were never picked).
+
+Degenerate supports (C_t = 1, one valid choice, no labelled token) have H = H_max = 0 and u = 0:
+nothing is uncertain about a single outcome. Divisions are guarded, so no NaN appears.
+"""
+from __future__ import annotations
+
+from typing import Any, Callable, Mapping, NamedTuple, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from camtl_jax.tasks.base import (CLASSIFICATION, MULTIPLE_CHOICE, REGRESSION, SPAN, TAGGING,
+                                  TASK_TYPES, Task)
+
+Array = jax.Array
+Batch = Mapping[str, Array]
+
+# _entropy re-masks invalid entries with this finite value (not -inf): a row with no valid entry
+# then has a finite softmax instead of NaN, and its terms are zeroed by the mask.
+_MASK = -1e9
+
+
+class TaskInfo(NamedTuple):
+  """Static per-task facts (hashable: pass as a static jit argument or close over it).
+
+  types: head type of each task (tasks.base.TASK_TYPES), in run task-id order.
+  num_labels: classes of each task (classification: C_t, tagging: number of tags; else unused).
+  """
+  types: tuple[str, ...]
+  num_labels: tuple[int, ...]
+
+  @classmethod
+  def from_tasks(cls, tasks: Sequence[Task | Any]) -> "TaskInfo":
+    """From tasks.base.Task or models.heads.TaskSpec records (anything with .type, .num_labels)."""
+    return cls(tuple(t.type for t in tasks), tuple(t.num_labels for t in tasks))
+
+
+# ----------------------------------------------------------------------------------------------
+# Per-head-type uncertainty.
+
+def _safe_div(a: Array, b: Array) -> Array:
+  """a / b where b > 0, else 0 (also safe under grad: the unused branch never divides by 0)."""
+  ok = b > 0
+  return jnp.where(ok, a / jnp.where(ok, b, 1.0), 0.0)
+
+
+def _log_count(count: Array) -> Array:
+  """log(count), with log(0) := 0 for rows that have no support at all."""
+  return jnp.log(jnp.maximum(count, 1).astype(jnp.float32))
+
+
+def _entropy(logits: Array, valid: Array) -> Array:
+  """Entropy (nats) of softmax(logits) restricted to `valid`, over the last axis.
+
+  logits, valid: [..., C] -> [...]. p log p is taken as 0 where p = 0, and rows with no valid
+  entry give 0.
+  """
+  logits = jnp.where(valid, logits.astype(jnp.float32), _MASK)
+  log_p = jax.nn.log_softmax(logits, axis=-1)
+  p = jnp.exp(log_p)
+  return -jnp.sum(jnp.where(valid & (p > 0), p * log_p, 0.0), axis=-1)
+
+
+def _class_valid(num_classes: Array, width: int) -> Array:
+  """[B] classes per example -> [B, width] mask of the valid class indices."""
+  return jnp.arange(width) < num_classes[:, None]
+
+
+def _classification(outputs: Batch, batch: Batch, num_labels: Array) -> tuple[Array, Array]:
+  logits = outputs["cls_logits"]  # [B, C_max]
+  h = _entropy(logits, _class_valid(num_labels, logits.shape[-1]))
+  return h, _log_count(num_labels)
+
+
+def _multiple_choice(outputs: Batch, batch: Batch, num_labels: Array) -> tuple[Array, Array]:
+  valid = jnp.any(batch["attention_mask"] > 0, axis=-1)  # [B, K]: choice rows with a token
+  return _entropy(outputs["choice_logits"], valid), _log_count(valid.sum(-1))
+
+
+def _span(outputs: Batch, batch: Batch, num_labels: Array) -> tuple[Array, Array]:
+  # [CLS] (position 0) is the "no answer in this window" target, so it is always allowed; the
+  # input pipeline already sets it in context_mask, OR-ing it here keeps this self-contained.
+  allowed = (batch["context_mask"] > 0) | (jnp.arange(batch["context_mask"].shape[-1]) == 0)
+  h = 0.5 * (_entropy(outputs["start_logits"], allowed) + _entropy(outputs["end_logits"], allowed))
+  return h, _log_count(allowed.sum(-1))
+
+
+def _tagging(outputs: Batch, batch: Batch, num_labels: Array) -> tuple[Array, Array]:
+  logits = outputs["tag_logits"]  # [B, L, C_tag_max]
+  valid = _class_valid(num_labels, logits.shape[-1])[:, None, :]
+  per_token = _entropy(logits, valid)  # [B, L]
+  labelled = batch["token_labels"] >= 0
+  # Every token shares H_max = log C_t, so mean(H_tok) / log C_t = mean(H_tok / log C_t).
+  h = _safe_div(jnp.sum(jnp.where(labelled, per_token, 0.0), -1), labelled.sum(-1))
+  return h, _log_count(num_labels)
+
+
+def _regression(outputs: Batch, batch: Batch, num_labels: Array) -> tuple[Array, Array]:
+  # min(exp(lv), 1) = exp(min(lv, 0)): the same value, and exp never overflows.
+  log_var = outputs["regression_log_var"].astype(jnp.float32)
+  return jnp.exp(jnp.minimum(log_var, 0.0)), jnp.ones_like(log_var)
+
+
+UncertaintyFn = Callable[[Batch, Batch, Array], tuple[Array, Array]]
+UNCERTAINTY: dict[str, UncertaintyFn] = {
+    CLASSIFICATION: _classification,
+    MULTIPLE_CHOICE: _multiple_choice,
+    SPAN: _span,
+    TAGGING: _tagging,
+    REGRESSION: _regression,
+}
+
+
+def uncertainty(outputs: Batch, batch: Batch, task_info: TaskInfo) -> tuple[Array, Array]:
+  """Per-example entropy H [B] and its maximum H_max [B] (u = H / H_max in [0, 1]).
+
+  outputs: the model's per-example outputs, only the keys of head types present in the run:
+    cls_logits [B, C_max], choice_logits [B, K], regression_log_var [B], start_logits /
+    end_logits [B, L], tag_logits [B, L, C_tag_max]. Masked entries may hold any value: validity
+    is recomputed here from task_info and the batch.
+  batch: task_id [B]; attention_mask [B, K, L] (multiple choice), context_mask [B, L] (span),
+    token_labels [B, L] (tagging).
+  Each head type present is evaluated on all B examples (cheap next to the forward) and each
+  example keeps its own type's value; the loop is over head types (<= 5), not over tasks.
+  """
+  task_id = batch["task_id"]
+  num_labels = jnp.asarray(task_info.num_labels, jnp.int32)[task_id]
+  type_index = np.array([TASK_TYPES.index(t) for t in task_info.types], np.int32)
+  example_type = jnp.asarray(type_index)[task_id]
+  h = h_max = jnp.zeros(task_id.shape, jnp.float32)
+  for head_type in sorted(set(task_info.types), key=TASK_TYPES.index):
+    this = example_type == TASK_TYPES.index(head_type)
+    h_t, h_max_t = UNCERTAINTY[head_type](outputs, batch, num_labels)
+    h, h_max = jnp.where(this, h_t, h), jnp.where(this, h_max_t, h_max)
+  return h, h_max
+
+
+# ----------------------------------------------------------------------------------------------
+# MT-U scores and selection.
+
+def task_means(x: Array, task_id: Array, num_tasks: int) -> tuple[Array, Array]:
+  """Per-task mean of x [B] and whether the task has any example: ([T], [T] bool)."""
+  sums = jax.ops.segment_sum(x, task_id, num_tasks)
+  counts = jax.ops.segment_sum(jnp.ones_like(x), task_id, num_tasks)
+  return _safe_div(sums, counts), counts > 0
+
+
+def _paper_scores(h: Array, h_max: Array, task_id: Array, num_tasks: int) -> Array:
+  """U = H / (H_hat * H'_t), H_hat = max over tasks present of the task's mean H."""
+  h_bar, present = task_means(h, task_id, num_tasks)
+  h_hat = jnp.max(jnp.where(present, h_bar, 0.0))
+  return _safe_div(h, h_hat * h_max)
+
+
+def _task_weighted_scores(h: Array, h_max: Array, task_id: Array, num_tasks: int) -> Array:
+  """U = u * ubar_t / max_t' ubar_t' (the original code), u = H / H_max."""
+  u = _safe_div(h, h_max)
+  u_bar, present = task_means(u, task_id, num_tasks)
+  weight = _safe_div(u_bar, jnp.max(jnp.where(present, u_bar, 0.0)))
+  return u * weight[task_id]
+
+
+ScoreFn = Callable[[Array, Array, Array, int], Array]
+SCORE_MODES: dict[str, ScoreFn] = {"paper": _paper_scores, "task_weighted": _task_weighted_scores}
+
+
+def check_score_mode(mode: str) -> ScoreFn:
+  """The score function of `mode`; ValueError naming the known modes (for config validation)."""
+  if mode not in SCORE_MODES:
+    raise ValueError(f"unknown mt_uncertainty_score {mode!r}; known: {sorted(SCORE_MODES)}")
+  return SCORE_MODES[mode]
+
+
+def mt_uncertainty_scores(h: Array, h_max: Array, task_id: Array, num_tasks: int,
+                          mode: str = "paper") -> Array:
+  """MT-U score [B] of each candidate from H, H_max, task_id [B] (DESIGN 4.2 step 4).
+
+  'paper': U = H / (H_hat * H'_t), Hbar_t = mean of H over task t's candidates, H_hat = max_t Hbar_t
+    (one number per step, so it ranks by H / H'_t).
+  'task_weighted': U = u * ubar_t / max_t' ubar_t', which favours tasks uncertain on average.
+  Tasks with no candidate are ignored in the max; all scores are in [0, 1] except paper-mode
+  scores, which may exceed 1 (H / H_hat).
+  """
+  return check_score_mode(mode)(h, h_max, task_id, num_tasks)
+
+
+def select_top(scores: Array, b: int) -> Array:
+  """Indices [b] of the b highest scores [B], highest first.
+
+  Ties go to the lowest index (lax.top_k's documented order), so with candidates laid out
+  [T, b] earlier tasks / earlier rows win ties and the choice is deterministic. NaN scores are
+  treated as -inf: never preferred to a real score.
+  """
+  scores = jnp.where(jnp.isnan(scores), -jnp.inf, scores)
+  return jax.lax.top_k(scores, b)[1]
+
+
+def mt_uncertainty_select(outputs: Batch, candidates: Batch, task_info: TaskInfo, b: int,
+                          mode: str = "paper") -> tuple[Array, Array, Array]:
+  """Score and select in one call: (indices [b], scores [B], u [B]) for the B = T*b candidates."""
+  h, h_max = uncertainty(outputs, candidates, task_info)
+  scores = mt_uncertainty_scores(h, h_max, candidates["task_id"], len(task_info.types), mode)
+  return select_top(scores, b), scores, _safe_div(h, h_max)
+
+
+# ----------------------------------------------------------------------------------------------
+# Baseline samplers: same [b] layout into the [T*b] candidates; index t*b + j takes row j of task t,
+# so positions j never collide. Tasks are drawn independently per position (mixed batches, as MT-U
+# makes), except round_robin.
+
+Sampler = Callable[[Array, Array, Array, int, float], Array]
+
+
+def _layout(tasks: Array, b: int) -> Array:
+  """Task of each position [b] -> candidate index task * b + position."""
+  return (tasks * b + jnp.arange(b)).astype(jnp.int32)
+
+
+def _draw(key: Array, weights: Array, b: int) -> Array:
+  """b independent task draws with probability proportional to weights [T] (0 = never)."""
+  weights = jnp.asarray(weights, jnp.float32)
+  return jax.random.categorical(key, jnp.log(weights), shape=(b,))
+
+
+def proportional(key: Array, step: Array, sizes: Array, b: int, alpha: float) -> Array:
+  """p_t proportional to the task's training-set size N_t."""
+  return _layout(_draw(key, sizes, b), b)
+
+
+def temperature(key: Array, step: Array, sizes: Array, b: int, alpha: float) -> Array:
+  """p_t proportional to N_t ** alpha (alpha = 1 / temperature): alpha 1 is proportional,
+  alpha 0 uniform over non-empty tasks; e.g. 0.5 (square-root sampling) or 0.3 (XLM-R)."""
+  sizes = jnp.asarray(sizes, jnp.float32)
+  return _layout(_draw(key, jnp.where(sizes > 0, sizes ** alpha, 0.0), b), b)
+
+
+def uniform(key: Array, step: Array, sizes: Array, b: int, alpha: float) -> Array:
+  """p_t = 1 / (number of non-empty tasks)."""
+  return _layout(_draw(key, jnp.asarray(sizes) > 0, b), b)
+
+
+def round_robin(key: Array, step: Array, sizes: Array, b: int, alpha: float) -> Array:
+  """The whole batch from task step % T (the usual one-task-per-batch round robin; per-position
+  interleaving would be nearly the same as stratified uniform sampling)."""
+  task = jnp.asarray(step, jnp.int32) % jnp.asarray(sizes).shape[0]
+  return _layout(jnp.full((b,), task), b)
+
+
+SAMPLERS: dict[str, Sampler] = {
+    "proportional": proportional,
+    "temperature": temperature,
+    "uniform": uniform,
+    "round_robin": round_robin,
+}
+MT_UNCERTAINTY = "mt_uncertainty"  # the sampler that needs scores: mt_uncertainty_select
+
+
+def check_sampler(name: str) -> Sampler | None:
+  """Validates a config's sampler name: the baseline sampler, or None for MT_UNCERTAINTY."""
+  if name == MT_UNCERTAINTY:
+    return None
+  if name not in SAMPLERS:
+    raise ValueError(f"unknown sampler {name!r}; known: {sorted([MT_UNCERTAINTY, *SAMPLERS])}")
+  return SAMPLERS[name]
+
+
+def selected_tasks(indices: Array, b: int, num_tasks: int) -> Array:
+  """How many of the selected candidates [b] come from each task: [T] int32 (sampling share)."""
+  return jnp.bincount(indices // b, length=num_tasks).astype(jnp.int32)
+
+
+# ----------------------------------------------------------------------------------------------
+# Loss of a mixed batch.
+
+def per_task_mean_loss(loss: Array, task_id: Array, weight: Array, num_tasks: int
+                       ) -> tuple[Array, Array, Array]:
+  """Mean over the tasks present of each task's weighted mean loss (DESIGN 4.2 step 6).
+
+  loss, weight [B] (weight 0 for padding rows), task_id [B] -> (scalar, sums [T], counts [T]),
+  sums / counts being per-task weighted loss sums and weights for logging. A task with no weight
+  in the batch does not count (and gets no NaN gradient).
+  """
+  sums = jax.ops.segment_sum(loss * weight, task_id, num_tasks)
+  counts = jax.ops.segment_sum(weight.astype(loss.dtype), task_id, num_tasks)
+  present = counts > 0
+  mean = jnp.sum(_safe_div(sums, counts)) / jnp.maximum(present.sum(), 1)
+  return mean, sums, counts
+
+
+# ----------------------------------------------------------------------------------------------
+# Data accounting: which training examples were ever selected for an update.
+
+def update_used(used: Array, uids: Array, weight: Array | None = None) -> Array:
+  """Marks uids [b] as used in `used` [total_examples] bool (on device).
+
+  Rows with weight 0, and uids outside [0, total_examples), are ignored.
+  """
+  n = used.shape[0]
+  valid = (uids >= 0) & (uids < n)
+  if weight is not None:
+    valid &= weight > 0
+  # Out-of-range indices are dropped by the scatter (negative ones would wrap, hence n).
+  return used.at[jnp.where(valid, uids, n)].set(True, mode="drop")
+
+
+class DataUsage(NamedTuple):
+  """Percent of each task's examples ever selected (task name -> %), and over all tasks."""
+  per_task: dict[str, float]
+  overall: float
+
+
+def data_usage(used: np.ndarray, sizes: Sequence[int], names: Sequence[str]) -> DataUsage:
+  """Host-side report from the used mask [sum(sizes)]; uids of task t start at sum(sizes[:t])."""
+  used = np.asarray(used, bool)
+  if used.shape != (int(np.sum(sizes)),):
+    raise ValueError(f"used mask has shape {used.shape}, tasks have {int(np.sum(sizes))} examples")
+  bounds = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
+  per_task = {name: 100.0 * float(used[lo:hi].mean()) if hi > lo else 0.0
+              for name, lo, hi in zip(names, bounds[:-1], bounds[1:])}
+  return DataUsage(per_task, 100.0 * float(used.mean()) if used.size else 0.0)

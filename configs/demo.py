@@ -4,7 +4,7 @@
 """
 from configs import common
 
-DEMO_TASKS = ("demo/sentiment", "demo/similarity", "demo/entities", "demo/choice")
+DEMO_TASKS = ("demo/sentiment", "demo/similarity", "demo/entities", "demo/choice", "demo/span")
 
 
 def get_config(arg=None):

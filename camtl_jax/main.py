@@ -6,6 +6,7 @@ import logging
 
 import jax
 from absl import app, flags
+from absl import logging as absl_logging
 from ml_collections import config_flags
 
 from camtl_jax import train
@@ -22,7 +23,9 @@ def main(argv):
   del argv
   if FLAGS.jax_distributed:
     jax.distributed.initialize()
-  logging.getLogger().setLevel(logging.INFO)
+  # Our progress at INFO; libraries (Orbax logs every save step by step) at WARNING.
+  absl_logging.set_verbosity(absl_logging.WARNING)
+  logging.getLogger("camtl_jax").setLevel(logging.INFO)
   logging.info("JAX process %d/%d, %d local / %d global devices (%s)", jax.process_index(),
                jax.process_count(), jax.local_device_count(), jax.device_count(),
                jax.default_backend())

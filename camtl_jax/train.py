@@ -280,9 +280,8 @@ def build_run(config, workdir: Path) -> Run:
                              train_splits)
   specs = tuple(camtl_lib.TaskSpec(t.name, t.type, t.num_choices if t.type == "multiple_choice"
                                    else max(t.num_labels, 1)) for t in tasks)
-  model_config = camtl_lib.CAMTLConfig.from_config(
-      config.model, max_length=config.max_length,
-      frozen_layers=frozen_layers(config, encoder_config.num_layers))
+  model_config = camtl_lib.CAMTLConfig.from_config(config.model).replace(
+      max_length=config.max_length, frozen_layers=frozen_layers(config, encoder_config.num_layers))
   model = camtl_lib.CAMTL(encoder=encoder_config, config=model_config, tasks=specs)
   buckets = input_pipeline.default_buckets(config.max_length, config.bucket_step)
   loader = input_pipeline.CandidateLoader(

@@ -1,5 +1,6 @@
 """Defaults shared by every config. Each config file's get_config(arg) starts from `base()`."""
 import ml_collections
+from ml_collections import config_dict
 
 
 def base() -> ml_collections.ConfigDict:
@@ -37,9 +38,12 @@ def base() -> ml_collections.ConfigDict:
   c.freeze_embeddings = True
 
   c.model = ml_collections.ConfigDict(dict(
-      conditioning="camtl", alignment="matrix", cond_attention=True, cond_attention_layers=(),
-      attention_blocks=0, cond_layernorm=True, adapter="top", adapter_layers=1, adapter_reduction=3,
-      adapter_activation="gelu", head_dropout=0.1))
+      conditioning="camtl", alignment="matrix", cond_attention=True,
+      cond_attention_layers=config_dict.placeholder(tuple),  # None = all layers
+      attention_blocks=0, cond_layernorm=True,
+      cond_layernorm_layers=config_dict.placeholder(tuple),  # None = the upper half
+      adapter="top", adapter_layers=1, adapter_reduction=3, adapter_activation="gelu",
+      head_dropout=0.1))
 
   c.mesh = ml_collections.ConfigDict(dict(model=1, fsdp=False))
 

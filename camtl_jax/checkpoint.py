@@ -108,3 +108,18 @@ def _all_finite_shapes(state: Any, abstract_state: Any) -> bool:
 def best_step(manager: ocp.CheckpointManager) -> int | None:
   """The step with the best dev score among kept checkpoints (None if none was scored)."""
   return manager.best_step()
+
+
+def load_state(workdir: str | Path, step: int | None = None) -> tuple[int, Any]:
+  """(step, state as numpy) of a workdir's checkpoint (default: the latest), without a config.
+
+  For inspection, prediction and tests; training restores through `restore_latest` instead.
+  """
+  manager = make_manager(workdir, async_save=False)
+  steps = manager.all_steps()
+  if not steps:
+    raise FileNotFoundError(f"{workdir}: no checkpoint in {manager.directory}")
+  step = max(steps) if step is None else step
+  restored = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore()))
+  manager.close()
+  return step, jax.tree.map(lambda x: jax.device_get(x), restored["state"])

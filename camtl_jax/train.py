@@ -337,13 +337,13 @@ def state_shardings(run: Run, state: State) -> Any:
 
 
 def fingerprint(run: Run) -> dict:
-  """What must not change between runs sharing a workdir."""
-  return {
+  """What must not change between runs sharing a workdir (JSON-normalised: tuples -> lists)."""
+  return json.loads(json.dumps({
       "tasks": list(run.config.tasks),
       "encoder": {k: v for k, v in dataclasses.asdict(run.model.encoder).items() if k != "dtype"},
       "model": dataclasses.asdict(run.model.config),
       "train_rows": [s.num_rows for s in run.train_splits],
-  }
+  }))
 
 
 # ------------------------------------------------------------------------------------------------

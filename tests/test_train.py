@@ -1,0 +1,220 @@
+"""The training engine end to end on the tiny config (2 MiniLM layers, the generated demo tasks)."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from camtl_jax import checkpoint, optim, sampling, sharding, train
+from configs import tiny
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _config(**overrides):
+  c = tiny.get_config()
+  c.unlock()
+  for key, value in overrides.items():
+    c[key] = value
+  c.lock()
+  return c
+
+
+def _train_cmd(workdir, *overrides, devices=1):
+  env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}",
+             JAX_PLATFORMS="cpu")
+  cmd = [sys.executable, "-m", "camtl_jax.main", "--config", "configs/tiny.py",
+         "--workdir", str(workdir), *overrides]
+  return cmd, env
+
+
+def _run(workdir, *overrides, devices=1, timeout=600):
+  cmd, env = _train_cmd(workdir, *overrides, devices=devices)
+  proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
+  assert proc.returncode == 0, proc.stderr[-4000:]
+  return proc
+
+
+def _history(workdir):
+  lines = (Path(workdir) / "history.jsonl").read_text().splitlines()
+  return [json.loads(line) for line in lines if '"loss"' in line]
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+  """One uninterrupted tiny run in a subprocess (shared by several tests)."""
+  workdir = tmp_path_factory.mktemp("uninterrupted")
+  _run(workdir)
+  return workdir
+
+
+@pytest.mark.slow
+def test_tiny_run_writes_results_and_learns(tiny_run):
+  results = json.loads((tiny_run / "results.json").read_text())
+  assert set(results["results"]) == set(tiny.get_config().tasks)
+  assert 0 < results["data_used"]["overall"] <= 1
+  assert (tiny_run / "sampling.png").stat().st_size > 1000
+  history = _history(tiny_run)
+  assert history[-1]["loss"] < history[0]["loss"], [h["loss"] for h in history]
+  shares = history[-1]["task_share"]
+  assert abs(sum(shares.values()) - 1) < 1e-6
+
+
+@pytest.mark.slow
+def test_sigkill_and_restart_equals_uninterrupted_bitwise(tiny_run, tmp_path):
+  workdir = tmp_path / "killed"
+  cmd, env = _train_cmd(workdir)
+  proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.DEVNULL,
+                          stderr=subprocess.DEVNULL)
+  ckpts = workdir / "checkpoints"
+  deadline = time.time() + 300
+  while time.time() < deadline and proc.poll() is None:
+    steps = [int(p.name) for p in ckpts.glob("*") if p.name.isdigit()] if ckpts.exists() else []
+    if steps and max(steps) >= 3:
+      break
+    time.sleep(0.05)
+  time.sleep(0.3)  # land somewhere inside the following steps
+  assert proc.poll() is None, "the run finished before it could be killed; make it longer"
+  proc.send_signal(signal.SIGKILL)
+  proc.wait()
+  killed_at = max(checkpoint.make_manager(workdir, async_save=False).all_steps())
+  assert killed_at < tiny.get_config().total_steps
+  _run(workdir)  # same command: resumes from the workdir
+  step_a, state_a = checkpoint.load_state(tiny_run)
+  step_b, state_b = checkpoint.load_state(workdir)
+  assert step_a == step_b == tiny.get_config().total_steps
+  jax.tree.map(np.testing.assert_array_equal, state_a, state_b)
+
+
+@pytest.mark.slow
+def test_corrupt_latest_checkpoint_falls_back_with_warning(tiny_run, tmp_path, caplog):
+  import shutil
+  workdir = tmp_path / "corrupt"
+  shutil.copytree(tiny_run, workdir)
+  manager = checkpoint.make_manager(workdir, async_save=False)
+  latest, previous = sorted(manager.all_steps())[-1], sorted(manager.all_steps())[-2]
+  for f in (workdir / "checkpoints" / str(latest) / "state").rglob("*"):
+    if f.is_file() and f.stat().st_size > 0:
+      f.write_bytes(b"\0garbage" * 3)
+  run = train.build_run(_config(), workdir)
+  state, *_ = train.init_state(run)
+  abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), state)
+  with caplog.at_level("WARNING"):
+    restored = checkpoint.restore_latest(manager, abstract, train.fingerprint(run), workdir)
+  assert restored is not None and int(restored[0]["step"]) == previous
+  assert f"checkpoint {latest}" in caplog.text
+
+
+@pytest.mark.slow
+def test_changed_task_list_on_same_workdir_is_refused(tiny_run, tmp_path):
+  import shutil
+  workdir = tmp_path / "mismatch"
+  shutil.copytree(tiny_run, workdir)
+  config = _config(tasks=("demo/sentiment", "demo/entities"), total_steps=20)
+  with pytest.raises(checkpoint.WorkdirMismatch, match="tasks"):
+    train.train_and_evaluate(config, str(workdir))
+
+
+# ------------------------------------------------------------------------------------------------
+# In-process checks of the compiled step
+
+
+@pytest.fixture(scope="module")
+def engine(tmp_path_factory):
+  workdir = tmp_path_factory.mktemp("engine")
+  run = train.build_run(_config(), workdir)
+  state, tx, labels = train.init_state(run)
+  shardings = train.state_shardings(run, state)
+  ctx = train.make_context(run, tx, labels)
+  p_train, p_eval = train.compile_steps(run, ctx, shardings)
+  return run, ctx, jax.device_put(state, shardings), p_train, labels
+
+
+def _candidates(run, step):
+  return sharding.global_batch(run.loader.candidates(step), run.mesh, example_axis=1)
+
+
+@pytest.mark.multidevice
+def test_frozen_leaves_bit_identical_trainable_moved(engine):
+  run, ctx, state, p_train, labels = engine
+  before = jax.device_get(state["params"])
+  state = jax.tree.map(jnp.copy, state)  # p_train donates its input
+  for step in range(3):
+    state, _ = p_train(state, _candidates(run, step))
+  after = jax.device_get(state["params"])
+  moved = jax.tree.map(lambda a, b, l: (l, bool(np.any(a != b))), before, after, labels)
+  flags = jax.tree.leaves(moved, is_leaf=lambda x: isinstance(x, tuple))
+  assert all(not changed for label, changed in flags if label == "frozen")
+  assert sum(changed for label, changed in flags if label == "trainable") > 0.9 * sum(
+      1 for label, _ in flags if label == "trainable")
+
+
+def test_optimizer_state_holds_no_frozen_leaves(engine):
+  run, ctx, state, _, labels = engine
+  n_trainable = sum(np.size(x) for x, l in zip(jax.tree.leaves(state["params"]),
+                                                jax.tree.leaves(labels)) if l == "trainable")
+  n_frozen = sum(np.size(x) for x, l in zip(jax.tree.leaves(state["params"]),
+                                             jax.tree.leaves(labels)) if l == "frozen")
+  assert n_frozen > 0
+  n_opt = sum(np.size(x) for x in jax.tree.leaves(state["opt_state"]))
+  assert n_opt <= 2 * n_trainable + 100  # Adam mu and nu for trainable leaves, a few counters
+
+
+def test_selection_in_compiled_step_equals_numpy(engine):
+  run, ctx, state, _, _ = engine
+  flat = train._flatten_candidates(jax.device_get(_candidates(run, 5)))
+  idx, entropy, max_entropy = jax.jit(lambda p, f: train.select(ctx, p, f, 5, jax.random.key(0)))(
+      state["params"], flat)
+  outputs = jax.device_get(run.model.apply({"params": state["params"]}, flat, deterministic=True))
+  h, h_max = (np.asarray(x, np.float64) for x in sampling.uncertainty(outputs, flat, ctx.task_info))
+  task = np.asarray(flat["task_id"])
+  mean_h = np.array([h[task == t].mean() for t in range(ctx.num_tasks)])
+  scores = h / (mean_h.max() * h_max)  # the paper's U(x) = H / (H_hat * H'_t)
+  expected = np.argsort(-scores, kind="stable")[:ctx.batch_size]
+  np.testing.assert_allclose(np.sort(scores[np.asarray(idx)]), np.sort(scores[expected]), rtol=1e-5)
+  assert set(np.asarray(idx).tolist()) == set(expected.tolist())
+
+
+def test_mixed_batch_loss_is_mean_of_per_task_means():
+  rng = np.random.default_rng(0)
+  task = rng.integers(0, 5, size=40)
+  task[task == 3] = 1  # task 3 absent: it must not count
+  loss = rng.random(40).astype(np.float32)
+  weight = np.ones(40, np.float32)
+  weight[-3:] = 0  # padding rows
+  w = np.asarray(train.example_weights(jnp.asarray(task), jnp.asarray(weight), 5))
+  present = [t for t in range(5) if np.any((task == t) & (weight > 0))]
+  expected = np.mean([loss[(task == t) & (weight > 0)].mean() for t in present])
+  np.testing.assert_allclose(np.sum(w * loss), expected, rtol=1e-6)
+
+
+def test_bad_configs_fail_before_compilation(tmp_path):
+  with pytest.raises(ValueError, match="frozen_layers"):
+    train.build_run(_config(frozen_layers=(0, 7)), tmp_path)
+  with pytest.raises(ValueError, match="sampler"):
+    train.build_run(_config(sampler="most_confident"), tmp_path)
+  with pytest.raises(ValueError, match="batch_size=6 is not divisible by the 4"):
+    sharding.check_divisible(6, _fake_mesh(4), "config.batch_size")
+
+
+def _fake_mesh(n):
+  class FakeMesh:
+    shape = {"data": n, "model": 1}
+  return FakeMesh()
+
+
+@pytest.mark.slow
+def test_one_and_eight_devices_give_the_same_losses(tmp_path):
+  _run(tmp_path / "one", "--config.total_steps=6", "--config.eval_every=100", devices=1)
+  _run(tmp_path / "eight", "--config.total_steps=6", "--config.eval_every=100", devices=8)
+  one = [h["loss"] for h in _history(tmp_path / "one")]
+  eight = [h["loss"] for h in _history(tmp_path / "eight")]
+  # Same program, same data; only the reduction order of the sharded sums differs.
+  np.testing.assert_allclose(one, eight, rtol=1e-4, atol=1e-5)

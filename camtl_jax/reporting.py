@@ -60,9 +60,13 @@ class Reporter:
     record["examples_per_s"] = rate * self.examples_per_step
     if self.enabled:
       self._write(step, record)
-      self.bar.update(step - self.bar.n)
       self.bar.set_postfix(loss=f"{record['loss']:.4f}", ex_s=f"{record['examples_per_s']:.1f}")
     return record
+
+  def advance(self, step: int) -> None:
+    """Moves the progress bar to `step` (host-side only: no device sync)."""
+    if self.enabled:
+      self.bar.update(step - self.bar.n)
 
   def _write(self, step: int, record: dict) -> None:
     for key in ("loss", "lr", "grad_norm", "skipped_steps", "steps_per_s", "examples_per_s"):

@@ -44,11 +44,24 @@ class StepContext:
   temperature_alpha: float
   grad_accum_steps: int
   seed: int
+  # NamedSharding of an example axis over 'data' (set by compile_steps): keeps the scoring forward
+  # and the selected batch data-parallel after the gather.
+  example_sharding: Any = None
 
 
 def _flatten_candidates(candidates: dict[str, jax.Array]) -> dict[str, jax.Array]:
-  """[T, b, ...] -> [T*b, ...]; row t*b + j is slot j of task t."""
-  return {k: v.reshape((-1,) + v.shape[2:]) for k, v in candidates.items()}
+  """[T, b, ...] -> [b*T, ...]; row j*T + t is slot j of task t.
+
+  Slot-major order: with the slots (axis 1) split over 'data', each device's candidates form one
+  contiguous block of the flat array, so flattening moves no data between devices.
+  """
+  return {k: jnp.swapaxes(v, 0, 1).reshape((-1,) + v.shape[2:]) for k, v in candidates.items()}
+
+
+def _constrain(ctx: StepContext, tree):
+  if ctx.example_sharding is None:
+    return tree
+  return jax.lax.with_sharding_constraint(tree, ctx.example_sharding)
 
 
 def select(ctx: StepContext, params, flat: dict[str, jax.Array], step: jax.Array, rng: jax.Array
@@ -64,8 +77,9 @@ def select(ctx: StepContext, params, flat: dict[str, jax.Array], step: jax.Array
     scores = sampling.mt_uncertainty_scores(entropy, max_entropy, flat["task_id"], ctx.num_tasks,
                                             ctx.score_mode)
     return sampling.select_top(scores, ctx.batch_size), entropy, max_entropy
-  idx = sampling.SAMPLERS[ctx.sampler](rng, step, ctx.task_sizes, ctx.batch_size,
-                                       alpha=ctx.temperature_alpha)
+  task_major = sampling.SAMPLERS[ctx.sampler](rng, step, ctx.task_sizes, ctx.batch_size,
+                                              alpha=ctx.temperature_alpha)  # t*b + j
+  idx = (task_major % ctx.batch_size) * ctx.num_tasks + task_major // ctx.batch_size
   zeros = jnp.zeros(flat["task_id"].shape, jnp.float32)
   return idx, zeros, jnp.ones_like(zeros)
 
@@ -109,9 +123,9 @@ def train_step(ctx: StepContext, state: State, candidates: dict[str, jax.Array]
   step = state["step"]
   rng = jax.random.fold_in(jax.random.key(ctx.seed), step)
   select_rng, dropout_rng = jax.random.split(rng)
-  flat = _flatten_candidates(candidates)
+  flat = _constrain(ctx, _flatten_candidates(candidates))
   idx, entropy, max_entropy = select(ctx, state["params"], flat, step, select_rng)
-  batch = jax.tree.map(lambda x: jnp.take(x, idx, axis=0), flat)
+  batch = _constrain(ctx, jax.tree.map(lambda x: jnp.take(x, idx, axis=0), flat))
 
   trainable, frozen = optim.split_trainable(state["params"], ctx.labels)
   loss, grads, per_example = _loss_and_grads(ctx, trainable, frozen, batch, dropout_rng)
@@ -456,6 +470,7 @@ def compile_steps(run: Run, ctx: StepContext, shardings: Any) -> tuple[Callable,
   candidates = sharding.batch_sharding(run.mesh, example_axis=1)
   examples = sharding.batch_sharding(run.mesh, example_axis=0)
   rep = sharding.replicated(run.mesh)
+  ctx = dataclasses.replace(ctx, example_sharding=examples)
   p_train = jax.jit(functools.partial(train_step, ctx), in_shardings=(shardings, candidates),
                     out_shardings=(shardings, rep), donate_argnums=0)
   p_eval = jax.jit(functools.partial(eval_step, ctx), in_shardings=(shardings["params"], examples),
@@ -485,6 +500,21 @@ def data_used(run: Run, used: np.ndarray) -> dict[str, float]:
   return fractions
 
 
+# Written into the workdir so predict / export / adapt can reload it without the config file.
+CONFIG_FILE = "config.json"   # config.to_json()
+TASKS_FILE = "tasks.json"     # per task: name, type, labels, num_choices, regression train mean/std
+
+
+def write_task_records(run: Run) -> None:
+  """WORKDIR/tasks.json: what prediction needs about each task beyond the config (custom tasks'
+  labels, and the train split's regression statistics that map outputs back to the task's scale)."""
+  records = [{"name": t.name, "type": t.type, "labels": list(t.labels),
+              "num_choices": t.num_choices, "metrics": list(t.metrics),
+              "target_mean": s.target_mean, "target_std": s.target_std}
+             for t, s in zip(run.tasks, run.train_splits)]
+  (run.workdir / TASKS_FILE).write_text(json.dumps(records, indent=2) + "\n")
+
+
 class TrainingStopped(RuntimeError):
   """Too many consecutive NaN/Inf steps; a checkpoint was written first."""
 
@@ -510,8 +540,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   """
   workdir = Path(workdir).expanduser().resolve()
   workdir.mkdir(parents=True, exist_ok=True)
-  run = build_run(config, workdir)
   is_main = jax.process_index() == 0
+  if is_main:
+    (workdir / CONFIG_FILE).write_text(config.to_json(indent=2) + "\n")
+  run = build_run(config, workdir)
+  if is_main:
+    write_task_records(run)
   log.info("%s", camtl_lib.format_parameter_report(camtl_lib.parameter_report(
       run.model.encoder, run.model.config, run.model.tasks)))
   manager = checkpoint.make_manager(workdir, config.keep_checkpoints, config.checkpoint_every,
@@ -529,6 +563,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     state, metrics = p_train(state, candidates)
     pending.append(metrics)
     done = step + 1
+    reporter.advance(done)
     if done % config.log_every == 0 or done == config.total_steps:
       reporter.log_train(done, reporting.reduce_metrics(pending), _learning_rate(config, step))
       pending = []

@@ -177,9 +177,13 @@ def test_selection_in_compiled_step_equals_numpy(engine):
   task = np.asarray(flat["task_id"])
   mean_h = np.array([h[task == t].mean() for t in range(ctx.num_tasks)])
   scores = h / (mean_h.max() * h_max)  # the paper's U(x) = H / (H_hat * H'_t)
-  expected = np.argsort(-scores, kind="stable")[:ctx.batch_size]
-  np.testing.assert_allclose(np.sort(scores[np.asarray(idx)]), np.sort(scores[expected]), rtol=1e-5)
-  assert set(np.asarray(idx).tolist()) == set(expected.tolist())
+  chosen = np.asarray(idx)
+  assert len(set(chosen.tolist())) == ctx.batch_size
+  # The top b of the numpy scores, up to float32-vs-float64 rounding among near-ties at the cut.
+  threshold = np.sort(scores)[::-1][ctx.batch_size - 1]
+  tol = 1e-5
+  assert np.all(scores[chosen] >= threshold - tol)
+  assert set(np.flatnonzero(scores > threshold + tol)) <= set(chosen.tolist())
 
 
 def test_mixed_batch_loss_is_mean_of_per_task_means():
@@ -218,3 +222,35 @@ def test_one_and_eight_devices_give_the_same_losses(tmp_path):
   eight = [h["loss"] for h in _history(tmp_path / "eight")]
   # Same program, same data; only the reduction order of the sharded sums differs.
   np.testing.assert_allclose(one, eight, rtol=1e-4, atol=1e-5)
+
+
+def _regression_share(tmp_path, noise_scale: float, steps: int = 40) -> float:
+  """Share of selected examples that come from the regression task over the last half of a run
+  where the regression targets are replaced by noise of the given scale (0 = the real targets)."""
+  config = _config(tasks=("demo/sentiment", "demo/similarity"), total_steps=steps,
+                   learning_rate=1e-3, warmup_fraction=0.0)
+  run = train.build_run(config, tmp_path)
+  targets = run.train_splits[1].arrays["target"]
+  if noise_scale:
+    targets[:] = np.random.default_rng(0).normal(0.0, noise_scale, targets.shape)
+  state, tx, labels = train.init_state(run)
+  shardings = train.state_shardings(run, state)
+  p_train, _ = train.compile_steps(run, train.make_context(run, tx, labels), shardings)
+  state = jax.device_put(state, shardings)
+  counts = []
+  for step in range(steps):
+    state, metrics = p_train(state, _candidates(run, step))
+    counts.append(metrics["task_count"])
+  late = np.sum(jax.device_get(counts[steps // 2:]), axis=0)
+  return float(late[1] / late.sum())
+
+
+@pytest.mark.slow
+def test_regression_task_made_harder_is_selected_more(tmp_path):
+  # The regression head predicts its own variance (heads.py); MT-U scores a regression example by
+  # that variance as a fraction of the prior's. Noise targets cannot be learned, so the predicted
+  # variance stays high and the task keeps being picked; learnable targets are picked less.
+  easy = _regression_share(tmp_path / "easy", noise_scale=0.0)
+  hard = _regression_share(tmp_path / "hard", noise_scale=3.0)
+  print(f"regression share: easy {easy:.3f}, hard {hard:.3f}")
+  assert hard > easy + 0.1, (easy, hard)

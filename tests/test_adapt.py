@@ -1,0 +1,176 @@
+"""camtl-adapt: adding a held-out demo task to a trained tiny model, '--train new' leaving every old
+task bit-identical, learning the new task, the learning curve, zero-shot and bad input."""
+import json
+
+import numpy as np
+import pytest
+from flax import traverse_util
+
+from camtl_jax import adapt, predict
+from camtl_jax.tasks import registry
+from tests.test_predict import tiny_workdir
+
+HELD_OUT = "demo/sentiment"
+OLD_TASKS = ("demo/similarity", "demo/entities", "demo/choice", "demo/span")
+
+
+@pytest.fixture(scope="module")
+def base_workdir(tmp_path_factory):
+  """The tiny run on every demo task but the held-out one."""
+  return tiny_workdir(tmp_path_factory, "heldout", "--config.tasks=" + repr(OLD_TASKS))
+
+
+@pytest.fixture(scope="module")
+def adapted_new(base_workdir, tmp_path_factory):
+  out = tmp_path_factory.mktemp("adapted") / "new"
+  code = adapt.main(["--workdir", str(base_workdir), "--new-task", HELD_OUT, "--data",
+                     str(base_workdir / "demo_data"), "--fraction", "0.1", "--train", "new",
+                     "--steps", "20", "--out", str(out)])
+  assert code == 0
+  return out
+
+
+def test_adapted_workdir_is_a_workdir(adapted_new, base_workdir):
+  trained = predict.load(adapted_new)
+  assert [t.name for t in trained.tasks] == list(OLD_TASKS) + [HELD_OUT]
+  info = json.loads((adapted_new / "adapt.json").read_text())
+  assert info["num_train"] == 200 and info["train"] == "new" and info["new_task"] == HELD_OUT
+  assert 0 <= info["results"]["accuracy"] <= 1
+  rec = predict.predict(trained, HELD_OUT, [predict.text_example(trained.tasks[-1], "a good film")])
+  assert rec[0]["label"] in ("0", "1")
+
+
+def test_train_new_leaves_shared_params_and_old_rows_bit_identical(base_workdir, adapted_new):
+  before = traverse_util.flatten_dict(predict.load(base_workdir).params)
+  after = traverse_util.flatten_dict(predict.load(adapted_new).params)
+  for path, old in before.items():
+    new = after[path]
+    if new.shape != old.shape:  # the embedding: one row added, the old rows unchanged
+      assert adapt._stacked(path) and new.shape[0] == old.shape[0] + 1, path
+      new = new[tuple(slice(0, n) for n in old.shape)]
+    np.testing.assert_array_equal(new, old, err_msg="/".join(path))
+  embedding = after[("task_embedding", "embedding")]
+  mean_row = before[("task_embedding", "embedding")].mean(0)
+  assert np.any(embedding[-1] != mean_row)  # the new row did train
+  new_head = [p for p in after if p[:2] == ("heads", "classification")]
+  assert new_head and all(p not in before for p in new_head)  # a fresh head type
+
+
+def test_train_new_old_tasks_dev_predictions_unchanged(base_workdir, adapted_new):
+  before, after = predict.load(base_workdir), predict.load(adapted_new)
+  for name in OLD_TASKS:
+    task_id = before.task_id(name)
+    assert after.task_id(name) == task_id
+    examples = registry.load_split(before.tasks[task_id], base_workdir / "demo_data", "dev")[:48]
+    split = predict.encode(before, task_id, examples)
+    rows_b, out_b = predict.forward_split(before, split, task_id)
+    rows_a, out_a = predict.forward_split(after, split, task_id)
+    for a, b in zip(out_a, out_b):
+      for key in b:
+        np.testing.assert_array_equal(a[key], b[key], err_msg=f"{name} {key}")
+    assert (predict.predictions(before, split, rows_b, out_b)
+            == predict.predictions(after, split, rows_a, out_a))
+
+
+def test_new_task_learns_and_learning_curve(base_workdir, tmp_path, capsys):
+  out = tmp_path / "curve"
+  code = adapt.main(["--workdir", str(base_workdir), "--new-task", HELD_OUT, "--data",
+                     str(base_workdir / "demo_data"), "--train", "all", "--steps", "80",
+                     "--learning-rate", "1e-3",
+                     "--fractions", "0.01,0.1", "--seeds", "0,1", "--out", str(out)])
+  assert code == 0
+  printed = capsys.readouterr().out
+  print(printed)
+  lines = (out / "learning_curve.csv").read_text().splitlines()
+  assert lines[0].startswith("fraction,num_train,seed,steps,score") and len(lines) == 1 + 4
+  assert (out / "learning_curve.png").stat().st_size > 1000
+  md = (out / "learning_curve.md").read_text()
+  assert "| 0.1 | 200 | 2 |" in md and "majority class" in md
+  rows = [line.split(",") for line in lines[1:]]
+  majority = float(md.split("| majority class | - | - | ")[1].split(" ")[0])
+  at_tenth = [float(r[4]) for r in rows if r[0] == "0.1"]
+  assert min(at_tenth) > majority + 0.25, (at_tenth, majority)  # clearly beats chance
+
+
+def test_zero_shot_through_an_existing_head(tmp_path_factory):
+  """A new classification task over the same sentences, read through demo/sentiment's head with
+  its labels swapped: its accuracy is exactly 1 - demo/sentiment's on the same examples."""
+  trained = predict.load(tiny_workdir(tmp_path_factory, "all5"))
+  sentiment = registry.get_task("demo/sentiment")
+  flipped = registry.custom_task("test/flipped_sentiment", "classification",
+                                 sentiment.splits["dev"].replace("dev", "{split}"),
+                                 ("sentence",), "label", ("0", "1"), splits=("train", "dev"))
+  data = trained.workdir / "demo_data"
+  dev = registry.load_split(flipped, data, "dev")
+  results = adapt.zero_shot(trained, flipped, dev, "demo/sentiment", {"0": "1", "1": "0"})
+  records = predict.predict(trained, "demo/sentiment", registry.load_split(sentiment, data, "dev"))
+  direct = np.mean([r["label"] == ex.label for r, ex in zip(
+      records, registry.load_split(sentiment, data, "dev"))])
+  assert results["accuracy"] == pytest.approx(1 - direct)
+  with pytest.raises(ValueError, match=r"unmapped \['1'\]"):
+    adapt.zero_shot(trained, flipped, dev, "demo/sentiment", {"0": "1"})
+  with pytest.raises(ValueError, match=r"not: \['neutral'\]"):
+    adapt.zero_shot(trained, flipped, dev, "demo/sentiment", {"0": "1", "1": "neutral"})
+  with pytest.raises(ValueError, match="two classification tasks"):
+    adapt.zero_shot(trained, flipped, dev, "demo/choice", {"0": "1", "1": "0"})
+
+
+def test_bad_input_gives_clear_errors(base_workdir, tmp_path, capsys):
+  def run(*args):
+    code = adapt.main(["--workdir", str(base_workdir), "--data", str(base_workdir / "demo_data"),
+                       "--out", str(tmp_path / "o"), *args])
+    return code, capsys.readouterr().err
+  code, err = run("--new-task", "demo/sentimnt")
+  assert code == 2 and "unknown task 'demo/sentimnt'; did you mean ['demo/sentiment'" in err
+  code, err = run("--new-task", "demo/choice")
+  assert code == 2 and "already has task 'demo/choice'" in err
+  code, err = run("--new-task", HELD_OUT, "--init-from", "glue/rte")
+  assert code == 2 and "unknown task 'glue/rte'" in err
+  code, err = run("--new-task", HELD_OUT, "--zero-shot-from", "demo/choice")
+  assert code == 2 and "--label-map" in err
+  empty = tmp_path / "empty"
+  empty.mkdir()
+  assert adapt.main(["--workdir", str(empty), "--new-task", HELD_OUT, "--data", "x", "--out",
+                     str(tmp_path / "o")]) == 2
+  assert "holds no checkpoint" in capsys.readouterr().err
+  with pytest.raises(ValueError, match=r"fraction must be in \(0, 1\]"):
+    adapt.subset([1, 2, 3], 0.0, 0)
+  with pytest.raises(ValueError, match="source=target"):
+    adapt.parse_label_map("entailment:entailment")
+  assert adapt.subset(list(range(100)), 0.05, 3) == adapt.subset(list(range(100)), 0.05, 3)
+  assert adapt.subset(list(range(100)), 0.05, 3) != adapt.subset(list(range(100)), 0.05, 4)
+
+
+# ------------------------------------------------------------------------------------------------
+# Real data: superglue/rte + glue/mrpc -> superglue/cb (about 2 minutes on 2 CPU cores)
+
+REAL_BASE = ("--config.tasks=('superglue/rte', 'glue/mrpc')", "--config.encoder_layers=3",
+             "--config.max_length=64", "--config.bucket_step=32", "--config.batch_size=8",
+             "--config.total_steps=100", "--config.eval_every=100", "--config.checkpoint_every=100",
+             "--config.log_every=100", "--config.max_eval_examples=128",
+             "--config.learning_rate=1e-4")
+
+
+@pytest.mark.slow
+def test_real_rte_model_adapted_to_cb_beats_majority_class(shared_data, minilm_path,
+                                                           tmp_path_factory, tmp_path, capsys):
+  base = tiny_workdir(tmp_path_factory, "rte_mrpc", *REAL_BASE, f"--config.data_dir={shared_data}")
+  out = tmp_path / "cb_curve"
+  code = adapt.main(["--workdir", str(base), "--new-task", "superglue/cb", "--data",
+                     str(shared_data), "--train", "all", "--steps", "100", "--batch-size", "8",
+                     "--learning-rate", "3e-4", "--fractions", "0.1,1.0", "--seeds", "0",
+                     "--zero-shot-from", "superglue/rte",
+                     "--label-map", "entailment=entailment,not_entailment=contradiction",
+                     "--out", str(out)])
+  assert code == 0
+  print(capsys.readouterr().out)
+  lines = (out / "learning_curve.csv").read_text().splitlines()
+  header = lines[0].split(",")
+  runs = [dict(zip(header, line.split(","))) for line in lines[1:]]
+  dev = registry.load_split(registry.get_task("superglue/cb"), shared_data, "val")
+  majority = max(np.mean([ex.label == label for ex in dev]) for label in {ex.label for ex in dev})
+  for run in runs:
+    print(f"superglue/cb fraction {run['fraction']} ({run['num_train']} examples): accuracy "
+          f"{float(run['accuracy']):.4f}, macro_f1 {float(run['macro_f1']):.4f}; majority class "
+          f"accuracy {majority:.4f}")
+    assert float(run["accuracy"]) > majority + 0.08, run

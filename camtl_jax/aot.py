@@ -1,0 +1,402 @@
+"""The real train step built from shapes alone, and compiled ahead of time for a TPU topology.
+
+  camtl-compile-tpu --config configs/glue_base.py --topology v5e:4x4 [--json OUT] [--config.x=y]
+
+`build_step` makes everything `train.train_step` closes over (model, optimizer, freeze labels,
+StepContext, state shardings) from an EncoderConfig, the task list and the config, with no
+checkpoint and no data: the encoder shape comes from a named shape ('bert-base', 'bert-large',
+'roberta-base', 'roberta-large': camtl.NAMED_ENCODERS) or a model directory's config, the task
+specs from the registry's Task records, and the state is abstract (jax.eval_shape). The benchmark (bench.py)
+instantiates the same setup with random weights.
+
+`compile_for_topology` lowers the sharded train step (MT-U included when the config samples with
+it) over a mesh of a TPU topology's devices with libtpu on a CPU-only host
+(jax.experimental.topologies, compile-only devices) and reports, per chip, XLA's memory analysis
+against the chip's HBM and its cost analysis (flops, bytes, and the cost model's step time). So a
+pod run is checked for out-of-memory before any TPU is rented.
+
+libtpu is an optional extra: `pip install -e ".[tpu]"` (libtpu==0.0.42.*, the version jax 0.10.2's
+`jax[tpu]` extra pins). Installing libtpu on a CPU host is harmless but every JAX process then
+probes for a TPU and takes /tmp/libtpu_lockfile; keep it in its own environment (or a
+`pip install --target DIR` on PYTHONPATH only for this command) on shared machines.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from camtl_jax import optim, sampling, sharding, train
+from camtl_jax.models import bert
+from camtl_jax.models import camtl as camtl_lib
+from camtl_jax.models.heads import TaskSpec
+
+State = dict[str, Any]
+
+# Short names for camtl.NAMED_ENCODERS' shapes (published HF config.json values, no download).
+ALIASES = {"bert-base": "bert-base-uncased", "bert-large": "bert-large-uncased"}
+
+# Rows per task for the data-usage mask `used` (bool, replicated) when no data is read.
+NOMINAL_ROWS_PER_TASK = 100_000
+
+GIB = 2 ** 30
+# Per chip, by topology prefix: HBM, the chip config that makes one JAX device per chip, and the
+# published dense bf16 peak and HBM bandwidth (for a roofline step time next to XLA's cost model).
+CHIPS: dict[str, dict[str, Any]] = {
+    "v4": {"hbm_bytes": 32 * GIB, "chip_config_name": "megacore", "peak_flops": 275e12,
+           "hbm_bandwidth": 1228e9},
+    "v5e": {"hbm_bytes": 16 * GIB, "chip_config_name": "default", "peak_flops": 197e12,
+            "hbm_bandwidth": 819e9},
+    "v5p": {"hbm_bytes": 95 * GIB, "chip_config_name": "megacore", "peak_flops": 459e12,
+            "hbm_bandwidth": 2765e9},
+    "v6e": {"hbm_bytes": 32 * GIB, "chip_config_name": "default", "peak_flops": 918e12,
+            "hbm_bandwidth": 1640e9},
+}
+
+
+# ------------------------------------------------------------------------------------------------
+# Shapes without weights or data
+
+
+def encoder_shape(config: ml_collections.ConfigDict) -> bert.EncoderConfig:
+  """The encoder's EncoderConfig from config.model_path, reading no weights (a model directory's
+  config, 'minilm', or a name of camtl.NAMED_ENCODERS / ALIASES), with config.encoder_layers and
+  config.dtype applied as train.load_encoder does."""
+  encoder = camtl_lib.encoder_config_for(ALIASES.get(config.model_path, config.model_path))
+  if config.encoder_layers:
+    encoder = encoder.replace(num_layers=min(config.encoder_layers, encoder.num_layers))
+  return encoder.replace(dtype=config.dtype)
+
+
+def task_specs(names) -> tuple[TaskSpec, ...]:
+  """TaskSpecs of registry task names (demo/ tasks registered on demand); no data is read."""
+  from camtl_jax.tasks import demo, registry
+  if any(name.startswith("demo/") for name in names):
+    demo.register_demo_tasks()
+  return tuple(TaskSpec.from_task(registry.get_task(name)) for name in names)
+
+
+def build_model(config: ml_collections.ConfigDict, encoder: bert.EncoderConfig,
+                specs: tuple[TaskSpec, ...]) -> camtl_lib.CAMTL:
+  """The CA-MTL model train.build_run builds for this config, encoder and task list."""
+  model_config = camtl_lib.CAMTLConfig.from_config(config.model).replace(
+      max_length=config.max_length,
+      frozen_layers=train.frozen_layers(config, encoder.num_layers))
+  return camtl_lib.CAMTL(encoder=encoder, config=model_config, tasks=specs)
+
+
+def candidate_shapes(specs: tuple[TaskSpec, ...], batch_size: int, length: int
+                     ) -> dict[str, jax.ShapeDtypeStruct]:
+  """A global candidate set of docs/batch_format.md: task_id [T, b], input_ids [T, b, K, L], ..."""
+  one = camtl_lib.example_batch(specs, 1, length)
+  return {k: jax.ShapeDtypeStruct((len(specs), batch_size) + v.shape[1:], v.dtype)
+          for k, v in one.items()}
+
+
+@dataclasses.dataclass(frozen=True)
+class StepRun:
+  """The two fields of train.Run that train.state_shardings and train.compile_steps read."""
+  config: ml_collections.ConfigDict
+  mesh: jax.sharding.Mesh
+
+
+@dataclasses.dataclass(frozen=True)
+class StepSetup:
+  """The train step of a config, built from shapes.
+
+  init(rng) -> State is the state train.init_state builds, but with a random encoder (jit it
+  with out_shardings=shardings); abstract is its jax.eval_shape; p_train and p_eval are
+  train.compile_steps' jitted steps; candidates the abstract global candidate set.
+  """
+  config: ml_collections.ConfigDict
+  model: camtl_lib.CAMTL
+  mesh: jax.sharding.Mesh
+  ctx: train.StepContext
+  init: Callable[[jax.Array], State]
+  abstract: State
+  shardings: Any
+  p_train: Callable
+  p_eval: Callable
+  candidates: dict[str, jax.ShapeDtypeStruct]
+
+
+def _init_fn(model: camtl_lib.CAMTL, tx, total_rows: int, example) -> Callable[[jax.Array], State]:
+  def init(rng: jax.Array) -> State:
+    return train.new_state(model.init(rng, example)["params"], tx, total_rows, len(model.tasks))
+  return init
+
+
+def build_step(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh,
+               encoder: bert.EncoderConfig | None = None, length: int | None = None,
+               rows_per_task: int = NOMINAL_ROWS_PER_TASK) -> StepSetup:
+  """Everything the compiled train step needs, from the config's shapes (no checkpoint, no data).
+
+  length: the candidates' bucket length L (default config.max_length). rows_per_task sizes the
+  data-usage mask and the baseline samplers' task sizes.
+  """
+  encoder = encoder or encoder_shape(config)
+  train.validate_config(config, encoder.num_layers, mesh)
+  specs = task_specs(config.tasks)
+  model = build_model(config, encoder, specs)
+  example = camtl_lib.example_batch(specs, 1, min(8, config.max_length))
+  params = jax.eval_shape(model.init, jax.random.key(0), example)["params"]
+  tx, labels = optim.make_optimizer(train.optimizer_config(config, encoder.num_layers), params,
+                                    camtl_lib.is_pretrained)
+  init = _init_fn(model, tx, rows_per_task * len(specs), example)
+  abstract = jax.eval_shape(init, jax.random.key(0))
+  run = StepRun(config, mesh)
+  shardings = train.state_shardings(run, abstract)
+  ctx = train.StepContext(
+      model=model, tx=tx, labels=labels, task_info=sampling.TaskInfo.from_tasks(specs),
+      num_tasks=len(specs), batch_size=config.batch_size, sampler=config.sampler,
+      score_mode=config.mt_uncertainty_score, task_sizes=(rows_per_task,) * len(specs),
+      temperature_alpha=config.temperature_alpha, grad_accum_steps=config.grad_accum_steps,
+      seed=config.seed)
+  p_train, p_eval = train.compile_steps(run, ctx, shardings)
+  candidates = candidate_shapes(specs, config.batch_size, length or config.max_length)
+  return StepSetup(config, model, mesh, ctx, init, abstract, shardings, p_train, p_eval,
+                   candidates)
+
+
+def lower_train_step(setup: StepSetup):
+  """jax.stages.Lowered of the sharded train step on the abstract state and candidates."""
+  state = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
+                       setup.abstract, setup.shardings)
+  return setup.p_train.lower(state, setup.candidates)
+
+
+# ------------------------------------------------------------------------------------------------
+# What XLA says about a compiled program
+
+
+def memory_report(compiled) -> dict[str, int]:
+  """Per-device bytes from compiled.memory_analysis(); total = arguments + outputs + temporaries
+  - aliased (donated outputs reuse their argument buffers) + generated code."""
+  m = compiled.memory_analysis()
+  if m is None:
+    return {}
+  report = {
+      "arguments": int(m.argument_size_in_bytes), "outputs": int(m.output_size_in_bytes),
+      "temporaries": int(m.temp_size_in_bytes), "aliased": int(m.alias_size_in_bytes),
+      "generated_code": int(m.generated_code_size_in_bytes),
+  }
+  report["total"] = (report["arguments"] + report["outputs"] + report["temporaries"]
+                     - report["aliased"] + report["generated_code"])
+  return report
+
+
+def cost_report(compiled) -> dict[str, float]:
+  """Per-device flops, transcendentals, bytes accessed and (TPU) the cost model's optimal_seconds."""
+  cost = compiled.cost_analysis()
+  if isinstance(cost, (list, tuple)):  # older jax: one dict per program
+    cost = cost[0] if cost else {}
+  cost = cost or {}
+  keys = {"flops": "flops", "transcendentals": "transcendentals",
+          "bytes_accessed": "bytes accessed", "optimal_seconds": "optimal_seconds"}
+  return {name: float(cost[key]) for name, key in keys.items() if key in cost}
+
+
+# ------------------------------------------------------------------------------------------------
+# TPU topologies
+
+
+class TopologyUnavailable(RuntimeError):
+  """libtpu is missing or cannot describe the topology on this host."""
+
+
+def parse_topology(topology: str) -> tuple[str, dict[str, Any]]:
+  """'v5e:4x4' -> ('v5e', CHIPS['v5e']); ValueError for an unknown chip or a malformed name."""
+  chip, _, dims = topology.partition(":")
+  if chip not in CHIPS or not dims or not all(d.isdigit() for d in dims.split("x")):
+    raise ValueError(f"topology {topology!r}: expected CHIP:AxB[xC] with CHIP one of "
+                     f"{sorted(CHIPS)}, e.g. v5e:4x4, v5e:16x16, v4:4x4x8")
+  return chip, CHIPS[chip]
+
+
+def _require_libtpu() -> None:
+  try:
+    import libtpu  # noqa: F401  pylint: disable=import-outside-toplevel,unused-import
+  except ImportError as e:
+    raise TopologyUnavailable(
+        "libtpu is not installed, so TPU programs cannot be compiled on this host. Install the "
+        "optional extra: pip install -e \".[tpu]\" (libtpu==0.0.42.*, the version jax 0.10.2 "
+        "pins)") from e
+
+
+def topology_devices(topology: str) -> list:
+  """The compile-only devices of a TPU topology (one per chip), via libtpu on any host."""
+  _, chip = parse_topology(topology)
+  _require_libtpu()
+  # Compile-only use: no TPU is opened, so skip libtpu's one-process-per-host lock (which
+  # another JAX process on a shared host may hold).
+  os.environ.setdefault("ALLOW_MULTIPLE_LIBTPU_LOAD", "1")
+  from jax.experimental import topologies  # pylint: disable=import-outside-toplevel
+  try:
+    desc = topologies.get_topology_desc(topology_name=topology, platform="tpu",
+                                        chip_config_name=chip["chip_config_name"])
+  except Exception as e:  # noqa: BLE001 - libtpu reports every failure as a runtime error
+    raise TopologyUnavailable(f"libtpu cannot describe topology {topology!r} on this host: "
+                              f"{type(e).__name__}: {e}") from e
+  return list(desc.devices)
+
+
+def compile_for_topology(config: ml_collections.ConfigDict, topology: str,
+                         rows_per_task: int = NOMINAL_ROWS_PER_TASK) -> dict[str, Any]:
+  """Compiles the config's sharded train step for a TPU topology; returns the report dict."""
+  chip_name, chip = parse_topology(topology)
+  devices = topology_devices(topology)
+  mesh = sharding.make_mesh(config.mesh.model, devices)
+  setup = build_step(config, mesh, rows_per_task=rows_per_task)
+  lowered, compile_s = _timed(lambda: lower_train_step(setup))
+  compiled, compile_more = _timed(lowered.compile)
+  memory = memory_report(compiled)
+  cost = cost_report(compiled)
+  encoder = setup.model.encoder
+  n_params = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(setup.abstract["params"]))
+  report = {
+      "topology": topology, "chips": len(devices), "device_kind": devices[0].device_kind,
+      "hosts": len({d.process_index for d in devices}),
+      "mesh": dict(mesh.shape), "fsdp": bool(config.mesh.fsdp),
+      "encoder": {"model_path": config.model_path, "layers": encoder.num_layers,
+                  "hidden": encoder.hidden_size, "dtype": encoder.dtype},
+      "parameters": n_params,
+      "tasks": len(config.tasks), "sampler": config.sampler,
+      "candidates": {k: list(v.shape) for k, v in setup.candidates.items()
+                     if k == "input_ids"}["input_ids"],
+      "global_batch": config.batch_size,
+      "compile_seconds": compile_s + compile_more,
+      "memory_per_chip": memory, "hbm_per_chip": chip["hbm_bytes"],
+      "hbm_fraction": memory.get("total", 0) / chip["hbm_bytes"],
+      "fits": memory.get("total", 0) <= chip["hbm_bytes"],
+      "cost_per_chip": cost,
+  }
+  if "flops" in cost:
+    report["flops_per_step"] = cost["flops"] * len(devices)
+  report.update(_step_time(cost, chip, compiled))
+  del chip_name
+  return report
+
+
+def _step_time(cost: dict[str, float], chip: dict[str, Any], compiled) -> dict[str, Any]:
+  """XLA's cost-model step time when it has one, and a roofline bound from XLA's own counts.
+
+  The TPU cost model returns -1 s for every op it cannot model (we see one per 'ConcatBitcast'
+  custom call, which the TPU compiler itself inserts for sliced weight prefetches), so a negative
+  optimal_seconds means "not modelled", not a time.
+  """
+  out: dict[str, Any] = {}
+  seconds = cost.get("optimal_seconds")
+  if seconds is not None:
+    out["cost_model_seconds"] = seconds if seconds > 0 else None
+    if seconds <= 0:
+      unmodelled = compiled.as_text().count('custom_call_target="ConcatBitcast"')
+      out["cost_model_note"] = (
+          f"optimal_seconds={seconds:.3f}; the program has {unmodelled} compiler-inserted "
+          "ConcatBitcast custom call(s), which the cost model counts as -1 s each")
+  if "flops" in cost and "bytes_accessed" in cost:
+    compute = cost["flops"] / chip["peak_flops"]
+    memory = cost["bytes_accessed"] / chip["hbm_bandwidth"]
+    out["roofline_seconds"] = max(compute, memory)
+    out["roofline_bound"] = "compute" if compute >= memory else "memory"
+  return out
+
+
+def _timed(fn):
+  import time  # pylint: disable=import-outside-toplevel
+  start = time.perf_counter()
+  out = fn()
+  return out, time.perf_counter() - start
+
+
+def format_report(r: dict[str, Any]) -> str:
+  """A short human-readable summary of compile_for_topology's report."""
+  gib = lambda n: f"{n / GIB:8.2f} GiB"  # noqa: E731
+  m, c = r["memory_per_chip"], r["cost_per_chip"]
+  lines = [
+      f"{r['topology']}: {r['chips']} chips ({r['device_kind']}), {r['hosts']} hosts, mesh "
+      f"{r['mesh']}, fsdp={r['fsdp']}",
+      f"model: {r['encoder']['model_path']} ({r['encoder']['layers']} layers, d="
+      f"{r['encoder']['hidden']}, {r['encoder']['dtype']}), {r['parameters']:,} parameters, "
+      f"{r['tasks']} tasks, sampler={r['sampler']}",
+      f"candidates [T, b, K, L] = {r['candidates']}, global batch {r['global_batch']}; "
+      f"compiled in {r['compile_seconds']:.1f} s",
+      "memory per chip (XLA memory_analysis):",
+  ]
+  lines += [f"  {k:<15}{gib(m[k])}" for k in ("arguments", "outputs", "temporaries", "aliased",
+                                               "generated_code", "total") if k in m]
+  lines.append(f"  HBM            {gib(r['hbm_per_chip'])}  -> {100 * r['hbm_fraction']:.1f}% "
+               f"used, {'fits' if r['fits'] else 'DOES NOT FIT'}")
+  lines.append("cost per chip (XLA cost_analysis):")
+  if "flops" in c:
+    lines.append(f"  flops          {c['flops'] / 1e12:8.3f} TFLOP  "
+                 f"({r['flops_per_step'] / 1e15:.3f} PFLOP per step over all chips)")
+  if "bytes_accessed" in c:
+    lines.append(f"  bytes accessed {c['bytes_accessed'] / GIB:8.2f} GiB")
+  if r.get("cost_model_seconds"):
+    s = r["cost_model_seconds"]
+    lines.append(f"  step time (XLA cost model)  {s * 1e3:8.1f} ms -> "
+                 f"{r['global_batch'] / s:,.0f} examples/s")
+  elif "cost_model_note" in r:
+    lines.append(f"  step time (XLA cost model)  unavailable: {r['cost_model_note']}")
+  if "roofline_seconds" in r:
+    s = r["roofline_seconds"]
+    lines.append(f"  step time (roofline: XLA flops / bf16 peak, bytes / HBM bandwidth) "
+                 f"{s * 1e3:.1f} ms, {r['roofline_bound']}-bound -> "
+                 f"{r['global_batch'] / s:,.0f} examples/s at best")
+  return "\n".join(lines)
+
+
+# ------------------------------------------------------------------------------------------------
+# camtl-compile-tpu
+
+
+def _flags():
+  from absl import flags  # pylint: disable=import-outside-toplevel
+  from ml_collections import config_flags  # pylint: disable=import-outside-toplevel
+  config_flags.DEFINE_config_file("config", None, "Path to a get_config(arg) file.",
+                                  lock_config=True)
+  flags.DEFINE_string("topology", None, "TPU topology, e.g. v5e:4x4, v5e:16x16, v4:4x4x8, v5p:2x2x1.")
+  flags.DEFINE_string("json", None, "Also write the report as JSON to this file.")
+  flags.DEFINE_integer("rows_per_task", NOMINAL_ROWS_PER_TASK,
+                       "Training rows per task assumed for the data-usage mask.")
+  flags.mark_flags_as_required(["config", "topology"])
+  return flags.FLAGS
+
+
+def _main(argv) -> None:
+  from absl import flags  # pylint: disable=import-outside-toplevel
+  del argv
+  f = flags.FLAGS
+  try:
+    report = compile_for_topology(f.config, f.topology, f.rows_per_task)
+  except (TopologyUnavailable, ValueError) as e:
+    print(f"camtl-compile-tpu: {e}", file=sys.stderr)
+    sys.exit(2)
+  print(format_report(report))
+  if f.json:
+    Path(f.json).write_text(json.dumps(report, indent=2))
+
+
+def main() -> None:
+  """Console script `camtl-compile-tpu`."""
+  # Config files import their siblings (`from configs import common`): resolve them from the
+  # working directory, as `python -m` does.
+  sys.path.insert(0, os.getcwd())
+  # This host only compiles: keep JAX's own backend on the CPU (never probe for a local TPU).
+  if not os.environ.get("JAX_PLATFORMS"):
+    jax.config.update("jax_platforms", "cpu")
+  from absl import app  # pylint: disable=import-outside-toplevel
+  _flags()
+  app.run(_main)
+
+
+if __name__ == "__main__":
+  main()

@@ -1,0 +1,472 @@
+"""Benchmark of the compiled steps on the current backend (DESIGN 8).
+
+  camtl-bench --config configs/bench.py:minilm --steps 5 [--json OUT] [--config.batch_size=16 ...]
+
+For one config (T = len(config.tasks), b = config.batch_size, L = config.max_length) it times:
+
+  plain          the plain MTL step: conditioning='none', a baseline sampler (no scoring forward)
+  camtl          the CA-MTL step (the config's conditional modules), baseline sampler
+  camtl_mtu      the CA-MTL + MT-Uncertainty step: scoring forward over T*b, top-b, update
+  score          the scoring forward alone over the T*b candidates (train.select: deterministic
+                 forward, entropies, top-b), what camtl_mtu runs before its update
+  forward_plain  a plain-model deterministic forward of T*b examples (eval_step), for comparison
+  forward_camtl  the CA-MTL model's deterministic forward of T*b examples (eval_step)
+  camtl_all_trainable  camtl with nothing frozen (frozen_layers=(0, 0), freeze_embeddings=False):
+                 its FLOPs against camtl's show what freezing saves
+  plain_all_trainable  plain with nothing frozen (the standard MTL baseline, configs/mtl_baseline.py);
+                 against camtl_all_trainable it isolates what the conditional modules themselves
+                 cost (with the lower layers frozen, camtl also back-propagates through them to
+                 reach the trainable alignment and conditional attention below and inside them)
+
+The baseline sampler is the config's when it is not 'mt_uncertainty', else 'proportional'. Each
+program is lowered and compiled once (compile time reported separately) and run once to warm up
+(its peak memory is taken then). Then --steps rounds each call every program once, blocked with
+jax.block_until_ready, and the matmul of the peak three times: on a machine shared with other work
+every program sees the same mix of quiet and busy moments. The time of a program is its fastest call
+(the median, the mean and the process CPU time per call are reported too), the peak the fastest
+matmul. Weights are random (only shapes matter for speed); candidates are
+synthetic batches of docs/batch_format.md with every task's labels in range and all L positions
+real tokens, so the numbers do not depend on any data.
+
+Reported per program: seconds per call (fastest, median, mean; CPU seconds), examples/s, compile time, XLA's FLOPs
+per call (compiled.cost_analysis(), summed over devices), achieved FLOP/s and their fraction of a
+matrix-multiply peak measured in the same run on the same devices (a jitted [n, n] @ [n, n] in the
+compute dtype), memory (XLA's memory_analysis per device; device memory_stats() peak where the
+backend has it; the process's peak RSS during the program's warm-up call, which includes the
+buffers of the programs compiled before it).
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from camtl_jax import aot, sharding, train
+from camtl_jax.models import bert
+from camtl_jax.models.heads import TaskSpec
+from camtl_jax.tasks import base
+
+MIB = 2 ** 20
+
+
+# ------------------------------------------------------------------------------------------------
+# Configs of the variants
+
+
+def _with(config: ml_collections.ConfigDict, **changes) -> ml_collections.ConfigDict:
+  """An unlocked copy of config with changes; 'model__x' sets config.model.x."""
+  c = ml_collections.ConfigDict(config.to_dict())
+  for key, value in changes.items():
+    if key.startswith("model__"):
+      c.model[key[len("model__"):]] = value
+    else:
+      c[key] = value
+  return c
+
+
+def baseline_sampler(config: ml_collections.ConfigDict) -> str:
+  return config.sampler if config.sampler != "mt_uncertainty" else "proportional"
+
+
+# Step variant -> config. All share the encoder shape, tasks, b and L of the given config.
+STEP_VARIANTS: dict[str, Callable[[ml_collections.ConfigDict], ml_collections.ConfigDict]] = {
+    "plain": lambda c: _with(c, sampler=baseline_sampler(c), model__conditioning="none"),
+    "camtl": lambda c: _with(c, sampler=baseline_sampler(c), model__conditioning="camtl"),
+    "camtl_mtu": lambda c: _with(c, sampler="mt_uncertainty", model__conditioning="camtl"),
+    "camtl_all_trainable": lambda c: _with(c, sampler=baseline_sampler(c),
+                                           model__conditioning="camtl", frozen_layers=(0, 0),
+                                           freeze_embeddings=False),
+    "plain_all_trainable": lambda c: _with(c, sampler=baseline_sampler(c),
+                                           model__conditioning="none", frozen_layers=(0, 0),
+                                           freeze_embeddings=False),
+}
+# Forward-only programs: name -> (step variant whose model and params they use, kind).
+FORWARD_VARIANTS: dict[str, tuple[str, str]] = {
+    "forward_plain": ("plain", "eval"),
+    "forward_camtl": ("camtl", "eval"),
+    "score": ("camtl_mtu", "score"),
+}
+ORDER = ("plain", "camtl", "camtl_mtu", "score", "forward_plain", "forward_camtl",
+         "camtl_all_trainable", "plain_all_trainable")
+
+
+# ------------------------------------------------------------------------------------------------
+# Synthetic candidates
+
+
+def _fill_labels(out: dict[str, np.ndarray], spec: TaskSpec, rng: np.random.Generator) -> None:
+  """Valid labels of the task's head type in one task's candidates out[key] [b, ...] (in place)."""
+  n, length = out["context_mask"].shape
+  if spec.type in (base.CLASSIFICATION, base.MULTIPLE_CHOICE):
+    out["label"][:] = rng.integers(0, spec.num_labels, n)
+  choices = spec.num_labels if spec.type == base.MULTIPLE_CHOICE else 1
+  out["attention_mask"][:, choices:] = 0  # choice rows beyond the task's are empty
+  if spec.type == base.REGRESSION:
+    out["target"][:] = rng.normal(size=n)
+  if spec.type == base.SPAN:  # [CLS] and the second half are the context
+    out["context_mask"][:, 0] = 1
+    out["context_mask"][:, length // 2:] = 1
+    start = rng.integers(length // 2, length, n)
+    out["start_position"][:] = start
+    out["end_position"][:] = np.minimum(start + rng.integers(0, 8, n), length - 1)
+  if spec.type == base.TAGGING:
+    out["token_labels"][:, 1:-1] = rng.integers(0, spec.num_labels, (n, length - 2))
+
+
+def synthetic_candidates(specs: tuple[TaskSpec, ...], batch_size: int, length: int,
+                         vocab_size: int, seed: int = 0) -> dict[str, np.ndarray]:
+  """A candidate set [T, b, ...] of docs/batch_format.md: random token ids, every position of a
+  used choice row a real token (the bucket is full), labels/targets/spans/tags valid for each
+  task's head type."""
+  rng = np.random.default_rng(seed)
+  shapes = aot.candidate_shapes(specs, batch_size, length)
+  out = {k: np.zeros(v.shape, v.dtype) for k, v in shapes.items()}
+  out["input_ids"] = rng.integers(1, vocab_size, shapes["input_ids"].shape).astype(np.int32)
+  out["attention_mask"][:] = 1
+  out["token_labels"][:] = -1
+  out["weight"][:] = 1
+  out["task_id"][:] = np.arange(len(specs))[:, None]
+  out["uid"][:] = np.arange(len(specs) * batch_size).reshape(len(specs), batch_size)
+  for t, spec in enumerate(specs):
+    _fill_labels({k: v[t] for k, v in out.items()}, spec, rng)  # views: fills `out`
+  return out
+
+
+def _flat(candidates: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+  """[T, b, ...] -> [T*b, ...] (row order does not matter for timing)."""
+  return {k: v.reshape((-1,) + v.shape[2:]) for k, v in candidates.items()}
+
+
+# ------------------------------------------------------------------------------------------------
+# Measuring
+
+
+def _proc_status(field: str) -> int | None:
+  """A /proc/self/status size field in bytes (Linux), else None."""
+  try:
+    for line in Path("/proc/self/status").read_text().splitlines():
+      if line.startswith(field + ":"):
+        return int(line.split()[1]) * 1024
+  except OSError:
+    pass
+  return None
+
+
+def _reset_peak_rss() -> None:
+  """Resets the kernel's peak-RSS mark (VmHWM) so the next reading is this program's peak."""
+  try:
+    Path("/proc/self/clear_refs").write_text("5")
+  except OSError:
+    pass
+
+
+def _device_peak_bytes() -> int | None:
+  stats = jax.local_devices()[0].memory_stats()
+  return int(stats["peak_bytes_in_use"]) if stats and "peak_bytes_in_use" in stats else None
+
+
+@dataclasses.dataclass
+class Program:
+  """One compiled program and what was measured of it.
+
+  args: the next call's arguments; carry(out, args) -> the call after (the train step donates
+  its state, so each call takes the state the previous one returned).
+  """
+  name: str
+  examples: int
+  compiled: Any
+  args: tuple
+  carry: Callable[[Any, tuple], tuple]
+  compile_s: float
+  rss_peak: int | None = None
+  device_peak: int | None = None
+  step_s: list[float] = dataclasses.field(default_factory=list)
+  cpu_s: list[float] = dataclasses.field(default_factory=list)
+
+  def call(self) -> tuple[float, float]:
+    """One blocked call: (wall seconds, process CPU seconds)."""
+    start, start_cpu = time.perf_counter(), time.process_time()
+    out = jax.block_until_ready(self.compiled(*self.args))
+    wall, cpu = time.perf_counter() - start, time.process_time() - start_cpu
+    self.args = self.carry(out, self.args)
+    return wall, cpu
+
+
+def compile_program(name: str, jitted, args: tuple, examples: int,
+                    carry: Callable[[Any, tuple], tuple] | None = None) -> Program:
+  """Lowers and compiles (timed), then warms up once, recording the peak memory of that call."""
+  start = time.perf_counter()
+  compiled = jitted.lower(*args).compile()
+  program = Program(name, examples, compiled, args, carry or (lambda out, a: a),
+                    time.perf_counter() - start)
+  _reset_peak_rss()
+  program.call()
+  program.rss_peak, program.device_peak = _proc_status("VmHWM"), _device_peak_bytes()
+  return program
+
+
+def _matmul(mesh: jax.sharding.Mesh, n: int, dtype: str) -> Program:
+  """A jitted [n*D, n] @ [n, n] split over the D devices of 'data': the peak we compare with."""
+  d = sharding.data_size(mesh)
+  rows = sharding.batch_sharding(mesh, 0)
+  a = jax.device_put(jnp.ones((n * d, n), bert.DTYPES[dtype]), rows)
+  b = jax.device_put(jnp.ones((n, n), bert.DTYPES[dtype]), sharding.replicated(mesh))
+  return compile_program("matmul", jax.jit(jnp.matmul, out_shardings=rows), (a, b), 0)
+
+
+def time_round_robin(programs: list[Program], matmul: Program, steps: int,
+                     matmul_reps: int = 3) -> None:
+  """`steps` rounds, each calling every program once and the matmul matmul_reps times. On a
+  machine shared with other work, every program then sees the same mix of quiet and busy
+  moments, and the fastest call of each is comparable with the fastest matmul."""
+  for _ in range(steps):
+    for program in [matmul] * matmul_reps + programs:
+      wall, cpu = program.call()
+      program.step_s.append(wall)
+      program.cpu_s.append(cpu)
+
+
+# ------------------------------------------------------------------------------------------------
+# The variants
+
+
+def _row(p: Program, devices: int, peak: float) -> dict[str, Any]:
+  best = min(p.step_s)
+  cost, memory = aot.cost_report(p.compiled), aot.memory_report(p.compiled)
+  flops = cost.get("flops", 0.0) * devices
+  return {
+      "name": p.name, "examples": p.examples, "seconds_per_step": best,
+      "seconds_per_step_median": statistics.median(p.step_s),
+      "seconds_per_step_mean": statistics.fmean(p.step_s), "step_seconds": p.step_s,
+      "cpu_seconds_per_step": statistics.median(p.cpu_s),
+      "examples_per_s": p.examples / best, "compile_seconds": p.compile_s,
+      "flops_per_step": flops, "flops_per_s": flops / best, "peak_fraction": flops / best / peak,
+      "bytes_accessed_per_step": cost.get("bytes_accessed", 0.0) * devices,
+      "memory_per_device": memory, "rss_peak_bytes": p.rss_peak,
+      "device_peak_bytes": p.device_peak,
+  }
+
+
+def _state(setup: aot.StepSetup, seed: int):
+  return jax.jit(setup.init, out_shardings=setup.shardings)(jax.random.key(seed))
+
+
+def _forward_fn(setup: aot.StepSetup, kind: str):
+  """The jitted forward-only program over flat examples [T*b, ...]."""
+  if kind == "eval":
+    return setup.p_eval
+  examples = sharding.batch_sharding(setup.mesh, 0)
+  mse = setup.abstract["regression_mse"]
+
+  def score(params, flat):
+    return train.select(setup.ctx, params, flat, jnp.zeros((), jnp.int32), jax.random.key(0),
+                        jnp.ones(mse.shape, mse.dtype))
+  return jax.jit(score, in_shardings=(setup.shardings["params"], examples))
+
+
+def variant_programs(name: str, config, mesh, encoder, cands: dict[str, jax.Array],
+                     flat: dict[str, jax.Array], forwards: tuple[str, ...]) -> list[Program]:
+  """The compiled step variant `name` and the forward-only programs that use its model."""
+  setup = aot.build_step(STEP_VARIANTS[name](config), mesh, encoder)
+  b, t = config.batch_size, len(config.tasks)
+  state = _state(setup, config.seed)
+  programs = [compile_program(fwd, _forward_fn(setup, FORWARD_VARIANTS[fwd][1]),
+                              (jax.tree.map(jnp.copy, state["params"]), flat), t * b)
+              for fwd in forwards]
+  programs.append(compile_program(name, setup.p_train, (state, cands), b,
+                                  carry=lambda out, a: (out[0], a[1])))
+  return programs
+
+
+def frozen_weight_grad_flops(config, encoder: bert.EncoderConfig, num_choices: int) -> float:
+  """Weight-gradient matmul FLOPs of the frozen layers for one update of b examples:
+  2 * (matmul weights of a layer) * tokens per frozen layer (what freezing should save)."""
+  start, stop = train.frozen_layers(config, encoder.num_layers)
+  d, f = encoder.hidden_size, encoder.intermediate_size
+  weights = 4 * d * d + 2 * d * f
+  tokens = config.batch_size * num_choices * config.max_length
+  return 2.0 * weights * tokens * (stop - start)
+
+
+def benchmark(config: ml_collections.ConfigDict, steps: int = 5, matmul_size: int = 2048,
+              variants: tuple[str, ...] = ORDER, log: Callable[[str], None] = print
+              ) -> dict[str, Any]:
+  """Runs the variants; returns the report (see format_table and the JSON of camtl-bench)."""
+  mesh = sharding.make_mesh(config.mesh.model)
+  encoder = aot.encoder_shape(config)
+  specs = aot.task_specs(config.tasks)
+  cands_np = synthetic_candidates(specs, config.batch_size, config.max_length, encoder.vocab_size,
+                                  config.seed)
+  cands = sharding.global_batch(cands_np, mesh, example_axis=1)
+  flat = sharding.global_batch(_flat(cands_np), mesh, example_axis=0)
+  matmul = _matmul(mesh, matmul_size, config.dtype)
+  programs: list[Program] = []
+  for name in [v for v in ORDER if v in STEP_VARIANTS and v in variants]:
+    forwards = tuple(f for f, (owner, _) in FORWARD_VARIANTS.items()
+                     if owner == name and f in variants)
+    programs += variant_programs(name, config, mesh, encoder, cands, flat, forwards)
+    log(f"compiled {', '.join(p.name for p in programs[-1 - len(forwards):])}")
+  time_round_robin(programs, matmul, steps)
+  d = sharding.data_size(mesh)
+  peak = {"n": matmul_size, "dtype": config.dtype, "devices": d, "best_s": min(matmul.step_s),
+          "median_s": statistics.median(matmul.step_s),
+          "flops_per_s": 2.0 * d * matmul_size ** 3 / min(matmul.step_s)}
+  rows = {p.name: _row(p, mesh.size, peak["flops_per_s"]) for p in programs}
+  k = cands_np["input_ids"].shape[2]
+  return {
+      "config": {"tasks": list(config.tasks), "T": len(specs), "b": config.batch_size, "K": k,
+                 "L": config.max_length, "model_path": config.model_path,
+                 "layers": encoder.num_layers, "hidden": encoder.hidden_size,
+                 "dtype": config.dtype, "frozen_layers": list(train.frozen_layers(
+                     config, encoder.num_layers)), "sampler": config.sampler},
+      "backend": jax.default_backend(), "devices": mesh.size,
+      "device_kind": jax.devices()[0].device_kind, "cpu_count": os.cpu_count(),
+      "steps": steps, "matmul": peak, "variants": rows,
+      "frozen_effect": _frozen_effect(rows, config, encoder, k),
+      "targets": _targets(rows),
+  }
+
+
+def _ratio(rows, a: str, b: str, key: str) -> float | None:
+  if a in rows and b in rows and rows[b][key]:
+    return rows[a][key] / rows[b][key]
+  return None
+
+
+def _frozen_effect(rows, config, encoder, k: int) -> dict[str, Any]:
+  if "camtl" not in rows or "camtl_all_trainable" not in rows:
+    return {}
+  saved = rows["camtl_all_trainable"]["flops_per_step"] - rows["camtl"]["flops_per_step"]
+  return {"flops_frozen": rows["camtl"]["flops_per_step"],
+          "flops_all_trainable": rows["camtl_all_trainable"]["flops_per_step"],
+          "flops_saved": saved,
+          "expected_weight_grad_flops": frozen_weight_grad_flops(config, encoder, k),
+          "time_ratio": _ratio(rows, "camtl", "camtl_all_trainable", "seconds_per_step")}
+
+
+def _overhead(rows, name: str, a: str, b: str) -> dict[str, dict]:
+  """Time (and FLOPs) of step a over step b, minus 1, against the 10% limit."""
+  ratio = _ratio(rows, a, b, "seconds_per_step")
+  if ratio is None:
+    return {}
+  return {name: {"value": ratio - 1, "limit": 0.10, "met": ratio - 1 <= 0.10,
+                 "flops": _ratio(rows, a, b, "flops_per_step") - 1}}
+
+
+def _targets(rows) -> dict[str, Any]:
+  """DESIGN 8's targets, each as (value, limit, met) plus context (FLOPs ratios)."""
+  out = {}
+  # With the configured freezing (both steps), and with nothing frozen (the modules' own cost).
+  out.update(_overhead(rows, "conditional_overhead", "camtl", "plain"))
+  out.update(_overhead(rows, "conditional_overhead_all_trainable", "camtl_all_trainable",
+                       "plain_all_trainable"))
+  score = _ratio(rows, "score", "forward_plain", "seconds_per_step")
+  if score is not None:
+    out["score_vs_plain_forward"] = {
+        "value": score, "limit": 1.0, "met": score <= 1.0,
+        "flops": _ratio(rows, "score", "forward_plain", "flops_per_step"),
+        "vs_camtl_forward": _ratio(rows, "score", "forward_camtl", "seconds_per_step")}
+  for name in ("plain", "camtl", "camtl_mtu"):
+    if name in rows:
+      fraction = rows[name]["peak_fraction"]
+      out[f"{name}_peak_fraction"] = {"value": fraction, "limit": 0.5, "met": fraction >= 0.5}
+  return out
+
+
+# ------------------------------------------------------------------------------------------------
+# Output
+
+
+HEADER = (f"{'program':<20}{'s/step':>8}{'median':>8}{'cpu s':>7}{'ex/s':>8}{'compile':>8}"
+          f"{'GFLOP':>8}{'GFLOP/s':>8}{'%peak':>6}{'temp MiB':>9}{'args MiB':>9}{'RSS MiB':>8}")
+
+
+def _format_row(r: dict[str, Any]) -> str:
+  mem = r["memory_per_device"]
+  mib = lambda x: f"{x / MIB:>9.0f}" if x is not None else f"{'-':>9}"  # noqa: E731
+  rss = f"{r['rss_peak_bytes'] / MIB:>8.0f}" if r["rss_peak_bytes"] else f"{'-':>8}"
+  return (f"{r['name']:<20}{r['seconds_per_step']:>8.3f}{r['seconds_per_step_median']:>8.3f}"
+          f"{r['cpu_seconds_per_step']:>7.2f}{r['examples_per_s']:>8.1f}"
+          f"{r['compile_seconds']:>8.1f}{r['flops_per_step'] / 1e9:>8.1f}"
+          f"{r['flops_per_s'] / 1e9:>8.1f}{100 * r['peak_fraction']:>6.1f}"
+          f"{mib(mem.get('temporaries'))}{mib(mem.get('arguments'))}{rss}")
+
+
+def format_table(report: dict[str, Any]) -> str:
+  c, m = report["config"], report["matmul"]
+  lines = [
+      f"{c['model_path']} ({c['layers']} layers, d={c['hidden']}, {c['dtype']}), T={c['T']} "
+      f"b={c['b']} K={c['K']} L={c['L']}, frozen layers {c['frozen_layers']}; "
+      f"{report['backend']} x{report['devices']} ({report['device_kind']}, "
+      f"{report['cpu_count']} CPUs); s/step = fastest of {report['steps']} calls",
+      f"matmul peak {m['n']}^3 {m['dtype']}: {m['flops_per_s'] / 1e9:.1f} GFLOP/s",
+      HEADER]
+  lines += [_format_row(report["variants"][name]) for name in ORDER
+            if name in report["variants"]]
+  fe = report["frozen_effect"]
+  if fe:
+    lines.append(f"frozen layers: step FLOPs {fe['flops_frozen'] / 1e9:.1f} G vs "
+                 f"{fe['flops_all_trainable'] / 1e9:.1f} G all trainable: saves "
+                 f"{fe['flops_saved'] / 1e9:.1f} G (weight-gradient matmuls of the frozen layers: "
+                 f"{fe['expected_weight_grad_flops'] / 1e9:.1f} G)")
+  for name, t in report["targets"].items():
+    extra = {k: v for k, v in t.items() if k not in ("value", "limit", "met")}
+    more = "".join(f", {k} {v:.3f}" for k, v in extra.items() if v is not None)
+    lines.append(f"target {name}: {t['value']:.3f} (limit {t['limit']}) "
+                 f"{'met' if t['met'] else 'MISSED'}{more}")
+  return "\n".join(lines)
+
+
+# ------------------------------------------------------------------------------------------------
+# camtl-bench
+
+
+def _define_flags():
+  from absl import flags  # pylint: disable=import-outside-toplevel
+  from ml_collections import config_flags  # pylint: disable=import-outside-toplevel
+  config_flags.DEFINE_config_file("config", None, "Path to a get_config(arg) file.",
+                                  lock_config=True)
+  flags.DEFINE_integer("steps", 5, "Timed calls per program (after one warm-up call).")
+  flags.DEFINE_string("json", None, "Also write the report as JSON to this file.")
+  flags.DEFINE_integer("matmul_size", 2048, "n of the n x n x n matmul that measures the peak.")
+  flags.DEFINE_list("variants", list(ORDER), f"Programs to run, from {', '.join(ORDER)}.")
+  flags.mark_flags_as_required(["config"])
+
+
+def _main(argv) -> None:
+  from absl import flags  # pylint: disable=import-outside-toplevel
+  del argv
+  f = flags.FLAGS
+  unknown = sorted(set(f.variants) - set(ORDER))
+  if unknown:
+    print(f"camtl-bench: unknown variant(s) {unknown}; choose from {ORDER}", file=sys.stderr)
+    sys.exit(2)
+  report = benchmark(f.config, f.steps, f.matmul_size, tuple(f.variants),
+                     log=lambda s: print(s, flush=True))
+  print(format_table(report))
+  if f.json:
+    Path(f.json).write_text(json.dumps(report, indent=2))
+
+
+def main() -> None:
+  """Console script `camtl-bench`."""
+  # Config files import their siblings (`from configs import common`): resolve them from the
+  # working directory, as `python -m` does.
+  sys.path.insert(0, os.getcwd())
+  from absl import app  # pylint: disable=import-outside-toplevel
+  _define_flags()
+  app.run(_main)
+
+
+if __name__ == "__main__":
+  main()

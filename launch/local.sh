@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# Train on this machine's CPU, optionally split over N fake CPU devices (the same sharded program
+# that runs on a pod; useful to check multi-device runs without hardware).
+#
+#   launch/local.sh [--dry-run] [--devices N] [--config FILE] [--workdir DIR] [-- MAIN_FLAGS...]
+#   launch/local.sh --devices 8 --config configs/tiny.py --workdir /tmp/camtl_tiny8
+#
+# Everything after `--` goes to `python -m camtl_jax.main` (e.g. --config.total_steps=20).
+set -euo pipefail
+
+DRY_RUN=0
+DEVICES=1
+CONFIG=configs/demo.py
+WORKDIR=/tmp/camtl_local
+EXTRA=()
+
+usage() { sed -n '2,9p' "$0" | sed 's/^# \{0,1\}//'; }
+die() { echo "local.sh: $*" >&2; exit 1; }
+
+while [[ $# -gt 0 ]]; do
+  case "$1" in
+    --dry-run) DRY_RUN=1; shift ;;
+    --devices) DEVICES="${2:?--devices needs a number}"; shift 2 ;;
+    --config) CONFIG="${2:?--config needs a file}"; shift 2 ;;
+    --workdir) WORKDIR="${2:?--workdir needs a directory}"; shift 2 ;;
+    -h|--help) usage; exit 0 ;;
+    --) shift; EXTRA=("$@"); break ;;
+    *) die "unknown argument '$1' (see --help)" ;;
+  esac
+done
+[[ "$DEVICES" =~ ^[1-9][0-9]*$ ]] || die "--devices must be a positive integer, got '$DEVICES'"
+
+cd "$(dirname "$0")/.."
+[[ -f "$CONFIG" ]] || die "config file '$CONFIG' not found (run from anywhere; paths are relative to the repository)"
+
+ENV=(JAX_PLATFORMS=cpu)
+if [[ "$DEVICES" -gt 1 ]]; then
+  ENV+=("XLA_FLAGS=--xla_force_host_platform_device_count=$DEVICES")
+fi
+CMD=(python -m camtl_jax.main --config "$CONFIG" --workdir "$WORKDIR" "${EXTRA[@]}")
+
+echo "local.sh: CPU run on $DEVICES device(s)"
+echo "  env: ${ENV[*]}"
+echo "  run: ${CMD[*]}"
+echo "  results: $WORKDIR/results.txt, $WORKDIR/results.json (rerunning resumes from $WORKDIR/checkpoints)"
+if [[ "$DRY_RUN" == 1 ]]; then
+  echo "(dry run: nothing executed)"
+  exit 0
+fi
+python -c "import camtl_jax" 2>/dev/null \
+  || die "camtl_jax is not importable: activate the venv and 'pip install -e .' (see README)"
+exec env "${ENV[@]}" "${CMD[@]}"

@@ -1,0 +1,97 @@
+"""aot.py: the train step built from shapes alone (named encoder shapes, registry task specs), and
+camtl-compile-tpu, which needs libtpu (the `tpu` extra) and is skipped without it."""
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import jax
+import numpy as np
+import pytest
+
+from camtl_jax import aot, sharding
+from camtl_jax.models import camtl
+from configs import mtl24_large, tiny
+
+REPO = Path(__file__).resolve().parents[1]
+HAVE_LIBTPU = importlib.util.find_spec("libtpu") is not None
+
+
+@pytest.mark.parametrize("name, params", [
+    # The plain HF models' parameter counts (BertModel / RobertaModel with pooler).
+    ("bert-base", 109_482_240), ("bert-large", 335_141_888),
+    ("roberta-base", 124_645_632), ("roberta-large", 355_359_744)])
+def test_named_encoder_shapes_match_published_models(name, params):
+  config = tiny.get_config()
+  config.unlock()
+  config.model_path, config.encoder_layers = name, 0
+  report = camtl.parameter_report(aot.encoder_shape(config), camtl.CAMTLConfig(),
+                                  camtl.GLUE_TASKS)
+  assert report["plain_encoder"] == params
+
+
+def test_encoder_shape_from_config_dir_and_errors(minilm_path):
+  c = tiny.get_config()
+  encoder = aot.encoder_shape(c)  # "minilm": the package's config.json, no weights read
+  assert (encoder.num_layers, encoder.hidden_size) == (2, 384)  # tiny keeps 2 of 6 layers
+  c.unlock()
+  c.model_path = "/nonexistent/model"
+  with pytest.raises(ValueError, match="neither a local model directory"):
+    aot.encoder_shape(c)
+
+
+def test_mtl24_large_step_builds_from_shapes_without_data():
+  c = mtl24_large.get_config()
+  mesh = sharding.make_mesh(1, jax.devices()[:1])
+  setup = aot.build_step(c, mesh)
+  assert setup.candidates["input_ids"].shape == (24, 64, 2, 384)  # COPA has two choices: K=2
+  n = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(setup.abstract["params"]))
+  assert 335_141_888 < n < 1.5 * 335_141_888  # + conditional modules (skip adapters: 1.3x)
+  assert setup.abstract["params"]["encoder"]["layer_0"]["attention"]["query"]["kernel"].dtype == (
+      np.float32)  # params f32 even with bfloat16 compute
+  assert setup.model.encoder.dtype == "bfloat16"
+  assert setup.abstract["used"].shape == (24 * aot.NOMINAL_ROWS_PER_TASK,)
+
+
+def test_parse_topology():
+  assert aot.parse_topology("v5e:16x16")[1]["hbm_bytes"] == 16 * 2 ** 30
+  assert aot.parse_topology("v4:4x4x8")[1]["chip_config_name"] == "megacore"
+  for bad in ("v5e", "v9:2x2", "v5e:4by4"):
+    with pytest.raises(ValueError, match="topology"):
+      aot.parse_topology(bad)
+
+
+def _compile_cmd(tmp_path, *extra):
+  return [sys.executable, "-m", "camtl_jax.aot", "--config", "configs/tiny.py", "--topology",
+          "v5e:2x2", "--json", str(tmp_path / "aot.json"), *extra]
+
+
+@pytest.mark.skipif(HAVE_LIBTPU, reason="libtpu is installed: its absence cannot be tested")
+def test_compile_tpu_without_libtpu_fails_clearly(tmp_path):
+  proc = subprocess.run(_compile_cmd(tmp_path), cwd=REPO, capture_output=True, text=True,
+                        timeout=300)
+  assert proc.returncode == 2
+  assert "libtpu is not installed" in proc.stderr and "[tpu]" in proc.stderr
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not HAVE_LIBTPU, reason="libtpu not installed (pip install -e \".[tpu]\"): "
+                    "cannot compile for a TPU topology on this host")
+def test_compile_tpu_for_a_small_topology(tmp_path):
+  env = dict(os.environ)
+  env.pop("JAX_PLATFORMS", None)
+  proc = subprocess.run(_compile_cmd(tmp_path), cwd=REPO, env=env, capture_output=True,
+                        text=True, timeout=900)
+  if proc.returncode == 2 and "cannot describe topology" in proc.stderr:
+    pytest.skip(proc.stderr.strip().splitlines()[-1])
+  assert proc.returncode == 0, proc.stderr[-4000:]
+  report = json.loads((tmp_path / "aot.json").read_text())
+  assert report["chips"] == 4 and report["device_kind"].startswith("TPU v5")
+  assert report["mesh"] == {"data": 4, "model": 1}
+  memory = report["memory_per_chip"]
+  assert memory["arguments"] > 0 and memory["total"] > 0 and report["fits"]
+  assert report["cost_per_chip"]["flops"] > 0 and report["roofline_seconds"] > 0
+  assert report["candidates"] == [5, 8, 2, 32]
+  assert "memory per chip" in proc.stdout

@@ -1,0 +1,73 @@
+"""camtl-bench (bench.py): synthetic candidates are valid batches; the command runs on the tiny
+config and writes a complete JSON report."""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from camtl_jax import aot, bench
+from camtl_jax.models import camtl
+from configs import tiny
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_synthetic_candidates_are_valid_batches_of_every_head_type():
+  specs = aot.task_specs(tiny.get_config().tasks)  # all five head types, K=2
+  assert {s.type for s in specs} == {"classification", "regression", "tagging", "multiple_choice",
+                                     "span"}
+  cands = bench.synthetic_candidates(specs, batch_size=4, length=16, vocab_size=100)
+  shapes = aot.candidate_shapes(specs, 4, 16)
+  assert {k: v.shape for k, v in cands.items()} == {k: v.shape for k, v in shapes.items()}
+  assert cands["input_ids"].shape == (len(specs), 4, 2, 16)
+  camtl.validate_batch(bench._flat(cands), specs)  # labels, spans, tags, choices all in range
+  np.testing.assert_array_equal(cands["task_id"][:, 0], np.arange(len(specs)))
+
+
+def test_variants_change_only_what_they_name():
+  c = tiny.get_config()
+  plain, ca, mtu = (bench.STEP_VARIANTS[v](c) for v in ("plain", "camtl", "camtl_mtu"))
+  assert (plain.model.conditioning, ca.model.conditioning, mtu.model.conditioning) == (
+      "none", "camtl", "camtl")
+  assert (plain.sampler, ca.sampler, mtu.sampler) == ("proportional", "proportional",
+                                                      "mt_uncertainty")
+  every = bench.STEP_VARIANTS["camtl_all_trainable"](c)
+  assert tuple(every.frozen_layers) == (0, 0) and not every.freeze_embeddings
+  assert tuple(c.frozen_layers) == (-1, -1) and c.sampler == "mt_uncertainty"  # not mutated
+
+
+@pytest.mark.slow
+def test_bench_command_writes_complete_json(tmp_path):
+  out = tmp_path / "bench.json"
+  proc = subprocess.run(
+      [sys.executable, "-m", "camtl_jax.bench", "--config", "configs/tiny.py", "--steps", "1",
+       "--matmul_size", "256", "--json", str(out)],
+      cwd=REPO, capture_output=True, text=True, timeout=900)
+  assert proc.returncode == 0, proc.stderr[-4000:]
+  assert "target conditional_overhead" in proc.stdout
+  report = json.loads(out.read_text())
+  assert report["matmul"]["flops_per_s"] > 0
+  assert set(report["variants"]) == set(bench.ORDER)
+  for name, row in report["variants"].items():
+    for key in ("seconds_per_step", "examples_per_s", "compile_seconds", "flops_per_step",
+                "flops_per_s", "peak_fraction", "cpu_seconds_per_step"):
+      assert row[key] > 0, (name, key, row[key])
+    assert row["memory_per_device"]["arguments"] > 0, name
+    assert row["rss_peak_bytes"] > 0, name
+  c = report["config"]
+  assert (c["T"], c["b"], c["K"], c["L"]) == (5, 8, 2, 32)
+  # The scoring forward and the T*b-example forwards run T*b examples; the steps b.
+  assert report["variants"]["score"]["examples"] == 5 * 8
+  assert report["variants"]["camtl_mtu"]["examples"] == 8
+  # MT-U = scoring forward + the update of the baseline-sampled step, in FLOPs.
+  v = report["variants"]
+  assert v["camtl_mtu"]["flops_per_step"] > v["camtl"]["flops_per_step"] + 0.9 * v["score"][
+      "flops_per_step"]
+  # Frozen layers cost no weight-gradient FLOPs: freezing saves at least those matmuls.
+  fe = report["frozen_effect"]
+  assert fe["flops_saved"] >= 0.95 * fe["expected_weight_grad_flops"] > 0
+  assert set(report["targets"]) >= {"conditional_overhead", "conditional_overhead_all_trainable",
+                                    "score_vs_plain_forward", "camtl_mtu_peak_fraction"}

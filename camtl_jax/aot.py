@@ -6,8 +6,8 @@
 StepContext, state shardings) from an EncoderConfig, the task list and the config, with no
 checkpoint and no data: the encoder shape comes from a named shape ('bert-base', 'bert-large',
 'roberta-base', 'roberta-large': camtl.NAMED_ENCODERS) or a model directory's config, the task
-specs from the registry's Task records, and the state is abstract (jax.eval_shape). The benchmark (bench.py)
-instantiates the same setup with random weights.
+specs from the registry's Task records, and the state is abstract (jax.eval_shape). The benchmark
+(bench.py) instantiates the same setup with random weights.
 
 `compile_for_topology` lowers the sharded train step (MT-U included when the config samples with
 it) over a mesh of a TPU topology's devices with libtpu on a CPU-only host
@@ -195,7 +195,8 @@ def memory_report(compiled) -> dict[str, int]:
 
 
 def cost_report(compiled) -> dict[str, float]:
-  """Per-device flops, transcendentals, bytes accessed and (TPU) the cost model's optimal_seconds."""
+  """Per-device flops, transcendentals, bytes accessed and (TPU) the cost model's
+  optimal_seconds."""
   cost = compiled.cost_analysis()
   if isinstance(cost, (list, tuple)):  # older jax: one dict per program
     cost = cost[0] if cost else {}
@@ -292,18 +293,23 @@ def compile_for_topology(config: ml_collections.ConfigDict, topology: str,
   return report
 
 
+# Custom calls the TPU compiler inserts that its cost model prices at -1 s each (found by counting:
+# optimal_seconds = modelled time - their number, e.g. -62.982 with 62 ConcatBitcast + 1 ZeroCrop).
+UNMODELLED_CUSTOM_CALLS = ("ConcatBitcast", "ZeroCrop")
+
+
 def _step_time(cost: dict[str, float], chip: dict[str, Any], compiled) -> dict[str, Any]:
   """XLA's cost-model step time, and a roofline bound from XLA's own flops and bytes.
 
-  The TPU cost model counts -1 s for each op it cannot model. In our programs those are exactly the
-  'ConcatBitcast' custom calls the TPU compiler inserts (sliced weight prefetches): optimal_seconds
-  was -19.999 with 20 of them (tiny config) and -365.986 with 366 (BERT-base). Adding their count
-  back gives the modelled time of everything else, reported as cost_model_seconds (raw value kept).
+  optimal_seconds counts -1 s for each custom call in UNMODELLED_CUSTOM_CALLS (sliced weight
+  prefetches and crops the compiler inserts itself); adding their number back gives the modelled
+  time of everything else, reported as cost_model_seconds next to the raw value.
   """
   out: dict[str, Any] = {}
   seconds = cost.get("optimal_seconds")
   if seconds is not None:
-    unmodelled = compiled.as_text().count('custom_call_target="ConcatBitcast"')
+    text = compiled.as_text()
+    unmodelled = sum(text.count(f'custom_call_target="{name}"') for name in UNMODELLED_CUSTOM_CALLS)
     modelled = seconds + unmodelled
     out["cost_model_raw_seconds"] = seconds
     out["cost_model_unmodelled_ops"] = unmodelled
@@ -347,7 +353,7 @@ def format_report(r: dict[str, Any]) -> str:
     s = r["cost_model_seconds"]
     lines.append(f"  step time (XLA cost model)  {s * 1e3:8.1f} ms -> {r['global_batch'] / s:,.0f} "
                  f"examples/s  (raw optimal_seconds {r['cost_model_raw_seconds']:.3f} with "
-                 f"{r['cost_model_unmodelled_ops']} unmodelled ConcatBitcast ops at -1 s each)")
+                 f"{r['cost_model_unmodelled_ops']} unmodelled custom calls at -1 s each)")
   elif "cost_model_raw_seconds" in r:
     lines.append(f"  step time (XLA cost model)  unavailable (optimal_seconds "
                  f"{r['cost_model_raw_seconds']:.3f})")
@@ -368,7 +374,8 @@ def _flags():
   from ml_collections import config_flags  # pylint: disable=import-outside-toplevel
   config_flags.DEFINE_config_file("config", None, "Path to a get_config(arg) file.",
                                   lock_config=True)
-  flags.DEFINE_string("topology", None, "TPU topology, e.g. v5e:4x4, v5e:16x16, v4:4x4x8, v5p:2x2x1.")
+  flags.DEFINE_string("topology", None,
+                      "TPU topology, e.g. v5e:4x4, v5e:16x16, v4:4x4x8, v5p:2x2x1.")
   flags.DEFINE_string("json", None, "Also write the report as JSON to this file.")
   flags.DEFINE_integer("rows_per_task", NOMINAL_ROWS_PER_TASK,
                        "Training rows per task assumed for the data-usage mask.")

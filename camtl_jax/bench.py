@@ -13,7 +13,7 @@ For one config (T = len(config.tasks), b = config.batch_size, L = config.max_len
   forward_camtl  the CA-MTL model's deterministic forward of T*b examples (eval_step)
   camtl_all_trainable  camtl with nothing frozen (frozen_layers=(0, 0), freeze_embeddings=False):
                  its FLOPs against camtl's show what freezing saves
-  plain_all_trainable  plain with nothing frozen (the standard MTL baseline, configs/mtl_baseline.py);
+  plain_all_trainable  plain with nothing frozen (the MTL baseline of configs/mtl_baseline.py);
                  against camtl_all_trainable it isolates what the conditional modules themselves
                  cost (with the lower layers frozen, camtl also back-propagates through them to
                  reach the trainable alignment and conditional attention below and inside them)
@@ -22,18 +22,18 @@ The baseline sampler is the config's when it is not 'mt_uncertainty', else 'prop
 program is lowered and compiled once (compile time reported separately) and run once to warm up
 (its peak memory is taken then). Then --steps rounds each call every program once, blocked with
 jax.block_until_ready, and the matmul of the peak three times: on a machine shared with other work
-every program sees the same mix of quiet and busy moments. The time of a program is its fastest call
-(the median, the mean and the process CPU time per call are reported too), the peak the fastest
-matmul. Weights are random (only shapes matter for speed); candidates are
-synthetic batches of docs/batch_format.md with every task's labels in range and all L positions
-real tokens, so the numbers do not depend on any data.
+every program sees the same mix of quiet and busy moments. The time of a program is its fastest
+call (the median, the mean and the process CPU time per call are reported too), the peak the
+fastest matmul. Weights are random (only shapes matter for speed); candidates are synthetic
+batches of docs/batch_format.md with every task's labels in range and all L positions real tokens,
+so the numbers do not depend on any data.
 
-Reported per program: seconds per call (fastest, median, mean; CPU seconds), examples/s, compile time, XLA's FLOPs
-per call (compiled.cost_analysis(), summed over devices), achieved FLOP/s and their fraction of a
-matrix-multiply peak measured in the same run on the same devices (a jitted [n, n] @ [n, n] in the
-compute dtype), memory (XLA's memory_analysis per device; device memory_stats() peak where the
-backend has it; the process's peak RSS during the program's warm-up call, which includes the
-buffers of the programs compiled before it).
+Reported per program: seconds per call (fastest, median, mean; CPU seconds), examples/s, compile
+time, XLA's FLOPs per call (compiled.cost_analysis(), summed over devices), achieved FLOP/s and
+their fraction of a matrix-multiply peak measured in the same run on the same devices (a jitted
+[n, n] @ [n, n] in the compute dtype), memory (XLA's memory_analysis per device; device
+memory_stats() peak where the backend has it; the process's peak RSS during the program's warm-up
+call, which includes the buffers of the programs compiled before it).
 """
 from __future__ import annotations
 

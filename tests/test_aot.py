@@ -96,3 +96,21 @@ def test_compile_tpu_for_a_small_topology(tmp_path):
   assert report["cost_model_seconds"] > 0  # unmodelled ops added back (aot._step_time)
   assert report["candidates"] == [5, 8, 2, 32]
   assert "memory per chip" in proc.stdout
+
+
+def test_fsdp_splits_large_leaves_but_keeps_embedding_tables_replicated():
+  # The sharding of the real mtl24_large state on a 256-way data axis, from shapes alone. A gather
+  # from an embedding table split along its hidden axis made XLA materialise the whole [tokens, d]
+  # activation on every chip (17 GiB on v5e 16x16): tables stay replicated (sharding.py).
+  c = mtl24_large.get_config()
+  setup = aot.build_step(c, sharding.make_mesh(1, jax.devices()[:1]))
+  flat = jax.tree_util.tree_flatten_with_path(
+      {"params": setup.abstract["params"], "opt_state": setup.abstract["opt_state"]})[0]
+  specs = {jax.tree_util.keystr(path): sharding.param_spec(path, x.shape, 256, fsdp=True)
+           for path, x in flat}
+  tables = [k for k in specs if "['embeddings']" in k]
+  assert any("word_embeddings" in k for k in tables)
+  assert all(specs[k] == jax.sharding.PartitionSpec() for k in tables)
+  kernels = [k for k in specs if "['layer_23']['intermediate']['kernel']" in k]
+  assert len(kernels) == 3  # the parameter and its two Adam moments
+  assert all("data" in specs[k] for k in kernels)

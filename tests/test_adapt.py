@@ -14,10 +14,17 @@ HELD_OUT = "demo/sentiment"
 OLD_TASKS = ("demo/similarity", "demo/entities", "demo/choice", "demo/span")
 
 
+# All six MiniLM layers: below its top layers MiniLM's [CLS] is the same vector for every sentence
+# (std across sentences 8e-4 after 2 layers, 0.18 after 6), so '--train new', a linear probe of the
+# pooled [CLS] plus one embedding row, has nothing to read from a truncated encoder.
+BASE_LAYERS = "--config.encoder_layers=6"
+
+
 @pytest.fixture(scope="module")
 def base_workdir(tmp_path_factory):
-  """The tiny run on every demo task but the held-out one."""
-  return tiny_workdir(tmp_path_factory, "heldout", "--config.tasks=" + repr(OLD_TASKS))
+  """The tiny run (six layers) on every demo task but the held-out one."""
+  return tiny_workdir(tmp_path_factory, "heldout", BASE_LAYERS,
+                      "--config.tasks=" + repr(OLD_TASKS))
 
 
 @pytest.fixture(scope="module")
@@ -25,7 +32,7 @@ def adapted_new(base_workdir, tmp_path_factory):
   out = tmp_path_factory.mktemp("adapted") / "new"
   code = adapt.main(["--workdir", str(base_workdir), "--new-task", HELD_OUT, "--data",
                      str(base_workdir / "demo_data"), "--fraction", "0.1", "--train", "new",
-                     "--steps", "20", "--out", str(out)])
+                     "--steps", "80", "--out", str(out)])
   assert code == 0
   return out
 
@@ -35,7 +42,7 @@ def test_adapted_workdir_is_a_workdir(adapted_new, base_workdir):
   assert [t.name for t in trained.tasks] == list(OLD_TASKS) + [HELD_OUT]
   info = json.loads((adapted_new / "adapt.json").read_text())
   assert info["num_train"] == 200 and info["train"] == "new" and info["new_task"] == HELD_OUT
-  assert 0 <= info["results"]["accuracy"] <= 1
+  assert info["learning_rate"] == adapt.DEFAULT_LR["new"]
   rec = predict.predict(trained, HELD_OUT, [predict.text_example(trained.tasks[-1], "a good film")])
   assert rec[0]["label"] in ("0", "1")
 
@@ -70,6 +77,16 @@ def test_train_new_old_tasks_dev_predictions_unchanged(base_workdir, adapted_new
         np.testing.assert_array_equal(a[key], b[key], err_msg=f"{name} {key}")
     assert (predict.predictions(before, split, rows_b, out_b)
             == predict.predictions(after, split, rows_a, out_a))
+
+
+def test_train_new_learns_the_new_task(adapted_new, base_workdir):
+  """Only the new embedding row and head row moved, and the held-out task is learned."""
+  trained = predict.load(adapted_new)
+  dev = registry.load_split(trained.tasks[-1], base_workdir / "demo_data", "dev")
+  majority = max(np.mean([ex.label == label for ex in dev]) for label in ("0", "1"))
+  accuracy = json.loads((adapted_new / "adapt.json").read_text())["results"]["accuracy"]
+  print(f"--train new, 200 examples, 80 steps: accuracy {accuracy:.3f} (majority {majority:.3f})")
+  assert accuracy > majority + 0.25
 
 
 def test_new_task_learns_and_learning_curve(base_workdir, tmp_path, capsys):
@@ -142,9 +159,11 @@ def test_bad_input_gives_clear_errors(base_workdir, tmp_path, capsys):
 
 
 # ------------------------------------------------------------------------------------------------
-# Real data: superglue/rte + glue/mrpc -> superglue/cb (about 2 minutes on 2 CPU cores)
+# Real data: superglue/rte + glue/mrpc -> superglue/cb with '--train new' (about 3.5 minutes on 2
+# CPU cores). Measured (seed 0, 100 steps of 8): accuracy 0.643 at 10% (25 examples) and 0.714 at
+# 100% (250) with --learning-rate 3e-2; 0.536 / 0.732 at the default 1e-2; majority class 0.500.
 
-REAL_BASE = ("--config.tasks=('superglue/rte', 'glue/mrpc')", "--config.encoder_layers=3",
+REAL_BASE = ("--config.tasks=('superglue/rte', 'glue/mrpc')", BASE_LAYERS,
              "--config.max_length=64", "--config.bucket_step=32", "--config.batch_size=8",
              "--config.total_steps=100", "--config.eval_every=100", "--config.checkpoint_every=100",
              "--config.log_every=100", "--config.max_eval_examples=128",
@@ -152,13 +171,13 @@ REAL_BASE = ("--config.tasks=('superglue/rte', 'glue/mrpc')", "--config.encoder_
 
 
 @pytest.mark.slow
-def test_real_rte_model_adapted_to_cb_beats_majority_class(shared_data, minilm_path,
-                                                           tmp_path_factory, tmp_path, capsys):
+def test_real_rte_model_adapted_to_cb_with_new_rows_only_beats_majority_class(
+    shared_data, minilm_path, tmp_path_factory, tmp_path, capsys):
   base = tiny_workdir(tmp_path_factory, "rte_mrpc", *REAL_BASE, f"--config.data_dir={shared_data}")
   out = tmp_path / "cb_curve"
   code = adapt.main(["--workdir", str(base), "--new-task", "superglue/cb", "--data",
-                     str(shared_data), "--train", "all", "--steps", "100", "--batch-size", "8",
-                     "--learning-rate", "3e-4", "--fractions", "0.1,1.0", "--seeds", "0",
+                     str(shared_data), "--train", "new", "--steps", "100", "--batch-size", "8",
+                     "--learning-rate", "3e-2", "--fractions", "0.1,1.0", "--seeds", "0",
                      "--zero-shot-from", "superglue/rte",
                      "--label-map", "entailment=entailment,not_entailment=contradiction",
                      "--out", str(out)])

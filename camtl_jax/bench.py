@@ -262,16 +262,18 @@ def _state(setup: aot.StepSetup, seed: int):
 
 
 def _forward_fn(setup: aot.StepSetup, kind: str):
-  """The jitted forward-only program over flat examples [T*b, ...]."""
+  """The jitted forward-only program: 'eval' over flat examples [T*b, ...], 'score' (MT-U's
+  scoring and selection) over the candidates [T, b, ...]."""
   if kind == "eval":
     return setup.p_eval
-  examples = sharding.batch_sharding(setup.mesh, 0)
+  candidates = sharding.batch_sharding(setup.mesh, 1)
   mse = setup.abstract["regression_mse"]
 
-  def score(params, flat):
-    return train.select(setup.ctx, params, flat, jnp.zeros((), jnp.int32), jax.random.key(0),
-                        jnp.ones(mse.shape, mse.dtype))
-  return jax.jit(score, in_shardings=(setup.shardings["params"], examples))
+  def score(params, cands):
+    flat = train._flatten_candidates(cands)  # pylint: disable=protected-access
+    return train.select(setup.ctx, params, cands, flat, jnp.zeros((), jnp.int32),
+                        jax.random.key(0), jnp.ones(mse.shape, mse.dtype))
+  return jax.jit(score, in_shardings=(setup.shardings["params"], candidates))
 
 
 def variant_programs(name: str, config, mesh, encoder, cands: dict[str, jax.Array],
@@ -280,8 +282,10 @@ def variant_programs(name: str, config, mesh, encoder, cands: dict[str, jax.Arra
   setup = aot.build_step(STEP_VARIANTS[name](config), mesh, encoder)
   b, t = config.batch_size, len(config.tasks)
   state = _state(setup, config.seed)
+  inputs = {"eval": flat, "score": cands}
   programs = [compile_program(fwd, _forward_fn(setup, FORWARD_VARIANTS[fwd][1]),
-                              (jax.tree.map(jnp.copy, state["params"]), flat), t * b)
+                              (jax.tree.map(jnp.copy, state["params"]),
+                               inputs[FORWARD_VARIANTS[fwd][1]]), t * b)
               for fwd in forwards]
   programs.append(compile_program(name, setup.p_train, (state, cands), b,
                                   carry=lambda out, a: (out[0], a[1])))

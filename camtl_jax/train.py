@@ -26,6 +26,7 @@ import optax
 
 from camtl_jax import checkpoint, optim, reporting, sampling, sharding
 from camtl_jax.models import camtl as camtl_lib
+from camtl_jax.tasks.base import MULTIPLE_CHOICE
 
 log = logging.getLogger(__name__)
 State = dict[str, Any]
@@ -66,26 +67,100 @@ def _constrain(ctx: StepContext, tree):
   return jax.lax.with_sharding_constraint(tree, ctx.example_sharding)
 
 
-def select(ctx: StepContext, params, flat: dict[str, jax.Array], step: jax.Array, rng: jax.Array,
-           regression_mse: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array]:
-  """Indices [b] into the T*b candidates, per-candidate (H, H_max) for logging, and the updated
-  running regression MSE [T].
+# Batch keys with a choices axis: [T, b, K, L] candidates.
+CHOICE_KEYS = ("input_ids", "token_type_ids", "attention_mask")
 
-  MT-Uncertainty: one deterministic forward without gradient over all candidates, scores, top-b.
+
+@dataclasses.dataclass(frozen=True)
+class ScoreGroup:
+  """Tasks scored by one forward: their task ids, the choice rows kept (None: all K) and the head
+  types run (None: all)."""
+  task_ids: tuple[int, ...]
+  num_choices: int | None = None
+  head_types: tuple[str, ...] | None = None
+
+
+def score_groups(task_info: sampling.TaskInfo) -> tuple[ScoreGroup, ...]:
+  """How the scoring forward splits the candidates (static).
+
+  A batch with a multiple-choice task has K > 1 choice rows for every example, and for the other
+  task types K - 1 of them are empty padding. When both kinds of task are present, the other tasks
+  are scored with K = 1 and the multiple-choice tasks with all K: two forwards over
+  T_other * b + T_mc * b * K rows instead of one over T * b * K (24 tasks with COPA: 25 * b rows
+  instead of 48 * b). Otherwise one group of every task.
+  """
+  mc = tuple(t for t, kind in enumerate(task_info.types) if kind == MULTIPLE_CHOICE)
+  other = tuple(t for t, kind in enumerate(task_info.types) if kind != MULTIPLE_CHOICE)
+  if not mc or not other:
+    return (ScoreGroup(tuple(range(len(task_info.types)))),)
+  other_types = tuple(sorted({task_info.types[t] for t in other}))
+  return (ScoreGroup(other, 1, other_types), ScoreGroup(mc, None, (MULTIPLE_CHOICE,)))
+
+
+def _group_uncertainty(ctx: StepContext, params, candidates: dict[str, jax.Array],
+                       group: ScoreGroup, regression_mse: jax.Array
+                       ) -> tuple[jax.Array, jax.Array, jax.Array]:
+  """(H, H_max) [b, T_g] of one group's candidates, and its tasks' updated running MSE [T_g].
+
+  The sampling functions see the group's tasks renumbered 0..T_g-1 (their own TaskInfo); the model
+  sees the real task ids.
+  """
+  ids = np.asarray(group.task_ids)
+  if len(ids) < ctx.num_tasks:
+    candidates = {k: v[ids] for k, v in candidates.items()}  # static gather over the task axis
+  if group.num_choices is not None:
+    candidates = {k: v[:, :, :group.num_choices] if k in CHOICE_KEYS else v
+                  for k, v in candidates.items()}
+  flat = _constrain(ctx, _flatten_candidates(candidates))
+  outputs = ctx.model.apply({"params": jax.lax.stop_gradient(params)}, flat, deterministic=True,
+                            head_types=group.head_types)
+  local = np.zeros(ctx.num_tasks, np.int32)
+  local[ids] = np.arange(len(ids))
+  task_id = jnp.asarray(local)[flat["task_id"]]
+  info = sampling.TaskInfo(tuple(ctx.task_info.types[t] for t in ids),
+                           tuple(ctx.task_info.num_labels[t] for t in ids))
+  mse = regression_mse[ids]
+  if "regression" in outputs:
+    squared = jnp.square(outputs["regression"] - flat["target"])
+    mse = sampling.running_regression_mse(mse, squared, task_id, flat["weight"], info)
+  h, h_max = sampling.uncertainty(outputs, dict(flat, task_id=task_id), info)
+  h, h_max = sampling.calibrated_regression_uncertainty(h, h_max, outputs, task_id, info, mse)
+  return h.reshape(-1, len(ids)), h_max.reshape(-1, len(ids)), mse
+
+
+def score_uncertainty(ctx: StepContext, params, candidates: dict[str, jax.Array],
+                      regression_mse: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
+  """MT-U's deterministic forward over candidates [T, b, ...] (per score_groups) ->
+  H, H_max [b*T] in the flat order of _flatten_candidates, and the updated running MSE [T].
+
   Regression tasks: their level of uncertainty is the running MSE of the candidates' predictions
   (sampling.calibrated_regression_uncertainty), refreshed here every step from all b candidates
   of each regression task, so it never goes stale while a task is not being selected.
-  Baseline samplers do not look at the model.
+  """
+  groups = score_groups(ctx.task_info)
+  hs, h_maxs = [], []
+  for group in groups:  # one or two static groups
+    h, h_max, mse = _group_uncertainty(ctx, params, candidates, group, regression_mse)
+    regression_mse = regression_mse.at[np.asarray(group.task_ids)].set(mse)
+    hs.append(h)
+    h_maxs.append(h_max)
+  order = np.argsort(np.concatenate([g.task_ids for g in groups]))  # columns back to task order
+  restore = lambda parts: jnp.concatenate(parts, axis=1)[:, order].reshape(-1)  # noqa: E731
+  return restore(hs), restore(h_maxs), regression_mse
+
+
+def select(ctx: StepContext, params, candidates: dict[str, jax.Array], flat: dict[str, jax.Array],
+           step: jax.Array, rng: jax.Array, regression_mse: jax.Array
+           ) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array]:
+  """Indices [b] into the T*b flat candidates, per-candidate (H, H_max) for logging, and the
+  updated running regression MSE [T].
+
+  MT-Uncertainty: a deterministic forward without gradient over all candidates
+  (score_uncertainty), scores, top-b. Baseline samplers do not look at the model.
   """
   if ctx.sampler == "mt_uncertainty":
-    outputs = ctx.model.apply({"params": jax.lax.stop_gradient(params)}, flat, deterministic=True)
-    if "regression" in outputs:
-      squared = jnp.square(outputs["regression"] - flat["target"])
-      regression_mse = sampling.running_regression_mse(regression_mse, squared, flat["task_id"],
-                                                        flat["weight"], ctx.task_info)
-    entropy, max_entropy = sampling.uncertainty(outputs, flat, ctx.task_info)
-    entropy, max_entropy = sampling.calibrated_regression_uncertainty(
-        entropy, max_entropy, outputs, flat["task_id"], ctx.task_info, regression_mse)
+    entropy, max_entropy, regression_mse = score_uncertainty(ctx, params, candidates,
+                                                             regression_mse)
     scores = sampling.mt_uncertainty_scores(entropy, max_entropy, flat["task_id"], ctx.num_tasks,
                                             ctx.score_mode)
     return sampling.select_top(scores, ctx.batch_size), entropy, max_entropy, regression_mse
@@ -136,8 +211,8 @@ def train_step(ctx: StepContext, state: State, candidates: dict[str, jax.Array]
   rng = jax.random.fold_in(jax.random.key(ctx.seed), step)
   select_rng, dropout_rng = jax.random.split(rng)
   flat = _constrain(ctx, _flatten_candidates(candidates))
-  idx, entropy, max_entropy, regression_mse = select(ctx, state["params"], flat, step, select_rng,
-                                                     state["regression_mse"])
+  idx, entropy, max_entropy, regression_mse = select(ctx, state["params"], candidates, flat, step,
+                                                     select_rng, state["regression_mse"])
   batch = _constrain(ctx, jax.tree.map(lambda x: jnp.take(x, idx, axis=0), flat))
 
   trainable, frozen = optim.split_trainable(state["params"], ctx.labels)

@@ -189,10 +189,15 @@ def test_optimizer_state_holds_no_frozen_leaves(engine):
 
 def test_selection_in_compiled_step_equals_numpy(engine):
   run, ctx, state, _, _ = engine
-  flat = train._flatten_candidates(jax.device_get(_candidates(run, 5)))
+  candidates = jax.device_get(_candidates(run, 5))
+  flat = train._flatten_candidates(candidates)
   mse = state["regression_mse"]
+  # The demo suite has a multiple-choice task beside the others: the step scores them in two
+  # forwards (train.score_groups); the numpy reference reads one forward over every candidate.
+  assert len(train.score_groups(ctx.task_info)) == 2
   idx, entropy, max_entropy, mse = jax.jit(
-      lambda p, f: train.select(ctx, p, f, 5, jax.random.key(0), mse))(state["params"], flat)
+      lambda p, c, f: train.select(ctx, p, c, f, 5, jax.random.key(0), mse))(
+          state["params"], candidates, flat)
   outputs = jax.device_get(run.model.apply({"params": state["params"]}, flat, deterministic=True))
   h, h_max = (np.asarray(x, np.float64) for x in sampling.uncertainty(outputs, flat, ctx.task_info))
   task = np.asarray(flat["task_id"])
@@ -202,6 +207,9 @@ def test_selection_in_compiled_step_equals_numpy(engine):
   calibrated = np.asarray(mse)[task] * np.exp(log_var - np.array([mean_lv[t] for t in task]))
   h = np.where(regression, np.minimum(calibrated, 1.0), h)
   h_max = np.where(regression, 1.0, h_max)
+  # The split forward's uncertainties equal the single forward's, candidate by candidate.
+  np.testing.assert_allclose(np.asarray(entropy), h, rtol=1e-4, atol=1e-5)
+  np.testing.assert_allclose(np.asarray(max_entropy), h_max, rtol=1e-6)
   mean_h = np.array([h[task == t].mean() for t in range(ctx.num_tasks)])
   scores = h / (mean_h.max() * h_max)  # the paper's U(x) = H / (H_hat * H'_t)
   chosen = np.asarray(idx)
@@ -211,6 +219,18 @@ def test_selection_in_compiled_step_equals_numpy(engine):
   tol = 1e-5
   assert np.all(scores[chosen] >= threshold - tol)
   assert set(np.flatnonzero(scores > threshold + tol)) <= set(chosen.tolist())
+
+
+def test_score_groups_encode_padding_choice_rows_only_for_multiple_choice_tasks():
+  info = sampling.TaskInfo(("classification", "multiple_choice", "regression", "span"),
+                           (3, 2, 1, 1))
+  other, mc = train.score_groups(info)
+  assert other == train.ScoreGroup((0, 2, 3), 1, ("classification", "regression", "span"))
+  assert mc == train.ScoreGroup((1,), None, ("multiple_choice",))
+  no_mc = sampling.TaskInfo(("classification", "span"), (3, 1))
+  assert train.score_groups(no_mc) == (train.ScoreGroup((0, 1)),)
+  only_mc = sampling.TaskInfo(("multiple_choice",), (4,))
+  assert train.score_groups(only_mc) == (train.ScoreGroup((0,)),)
 
 
 def test_mixed_batch_loss_is_mean_of_per_task_means():

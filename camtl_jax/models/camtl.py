@@ -281,8 +281,13 @@ class CAMTL(nn.Module):
     super().__post_init__()
 
   @nn.compact
-  def __call__(self, batch: Mapping[str, Array], deterministic: bool = True) -> dict[str, Array]:
-    check_batch_static(batch, self.tasks, self.config, self.encoder)
+  def __call__(self, batch: Mapping[str, Array], deterministic: bool = True,
+               head_types: tuple[str, ...] | None = None) -> dict[str, Array]:
+    """head_types: run only these head types, for a batch whose examples are all of them (e.g. no
+    multiple-choice task: then K = 1 suffices, see train.score_groups); None: every type."""
+    tasks = self.tasks if head_types is None else tuple(
+        t for t in self.tasks if t.type in head_types)
+    check_batch_static(batch, tasks, self.config, self.encoder)
     b, k, length = batch["input_ids"].shape
     rows = lambda key: batch[key].reshape(b * k, length)  # noqa: E731 [B, K, L] -> [B*K, L]
     row_task = jnp.repeat(batch["task_id"], k)  # row b*K + j is choice j of example b
@@ -293,7 +298,7 @@ class CAMTL(nn.Module):
     pooled = pooled.reshape(b, k, -1)
     self.sow("intermediates", "encoder_output", (hidden, pooled))
     return Heads(self.tasks, self.config.head_dropout, name="heads")(
-        Features(pooled=pooled, hidden=hidden[:, 0]), batch, deterministic)
+        Features(pooled=pooled, hidden=hidden[:, 0]), batch, deterministic, head_types)
 
   def _hooks(self, row_task: Array, length: int) -> EncoderHooks:
     """Builds the enabled conditional modules (task-level [T, ...] once, gathered per row)."""

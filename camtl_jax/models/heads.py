@@ -296,12 +296,20 @@ class Heads(nn.Module):
 
   @nn.compact
   def __call__(self, features: Features, batch: Mapping[str, Array],
-               deterministic: bool = True) -> dict[str, Array]:
+               deterministic: bool = True, head_types: tuple[str, ...] | None = None
+               ) -> dict[str, Array]:
+    """head_types: compute only these head types (the caller guarantees every example is of one
+    of them); None: every type present."""
     layout = HeadLayout.from_tasks(self.tasks)
+    types = layout.types if head_types is None else tuple(
+        t for t in layout.types if t in head_types)
     task_id = batch["task_id"]
     results = {t: HEADS[t](layout.num_heads[t], layout.max_labels[t], self.dropout, name=t)(
-        features, batch, layout.rows(t, task_id), deterministic) for t in layout.types}
-    type_index = jnp.asarray(layout.task_type)[task_id][:, None]  # [B, 1]
+        features, batch, layout.rows(t, task_id), deterministic) for t in types}
+    # Each task's position among the computed types (0 for a type left out: no example has it).
+    position = np.array([types.index(layout.types[i]) if layout.types[i] in types else 0
+                         for i in layout.task_type], np.int32)
+    type_index = jnp.asarray(position)[task_id][:, None]  # [B, 1]
     pick = lambda per_type: jnp.take_along_axis(  # noqa: E731 [B, n_types] -> [B]
         jnp.stack(per_type, axis=1), type_index, axis=1)[:, 0]
     outputs = {"loss": pick([r.loss for r in results.values()]),

@@ -151,9 +151,10 @@ def make_optimizer(config, labels: Any, steps: int, learning_rate: float
 
 
 def adapt_step(model: camtl_lib.CAMTL, tx: optax.GradientTransformation, labels: Any,
-               row_mask: Any | None, params: Any, opt_state: Any, batch: Mapping[str, jax.Array],
-               rng: jax.Array) -> tuple[Any, Any, jax.Array]:
-  """One update on a batch [B, ...] of the new task -> (params, opt_state, loss).
+               row_mask: Any | None, head_types: tuple[str, ...], params: Any, opt_state: Any,
+               batch: Mapping[str, jax.Array], rng: jax.Array) -> tuple[Any, Any, jax.Array]:
+  """One update on a batch [B, K, L] of the new task (K and head_types from
+  camtl.single_type_layout) -> (params, opt_state, loss).
 
   Frozen leaves, and (with a row mask) every row outside it, are taken from the old params, so they
   stay bit-identical (not merely unchanged up to p + 0).
@@ -162,7 +163,7 @@ def adapt_step(model: camtl_lib.CAMTL, tx: optax.GradientTransformation, labels:
 
   def loss_fn(train_params):
     out = model.apply({"params": optim.merge(train_params, frozen)}, batch, deterministic=False,
-                      rngs={"dropout": rng})
+                      rngs={"dropout": rng}, head_types=head_types)
     w = batch["weight"]
     return jnp.sum((out["loss"] + out["aux_loss"]) * w) / jnp.maximum(jnp.sum(w), 1.0)
 
@@ -250,8 +251,9 @@ class Adapter:
     lr = learning_rate or DEFAULT_LR[mode] or trained.config.learning_rate
     self.learning_rate = lr
     self.tx = make_optimizer(trained.config, self.labels, steps, lr)
+    self.num_choices, head_types = camtl_lib.single_type_layout(self.model.tasks, new_task.type)
     self.step_fn = jax.jit(functools.partial(adapt_step, self.model, self.tx, self.labels,
-                                             self.row_mask), donate_argnums=(0, 1))
+                                             self.row_mask, head_types), donate_argnums=(0, 1))
     self.train_examples = registry.load_split(new_task, data_dir, "train",
                                               source=trained.config.data_source)
     self.dev_examples = {s: registry.load_split(new_task, data_dir, s,
@@ -294,7 +296,7 @@ class Adapter:
     split = self.encode(examples, "train")
     c = self.base.config
     loader = input_pipeline.CandidateLoader(
-        [split], self.batch_size, seed, num_choices=camtl_lib.num_choices(self.model.tasks),
+        [split], self.batch_size, seed, num_choices=self.num_choices,
         buckets=input_pipeline.default_buckets(c.max_length, c.bucket_step))
     params = jax.tree.map(jnp.array, self.params)  # a copy: the step donates its input
     opt_state = self.tx.init(params)

@@ -38,6 +38,7 @@ call, which includes the buffers of the programs compiled before it).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import os
 import statistics
@@ -264,8 +265,9 @@ def _state(setup: aot.StepSetup, seed: int):
 def _forward_fn(setup: aot.StepSetup, kind: str):
   """The jitted forward-only program: 'eval' over flat examples [T*b, ...], 'score' (MT-U's
   scoring and selection) over the candidates [T, b, ...]."""
-  if kind == "eval":
-    return setup.p_eval
+  if kind == "eval":  # every head type, as the scoring forward runs them
+    return jax.jit(functools.partial(train.eval_step, setup.ctx),
+                   in_shardings=(setup.shardings["params"], sharding.batch_sharding(setup.mesh, 0)))
   candidates = sharding.batch_sharding(setup.mesh, 1)
   mse = setup.abstract["regression_mse"]
 

@@ -253,9 +253,11 @@ def _step_metrics(ctx, batch, per_example, loss, grad_norm, ok, flat, entropy, m
   }
 
 
-def eval_step(ctx: StepContext, params, batch: dict[str, jax.Array]) -> dict[str, jax.Array]:
-  """Deterministic forward: the model's per-example outputs (logits per head type, loss)."""
-  return ctx.model.apply({"params": params}, batch, deterministic=True)
+def eval_step(ctx: StepContext, params, batch: dict[str, jax.Array],
+              head_types: tuple[str, ...] | None = None) -> dict[str, jax.Array]:
+  """Deterministic forward: the model's per-example outputs (logits per head type, loss);
+  head_types: only these heads (camtl.single_type_layout), None: all."""
+  return ctx.model.apply({"params": params}, batch, deterministic=True, head_types=head_types)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -514,11 +516,12 @@ def predict_split(run: Run, p_eval, params, split, task_id: int) -> list:
   """Predictions for every example of a split, in example order (padding rows dropped)."""
   from camtl_jax import input_pipeline
   buckets = input_pipeline.default_buckets(run.config.max_length, run.config.bucket_step)
+  k, head_types = camtl_lib.single_type_layout(run.model.tasks, split.task.type)
   rows, outputs = [], []
   for batch, host_rows in input_pipeline.eval_batches(
-      split, task_id, run.config.eval_batch_size, num_choices=run.loader.num_choices,
+      split, task_id, run.config.eval_batch_size, num_choices=k,
       buckets=buckets, process_index=jax.process_index(), process_count=jax.process_count()):
-    out = p_eval(params, sharding.global_batch(batch, run.mesh))
+    out = p_eval(params, sharding.global_batch(batch, run.mesh), head_types)
     batch_rows = _gather(host_rows)
     keep = np.flatnonzero(batch_rows >= 0)
     rows.append(batch_rows[keep])
@@ -561,7 +564,9 @@ def _capped(split, max_examples: int):
 
 
 def compile_steps(run: Run, ctx: StepContext, shardings: Any) -> tuple[Callable, Callable]:
-  """train_step jitted once with explicit shardings and the state donated; eval_step likewise."""
+  """train_step jitted once with explicit shardings and the state donated; eval_step likewise,
+  called p_eval(params, batch, head_types) (head_types static: one program per head type and
+  length bucket)."""
   candidates = sharding.batch_sharding(run.mesh, example_axis=1)
   examples = sharding.batch_sharding(run.mesh, example_axis=0)
   rep = sharding.replicated(run.mesh)
@@ -569,7 +574,7 @@ def compile_steps(run: Run, ctx: StepContext, shardings: Any) -> tuple[Callable,
   p_train = jax.jit(functools.partial(train_step, ctx), in_shardings=(shardings, candidates),
                     out_shardings=(shardings, rep), donate_argnums=0)
   p_eval = jax.jit(functools.partial(eval_step, ctx), in_shardings=(shardings["params"], examples),
-                   out_shardings=examples)
+                   out_shardings=examples, static_argnums=2)
   return p_train, p_eval
 
 

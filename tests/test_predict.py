@@ -71,7 +71,8 @@ def evaluation(workdir):
   """The training run's evaluation: its Run (dev splits) and jitted eval step."""
   import jax
   run = train.build_run(tiny.get_config(), workdir)
-  return run, jax.jit(functools.partial(train.eval_step, types.SimpleNamespace(model=run.model)))
+  return run, jax.jit(functools.partial(train.eval_step, types.SimpleNamespace(model=run.model)),
+                      static_argnums=2)
 
 
 def _eval_predictions(evaluation, trained, task_id, num_examples):

@@ -340,6 +340,14 @@ def num_choices(tasks: Sequence[TaskSpec]) -> int:
   return max([t.num_labels for t in tasks if t.type == base.MULTIPLE_CHOICE], default=1)
 
 
+def single_type_layout(tasks: Sequence[TaskSpec], task_type: str) -> tuple[int, tuple[str, ...]]:
+  """(K, head_types) for a batch whose examples are all of `task_type` (an evaluation batch of one
+  task): K = 1 unless it is multiple choice, so no padding choice rows are encoded, and only that
+  head type is run. Pass K to input_pipeline.eval_batches and head_types to CAMTL.__call__."""
+  k = num_choices(tasks) if task_type == base.MULTIPLE_CHOICE else 1
+  return k, (task_type,)
+
+
 def required_keys(tasks: Sequence[TaskSpec]) -> tuple[str, ...]:
   """The batch keys the model reads for this task list."""
   keys = list(ENCODER_INPUTS)

@@ -154,7 +154,7 @@ def adapt_step(model: camtl_lib.CAMTL, tx: optax.GradientTransformation, labels:
                row_mask: Any | None, head_types: tuple[str, ...], params: Any, opt_state: Any,
                batch: Mapping[str, jax.Array], rng: jax.Array) -> tuple[Any, Any, jax.Array]:
   """One update on a batch [B, K, L] of the new task (K and head_types from
-  camtl.single_type_layout) -> (params, opt_state, loss).
+  camtl.choice_layout) -> (params, opt_state, loss).
 
   Frozen leaves, and (with a row mask) every row outside it, are taken from the old params, so they
   stay bit-identical (not merely unchanged up to p + 0).
@@ -251,7 +251,7 @@ class Adapter:
     lr = learning_rate or DEFAULT_LR[mode] or trained.config.learning_rate
     self.learning_rate = lr
     self.tx = make_optimizer(trained.config, self.labels, steps, lr)
-    self.num_choices, head_types = camtl_lib.single_type_layout(self.model.tasks, new_task.type)
+    self.num_choices, head_types = camtl_lib.choice_layout(self.model.tasks, new_task.type)
     self.step_fn = jax.jit(functools.partial(adapt_step, self.model, self.tx, self.labels,
                                              self.row_mask, head_types), donate_argnums=(0, 1))
     self.train_examples = registry.load_split(new_task, data_dir, "train",

@@ -420,8 +420,8 @@ def benchmark(trained: predict.TrainedModel, task_name: str, out_dir: str | Path
   weights = jax.device_put(traverse_util.unflatten_dict(dict(np.load(out / WEIGHTS)), sep="/"))
   params = jax.device_put(trained.params)
   args = [inputs[name] for name in INPUTS[spec.type]]
-  # The multi-task model as its evaluation runs it: no padding choice rows, only this head.
-  k_eval, head_types = camtl_lib.single_type_layout(trained.specs, spec.type)
+  # The multi-task model as its evaluation runs it (camtl.choice_layout): no padding choice rows.
+  k_eval, head_types = camtl_lib.choice_layout(trained.specs, spec.type)
   batch = {key: v[:, :k_eval] if key in ("input_ids", "token_type_ids", "attention_mask") else v
            for key, v in multitask_batch(trained, task_id, inputs).items()}
   multi = _time(lambda: trained.apply(params, batch, head_types=head_types), repeats) / batch_size

@@ -96,7 +96,7 @@ class TrainedModel:
   @functools.cached_property
   def apply(self) -> Callable:
     """jit(params, batch, head_types=None) -> the model's per-example outputs, deterministic (the
-    eval step); head_types (static): only these heads, see camtl.single_type_layout."""
+    eval step); head_types (static): only these heads, see camtl.choice_layout."""
     return jax.jit(lambda params, batch, head_types=None: self.model.apply(
         {"params": params}, batch, deterministic=True, head_types=head_types),
                    static_argnames="head_types")
@@ -234,7 +234,7 @@ def forward_split(trained: TrainedModel, split: input_pipeline.EncodedSplit, tas
   c = trained.config
   params = trained.params if params is None else params
   buckets = input_pipeline.default_buckets(c.max_length, c.bucket_step)
-  k, head_types = camtl_lib.single_type_layout(trained.specs, split.task.type)
+  k, head_types = camtl_lib.choice_layout(trained.specs, split.task.type)
   rows, outputs = [], []
   for batch, batch_rows in input_pipeline.eval_batches(
       split, task_id, batch_size or c.eval_batch_size, num_choices=k, buckets=buckets):

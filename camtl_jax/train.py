@@ -26,7 +26,7 @@ import optax
 
 from camtl_jax import checkpoint, optim, reporting, sampling, sharding
 from camtl_jax.models import camtl as camtl_lib
-from camtl_jax.tasks.base import MULTIPLE_CHOICE
+from camtl_jax.tasks.base import MULTIPLE_CHOICE, TASK_TYPES
 
 log = logging.getLogger(__name__)
 State = dict[str, Any]
@@ -93,7 +93,8 @@ def score_groups(task_info: sampling.TaskInfo) -> tuple[ScoreGroup, ...]:
   other = tuple(t for t, kind in enumerate(task_info.types) if kind != MULTIPLE_CHOICE)
   if not mc or not other:
     return (ScoreGroup(tuple(range(len(task_info.types)))),)
-  other_types = tuple(sorted({task_info.types[t] for t in other}))
+  other_types = tuple(kind for kind in TASK_TYPES  # as camtl.choice_layout lists them
+                      if kind in task_info.types and kind != MULTIPLE_CHOICE)
   return (ScoreGroup(other, 1, other_types), ScoreGroup(mc, None, (MULTIPLE_CHOICE,)))
 
 
@@ -256,7 +257,7 @@ def _step_metrics(ctx, batch, per_example, loss, grad_norm, ok, flat, entropy, m
 def eval_step(ctx: StepContext, params, batch: dict[str, jax.Array],
               head_types: tuple[str, ...] | None = None) -> dict[str, jax.Array]:
   """Deterministic forward: the model's per-example outputs (logits per head type, loss);
-  head_types: only these heads (camtl.single_type_layout), None: all."""
+  head_types: only these heads (camtl.choice_layout), None: all."""
   return ctx.model.apply({"params": params}, batch, deterministic=True, head_types=head_types)
 
 
@@ -516,7 +517,7 @@ def predict_split(run: Run, p_eval, params, split, task_id: int) -> list:
   """Predictions for every example of a split, in example order (padding rows dropped)."""
   from camtl_jax import input_pipeline
   buckets = input_pipeline.default_buckets(run.config.max_length, run.config.bucket_step)
-  k, head_types = camtl_lib.single_type_layout(run.model.tasks, split.task.type)
+  k, head_types = camtl_lib.choice_layout(run.model.tasks, split.task.type)
   rows, outputs = [], []
   for batch, host_rows in input_pipeline.eval_batches(
       split, task_id, run.config.eval_batch_size, num_choices=k,

@@ -340,12 +340,19 @@ def num_choices(tasks: Sequence[TaskSpec]) -> int:
   return max([t.num_labels for t in tasks if t.type == base.MULTIPLE_CHOICE], default=1)
 
 
-def single_type_layout(tasks: Sequence[TaskSpec], task_type: str) -> tuple[int, tuple[str, ...]]:
-  """(K, head_types) for a batch whose examples are all of `task_type` (an evaluation batch of one
-  task): K = 1 unless it is multiple choice, so no padding choice rows are encoded, and only that
-  head type is run. Pass K to input_pipeline.eval_batches and head_types to CAMTL.__call__."""
-  k = num_choices(tasks) if task_type == base.MULTIPLE_CHOICE else 1
-  return k, (task_type,)
+def choice_layout(tasks: Sequence[TaskSpec], task_type: str) -> tuple[int, tuple[str, ...]]:
+  """(K, head_types) for a batch whose examples are all of `task_type`'s kind, multiple choice or
+  not (an evaluation batch of one task, a group of MT-U candidates).
+
+  Multiple choice: all K choice rows and the multiple-choice head. Any other type: K = 1 (no
+  padding choice rows encoded) and every non-multiple-choice head type of the task list, so one
+  program serves all those tasks (two per sequence length at most). Pass K to
+  input_pipeline.eval_batches and head_types to CAMTL.__call__.
+  """
+  if task_type == base.MULTIPLE_CHOICE:
+    return num_choices(tasks), (base.MULTIPLE_CHOICE,)
+  present = {t.type for t in tasks}
+  return 1, tuple(t for t in base.TASK_TYPES if t in present and t != base.MULTIPLE_CHOICE)
 
 
 def required_keys(tasks: Sequence[TaskSpec]) -> tuple[str, ...]:

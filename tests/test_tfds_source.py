@@ -12,6 +12,7 @@ mock_data's random records check GLUE/SNLI/MultiRC conversion end to end.
 """
 import importlib.util
 import sys
+import tempfile
 import types
 
 import numpy as np
@@ -74,6 +75,15 @@ def _local_builders(shared):
               for split, (folder, file) in SUPERGLUE_FILES[self.builder_config.name].items()]
 
   return LocalGlue, LocalSuperGlue
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _tfds_temp_dirs_under_pytest(tmp_path_factory):
+  """TFDS's DatasetInfo leaves an empty tempfile.mkdtemp("tfds") behind for every dataset it
+  prepares or reads; keep them in pytest's temporary directory instead of the system's."""
+  with pytest.MonkeyPatch.context() as mp:
+    mp.setattr(tempfile, "tempdir", str(tmp_path_factory.mktemp("tfds_tmp")))
+    yield
 
 
 @pytest.fixture(scope="module")

@@ -250,6 +250,38 @@ def test_forward_outputs_and_gradients(full_model):
     assert float(np.abs(g).max()) > 0, path
 
 
+HEAD_OUTPUTS = {base.CLASSIFICATION: ("cls_logits",), base.REGRESSION: ("regression",
+                                                                        "regression_log_var"),
+                base.MULTIPLE_CHOICE: ("choice_logits",), base.SPAN: ("start_logits",
+                                                                      "end_logits"),
+                base.TAGGING: ("tag_logits",)}
+
+
+def test_choice_layout_batches_equal_the_full_batch(full_model):
+  """Non-multiple-choice examples encoded with K = 1 and only their heads (choice_layout, as the
+  scoring forward and evaluation run them), and multiple-choice examples with only their head,
+  give the full model's outputs on the K-row batch."""
+  model, params, batch, out, _ = full_model
+  is_mc = np.array([TASKS[t].type == base.MULTIPLE_CHOICE for t in batch["task_id"]])
+  for rows, task_type in ((np.flatnonzero(~is_mc), base.CLASSIFICATION),
+                          (np.flatnonzero(is_mc), base.MULTIPLE_CHOICE)):
+    k, head_types = camtl.choice_layout(TASKS, task_type)
+    part = {key: np.asarray(v)[rows] for key, v in batch.items()}
+    for key in ("input_ids", "token_type_ids", "attention_mask"):
+      part[key] = part[key][:, :k]
+    got = jax.jit(lambda p, b, h=head_types: model.apply({"params": p}, b, head_types=h))(
+        params, part)
+    assert set(got) == {"loss", "aux_loss"} | {key for key in out if any(
+        key in HEAD_OUTPUTS[t] for t in head_types)}
+    for key, value in got.items():
+      np.testing.assert_allclose(value, np.asarray(out[key])[rows], atol=TOL, err_msg=key)
+  assert camtl.choice_layout(TASKS, base.SPAN) == (1, (base.CLASSIFICATION, base.REGRESSION,
+                                                       base.SPAN, base.TAGGING))
+  with pytest.raises(ValueError, match="K=1 choice rows"):  # K = 1 with the choice head: refused
+    model.apply({"params": params}, part | {key: part[key][:, :1] for key in (
+        "input_ids", "token_type_ids", "attention_mask")}, head_types=(base.MULTIPLE_CHOICE,))
+
+
 @pytest.mark.multidevice
 def test_batch_sharded_over_data_axis_equals_unsharded(full_model):
   model, params, batch, out, _ = full_model

@@ -49,8 +49,9 @@ def _fsdp_spec(shape: tuple[int, ...], n_data: int) -> P:
 
 # Lookup tables stay replicated under FSDP: a gather from a table split along its hidden axis makes
 # XLA materialise the whole [tokens, d] output on every device (measured with camtl-compile-tpu,
-# BERT-large, 24 tasks, b=256 on v5e 16x16: 17 GiB of temporaries per chip, 0.7 GiB with the
-# encoder's embedding tables replicated; frozen tables hold no Adam state, so this costs ~0.1 GiB).
+# BERT-large, 24 tasks, b=256 on v5e 16x16: 17 GiB of temporaries per chip, so the step did not
+# fit; 2.3 GiB with the encoder's embedding tables replicated (0.7 GiB in a 2-layer probe). Frozen
+# tables hold no Adam state, so replicating them costs ~0.1 GiB per chip).
 REPLICATED_UNDER_FSDP = ("embeddings",)
 
 

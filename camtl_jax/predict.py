@@ -234,10 +234,10 @@ def forward_split(trained: TrainedModel, split: input_pipeline.EncodedSplit, tas
   c = trained.config
   params = trained.params if params is None else params
   buckets = input_pipeline.default_buckets(c.max_length, c.bucket_step)
-  k, head_types = camtl_lib.choice_layout(trained.specs, split.task.type)
+  num_choices, head_types = camtl_lib.choice_layout(trained.specs, split.task.type)
   rows, outputs = [], []
   for batch, batch_rows in input_pipeline.eval_batches(
-      split, task_id, batch_size or c.eval_batch_size, num_choices=k, buckets=buckets):
+      split, task_id, batch_size or c.eval_batch_size, num_choices=num_choices, buckets=buckets):
     out = jax.device_get(trained.apply(params, batch, head_types=head_types))
     keep = np.flatnonzero(batch_rows >= 0)
     rows.append(batch_rows[keep])

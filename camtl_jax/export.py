@@ -289,7 +289,7 @@ def multitask_batch(trained: predict.TrainedModel, task_id: int,
   ids = np.asarray(inputs["input_ids"])
   b, length = ids.shape[0], ids.shape[-1]
   batch = camtl_lib.example_batch(trained.model.tasks, b, length)
-  for key in ("input_ids", "token_type_ids", "attention_mask"):
+  for key in camtl_lib.CHOICE_KEYS:
     x = np.asarray(inputs[key])
     batch[key] = np.zeros_like(batch[key])
     batch[key][:, :x.shape[1]] = x if x.ndim == 3 else x[:, None]
@@ -422,7 +422,7 @@ def benchmark(trained: predict.TrainedModel, task_name: str, out_dir: str | Path
   args = [inputs[name] for name in INPUTS[spec.type]]
   # The multi-task model as its evaluation runs it (camtl.choice_layout): no padding choice rows.
   k_eval, head_types = camtl_lib.choice_layout(trained.specs, spec.type)
-  batch = {key: v[:, :k_eval] if key in ("input_ids", "token_type_ids", "attention_mask") else v
+  batch = {key: v[:, :k_eval] if key in camtl_lib.CHOICE_KEYS else v
            for key, v in multitask_batch(trained, task_id, inputs).items()}
   multi = _time(lambda: trained.apply(params, batch, head_types=head_types), repeats) / batch_size
   single = _time(lambda: exported.call(weights, *args), repeats) / batch_size

@@ -26,7 +26,7 @@ import optax
 
 from camtl_jax import checkpoint, optim, reporting, sampling, sharding
 from camtl_jax.models import camtl as camtl_lib
-from camtl_jax.tasks.base import MULTIPLE_CHOICE, TASK_TYPES
+from camtl_jax.tasks.base import MULTIPLE_CHOICE
 
 log = logging.getLogger(__name__)
 State = dict[str, Any]
@@ -67,10 +67,6 @@ def _constrain(ctx: StepContext, tree):
   return jax.lax.with_sharding_constraint(tree, ctx.example_sharding)
 
 
-# Batch keys with a choices axis: [T, b, K, L] candidates.
-CHOICE_KEYS = ("input_ids", "token_type_ids", "attention_mask")
-
-
 @dataclasses.dataclass(frozen=True)
 class ScoreGroup:
   """Tasks scored by one forward: their task ids, the choice rows kept (None: all K) and the head
@@ -93,9 +89,8 @@ def score_groups(task_info: sampling.TaskInfo) -> tuple[ScoreGroup, ...]:
   other = tuple(t for t, kind in enumerate(task_info.types) if kind != MULTIPLE_CHOICE)
   if not mc or not other:
     return (ScoreGroup(tuple(range(len(task_info.types)))),)
-  other_types = tuple(kind for kind in TASK_TYPES  # as camtl.choice_layout lists them
-                      if kind in task_info.types and kind != MULTIPLE_CHOICE)
-  return (ScoreGroup(other, 1, other_types), ScoreGroup(mc, None, (MULTIPLE_CHOICE,)))
+  return (ScoreGroup(other, 1, camtl_lib.non_choice_types(task_info.types)),
+          ScoreGroup(mc, None, (MULTIPLE_CHOICE,)))
 
 
 def _group_uncertainty(ctx: StepContext, params, candidates: dict[str, jax.Array],
@@ -110,7 +105,7 @@ def _group_uncertainty(ctx: StepContext, params, candidates: dict[str, jax.Array
   if len(ids) < ctx.num_tasks:
     candidates = {k: v[ids] for k, v in candidates.items()}  # static gather over the task axis
   if group.num_choices is not None:
-    candidates = {k: v[:, :, :group.num_choices] if k in CHOICE_KEYS else v
+    candidates = {k: v[:, :, :group.num_choices] if k in camtl_lib.CHOICE_KEYS else v
                   for k, v in candidates.items()}
   flat = _constrain(ctx, _flatten_candidates(candidates))
   outputs = ctx.model.apply({"params": jax.lax.stop_gradient(params)}, flat, deterministic=True,

@@ -28,7 +28,7 @@ import json
 import math
 import sys
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import flax.linen as nn
 import jax
@@ -51,6 +51,8 @@ ALIGNMENTS = ("matrix", "film", "none")
 ADAPTERS = ("top", "skip", "none")
 ADAPTER_ACTIVATIONS = ("gelu", "none")
 ENCODER_INPUTS = ("task_id", "input_ids", "token_type_ids", "attention_mask")
+# The batch keys with a choices axis K ([B, K, L]; [T, b, K, L] for MT-U candidates).
+CHOICE_KEYS = ("input_ids", "token_type_ids", "attention_mask")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -351,8 +353,13 @@ def choice_layout(tasks: Sequence[TaskSpec], task_type: str) -> tuple[int, tuple
   """
   if task_type == base.MULTIPLE_CHOICE:
     return num_choices(tasks), (base.MULTIPLE_CHOICE,)
-  present = {t.type for t in tasks}
-  return 1, tuple(t for t in base.TASK_TYPES if t in present and t != base.MULTIPLE_CHOICE)
+  return 1, non_choice_types(t.type for t in tasks)
+
+
+def non_choice_types(task_types: Iterable[str]) -> tuple[str, ...]:
+  """The head types other than multiple choice among `task_types`, in base.TASK_TYPES order."""
+  present = set(task_types)
+  return tuple(t for t in base.TASK_TYPES if t in present and t != base.MULTIPLE_CHOICE)
 
 
 def required_keys(tasks: Sequence[TaskSpec]) -> tuple[str, ...]:

@@ -479,3 +479,202 @@ def test_wic_original_gold_file_must_match(tmp_path):
   write_lines(tmp_path / "train.gold.txt", ["T", "F"])
   with pytest.raises(DataError, match=r"train.gold.txt, line 2: 2 gold lines for 1 data lines"):
     list(readers.read_wic_original(str(data), "train"))
+
+
+# ----------------------------------------------------------------------------------------------
+# Empty text: every reader refuses an empty or whitespace-only text field, naming file/line/field.
+
+
+def assert_empty_text(load, path_suffix, line, field, whitespace=False):
+  """load() raises the empty-text DataError for path_suffix, line, field."""
+  with pytest.raises(DataError) as info:
+    load()
+  err = info.value
+  assert err.path.endswith(path_suffix) and (err.line, err.field) == (line, field), str(err)
+  where = err.path + ("" if line is None else f", line {line}") + f", field '{field}'"
+  if whitespace:
+    assert str(err).startswith(f"{where}: empty text (only whitespace: "), str(err)
+  else:
+    assert str(err) == f"{where}: empty text"
+
+
+@pytest.mark.parametrize("sentence1", ["", "   "])
+def test_glue_tsv_empty_text(tmp_path, sentence1):
+  write_lines(tmp_path / "glue/RTE/train.tsv", [
+      tsv("index", "sentence1", "sentence2", "label"), tsv("0", "A.", "B.", "entailment"),
+      tsv("1", sentence1, "B.", "entailment"), tsv("2", "C.", "D.", "not_entailment")])
+  assert_empty_text(lambda: registry.load_split("glue/rte", tmp_path, "train"),
+                    "glue/RTE/train.tsv", 3, "sentence1", whitespace=bool(sentence1))
+  # Refused, not dropped: skip_invalid counts it as invalid.
+  examples, skipped = registry.load_split_with_report("glue/rte", tmp_path, "train",
+                                                      skip_invalid=True)
+  assert [ex.example_id for ex in examples] == [0, 2] and skipped == {"invalid": 1}
+
+
+def test_glue_tsv_headerless_and_test_split_empty_text(tmp_path):
+  write_lines(tmp_path / "glue/CoLA/dev.tsv", [tsv("gj04", "1", "", "Fine."),
+                                               tsv("gj04", "1", "", "")])
+  assert_empty_text(lambda: registry.load_split("glue/cola", tmp_path, "dev"),
+                    "glue/CoLA/dev.tsv", 2, "sentence")
+  write_lines(tmp_path / "glue/RTE/test.tsv", [tsv("index", "sentence1", "sentence2"),
+                                               tsv("0", "A.", " ")])
+  assert_empty_text(lambda: registry.load_split("glue/rte", tmp_path, "test"),
+                    "glue/RTE/test.tsv", 2, "sentence2", whitespace=True)
+
+
+SUPERGLUE_EMPTY = [  # (task, file, a valid record, path to the text made empty, error field)
+    ("superglue/cb", "CB/val.jsonl",
+     {"premise": "A", "hypothesis": "B", "label": "neutral", "idx": 0}, ("hypothesis",),
+     "hypothesis"),
+    ("superglue/rte", "RTE/val.jsonl",
+     {"premise": "A", "hypothesis": "B", "label": "entailment", "idx": 0}, ("premise",),
+     "premise"),
+    ("superglue/boolq", "BoolQ/val.jsonl",
+     {"question": "q", "passage": "P", "label": True, "idx": 0}, ("passage",), "passage"),
+    ("superglue/copa", "COPA/val.jsonl",
+     {"premise": "A.", "choice1": "B.", "choice2": "C.", "question": "cause", "label": 0,
+      "idx": 0}, ("choice2",), "choice2"),
+    ("superglue/wic", "WiC/val.jsonl",
+     {"word": "go", "sentence1": "go now", "sentence2": "I go", "idx": 0, "label": True,
+      "start1": 0, "end1": 2, "start2": 2, "end2": 4}, ("word",), "word"),
+    ("superglue/wic", "WiC/val.jsonl",
+     {"word": "go", "sentence1": "go now", "sentence2": "I go", "idx": 0, "label": True,
+      "start1": 0, "end1": 2, "start2": 2, "end2": 4}, ("sentence2",), "sentence2"),
+    ("superglue/wsc", "WSC/val.jsonl",
+     {"text": "Mark said he left.", "idx": 0, "label": True,
+      "target": {"span1_index": 0, "span1_text": "Mark", "span2_index": 2, "span2_text": "he"}},
+     ("target", "span1_text"), "target.span1_text"),
+    ("superglue/wsc", "WSC/val.jsonl",
+     {"text": "Mark said he left.", "idx": 0, "label": True,
+      "target": {"span1_index": 0, "span1_text": "Mark", "span2_index": 2, "span2_text": "he"}},
+     ("text",), "text"),
+    ("superglue/multirc", "MultiRC/val.jsonl",
+     {"idx": 0, "passage": {"text": "P", "questions": [{"idx": 0, "question": "Q", "answers": [
+         {"idx": 0, "text": "A", "label": 0}, {"idx": 1, "text": "B", "label": 1}]}]}},
+     ("passage", "questions", 0, "answers", 1, "text"), "passage.questions[0].answers[1].text"),
+    ("superglue/multirc", "MultiRC/val.jsonl",
+     {"idx": 0, "passage": {"text": "P", "questions": [{"idx": 0, "question": "Q", "answers": [
+         {"idx": 0, "text": "A", "label": 0}]}]}},
+     ("passage", "questions", 0, "question"), "passage.questions[0].question"),
+    ("superglue/multirc", "MultiRC/val.jsonl",
+     {"idx": 0, "passage": {"text": "P", "questions": [{"idx": 0, "question": "Q", "answers": [
+         {"idx": 0, "text": "A", "label": 0}]}]}}, ("passage", "text"), "passage.text"),
+    ("superglue/record", "ReCoRD/val.jsonl",
+     {"idx": 0, "passage": {"text": "France won."},
+      "qas": [{"query": "@placeholder won", "idx": 7,
+               "answers": [{"start": 0, "end": 5, "text": "France"}]}]},
+     ("qas", 0, "query"), "qas[0].query"),
+    ("superglue/record", "ReCoRD/val.jsonl",
+     {"idx": 0, "passage": {"text": "France won."},
+      "qas": [{"query": "@placeholder won", "idx": 7,
+               "answers": [{"start": 0, "end": 5, "text": "France"}]}]},
+     ("qas", 0, "answers", 0, "text"), "qas[0].answers[0].text"),
+    ("superglue/record", "ReCoRD/val.jsonl",
+     {"idx": 0, "passage": {"text": "France won."},
+      "qas": [{"query": "@placeholder won", "idx": 7,
+               "answers": [{"start": 0, "end": 5, "text": "France"}]}]},
+     ("passage", "text"), "passage.text"),
+]
+
+
+@pytest.mark.parametrize("task_name,file,record,key_path,field", SUPERGLUE_EMPTY,
+                         ids=[f"{t}-{f}" for t, _, _, _, f in SUPERGLUE_EMPTY])
+def test_superglue_jsonl_empty_text(tmp_path, task_name, file, record, key_path, field):
+  bad = json.loads(json.dumps(record))
+  where = bad
+  for key in key_path[:-1]:
+    where = where[key]
+  where[key_path[-1]] = " \t"
+  write_lines(tmp_path / "superglue" / file, [json.dumps(record), json.dumps(bad)])
+  assert_empty_text(lambda: registry.load_split(task_name, tmp_path, "val"),
+                    f"superglue/{file}", 2, field, whitespace=True)
+  where[key_path[-1]] = ""
+  write_lines(tmp_path / "superglue" / file, [json.dumps(record), json.dumps(bad)])
+  assert_empty_text(lambda: registry.load_split(task_name, tmp_path, "val"),
+                    f"superglue/{file}", 2, field)
+  # The valid record alone still loads.
+  write_lines(tmp_path / "superglue" / file, [json.dumps(record)])
+  assert registry.load_split(task_name, tmp_path, "val")
+
+
+@pytest.mark.parametrize("row,field", [
+    (tsv("go", "V", "0-1", "", "I go ."), "sentence1"),
+    (tsv("go", "V", "0-1", "Go now .", "  "), "sentence2"),
+    (tsv(" ", "V", "0-1", "Go now .", "I go ."), "word"),
+])
+def test_wic_original_empty_text(tmp_path, row, field):
+  data = write_lines(tmp_path / "train.data.txt", [tsv("go", "V", "0-1", "Go now .", "I go ."),
+                                                   row])
+  write_lines(tmp_path / "train.gold.txt", ["T", "F"])
+  assert_empty_text(lambda: list(readers.read_wic_original(str(data), "train")),
+                    "train.data.txt", 2, field, whitespace=field != "sentence1")
+
+
+def test_wic_original_empty_target_token(tmp_path):
+  # Two spaces in a row make an empty token; marking it would give "**".
+  data = write_lines(tmp_path / "train.data.txt", [tsv("go", "V", "1-1", "Go  now .", "I go .")])
+  write_lines(tmp_path / "train.gold.txt", ["T"])
+  with pytest.raises(DataError, match=r"train.data.txt, line 1, field 'index1-index2': word index "
+                     r"1 of sentence1 is an empty token"):
+    list(readers.read_wic_original(str(data), "train"))
+
+
+@pytest.mark.parametrize("token", ["", "  "])
+def test_conll_empty_token(tmp_path, token):
+  # " \tO" is not a separator line (it holds a tag): its token is whitespace only.
+  write_lines(tmp_path / "wnut17/emerging.dev.conll",
+              ["Paris\tB-location", "is\tO", "", "Hi\tO", f"{token}\tO", "there\tO"])
+  assert_empty_text(lambda: registry.load_split("wnut17", tmp_path, "dev"),
+                    "wnut17/emerging.dev.conll", 5, "token", whitespace=bool(token))
+
+
+@pytest.mark.parametrize("change,field", [
+    (lambda record: record["qas"][1].update(question=""), "qas[1].question"),
+    (lambda record: record.update(context="  "), "context"),
+    (lambda record: record["qas"][0].update(answers=["Paris", " "]), "qas[0].answers[1]"),
+])
+def test_mrqa_empty_text(tmp_path, change, field):
+  path = tmp_path / "mrqa/dev/SQuAD.jsonl.gz"
+  path.parent.mkdir(parents=True)
+  record = {"id": "c1", "context": MRQA_CONTEXT, "qas": [
+      mrqa_qa("q1", ["Paris"], [[23, 27]]), mrqa_qa("q2", ["1889"], [[46, 49]])]}
+  bad = json.loads(json.dumps(record))
+  change(bad)
+  with gzip.open(path, "wt", encoding="utf-8") as f:
+    for r in ({"header": {"dataset": "SQuAD", "split": "dev"}}, record, bad):
+      f.write(json.dumps(r) + "\n")
+  assert_empty_text(lambda: registry.load_split("mrqa/squad", tmp_path, "dev"),
+                    "mrqa/dev/SQuAD.jsonl.gz", 3, field, whitespace=field != "qas[1].question")
+
+
+@pytest.mark.parametrize("change,field", [
+    (lambda p: p["qas"][0].update(question=" "), "data[0].paragraphs[0].qas[0].question"),
+    (lambda p: p.update(context=""), "data[0].paragraphs[0].context"),
+    (lambda p: p["qas"][0]["answers"][1].update(text=""),
+     "data[0].paragraphs[0].qas[0].answers[1].text"),
+])
+def test_squad_empty_text(tmp_path, change, field):
+  document = squad_document()
+  change(document["data"][0]["paragraphs"][0])
+  (tmp_path / "squad").mkdir()
+  (tmp_path / "squad/dev-v1.1.json").write_text(json.dumps(document))
+  assert_empty_text(lambda: registry.load_split("squad_v1", tmp_path, "dev"),
+                    "squad/dev-v1.1.json", None, field, whitespace=field.endswith("question"))
+
+
+def test_custom_tsv_and_jsonl_empty_text(tmp_path):
+  write_lines(tmp_path / "mine/train.tsv", [tsv("id", "review", "stars"), tsv("r1", "great", "pos"),
+                                            tsv("r2", " ", "neg")])
+  task = registry.custom_task("mine", "classification", "mine/{split}.tsv", ("review",), "stars",
+                              ("neg", "pos"), splits=("train",), id_field="id")
+  assert_empty_text(lambda: registry.load_split(task, tmp_path, "train"), "mine/train.tsv", 3,
+                    "review", whitespace=True)
+  write_lines(tmp_path / "cls/dev.jsonl", [json.dumps({"a": "x", "b": "y", "y": "pos"}),
+                                           json.dumps({"a": "x", "b": "", "y": "neg"})])
+  task = registry.custom_task("cls", "classification", "cls/{split}.jsonl", ("a", "b"), "y",
+                              ("neg", "pos"), splits=("dev",))
+  assert_empty_text(lambda: registry.load_split(task, tmp_path, "dev"), "cls/dev.jsonl", 2, "b")
+  write_lines(tmp_path / "sim/dev.jsonl", [json.dumps({"a": "", "b": "y", "score": 3})])
+  task = registry.custom_task("sim", "regression", "sim/{split}.jsonl", ("a", "b"), "score",
+                              splits=("dev",))
+  assert_empty_text(lambda: registry.load_split(task, tmp_path, "dev"), "sim/dev.jsonl", 1, "a")

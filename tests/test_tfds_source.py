@@ -242,3 +242,64 @@ def test_split_names():
   assert tfds_source.TFDS_SPLITS["val"] == "validation"
   # Every registered task with a TFDS dataset has a converter.
   assert {n for n, t in registry.TASKS.items() if t.tfds_name} <= set(tfds_source.CONVERTERS)
+
+
+RTE_RECORD = {"idx": np.int32(0), "sentence1": b"A", "sentence2": b"B", "label": np.int64(0)}
+COPA_RECORD = {"idx": np.int32(0), "premise": b"A.", "choice1": b"B.", "choice2": b"C.",
+               "question": b"cause", "label": np.int64(0)}
+WIC_RECORD = {"idx": np.int32(0), "word": b"go", "sentence1": b"go now", "sentence2": b"I go",
+              "start1": np.int32(0), "end1": np.int32(2), "start2": np.int32(2),
+              "end2": np.int32(4), "label": np.int64(0)}
+MULTIRC_RECORD = {"idx": {"paragraph": np.int32(0), "question": np.int32(0),
+                          "answer": np.int32(0)},
+                  "paragraph": b"P", "question": b"Q", "answer": b"A", "label": np.int64(0)}
+SQUAD_RECORD = {"id": b"5733be", "title": b"Eiffel", "context": b"Paris. Paris.",
+                "question": b"Where?", "answers": {"text": np.array([b"Paris", b"Paris"]),
+                                                   "answer_start": np.array([0, 7], np.int32)}}
+MRQA_RECORD = {"qid": "q1", "question": "Where?", "context": "In Paris.", "subset": "SQuAD",
+               "answers": np.array(["Paris", "in Paris"]),
+               "detected_answers": {"text": np.array(["Paris"]),
+                                    "char_spans": {"start": np.array([[3]], np.int32),
+                                                   "end": np.array([[7]], np.int32)}}}
+RECORD_RECORD = {"passage": b"France won.", "query": b"@placeholder won",
+                 "entities": np.array([b"France"]), "answers": np.array([b"France", b"France"]),
+                 "idx": {"passage": np.int32(0), "query": np.int32(7)}}
+
+EMPTY_TEXT_RECORDS = [  # (task, split, TFDS split, a valid record, change, field)
+    ("glue/rte", "dev", "glue/rte/validation", RTE_RECORD, {"sentence1": b""}, "sentence1"),
+    ("superglue/copa", "val", "super_glue/copa/validation", COPA_RECORD, {"choice1": b"  "},
+     "choice1"),
+    ("superglue/wic", "val", "super_glue/wic/validation", WIC_RECORD, {"word": b""}, "word"),
+    ("superglue/multirc", "val", "super_glue/multirc/validation", MULTIRC_RECORD,
+     {"answer": b" "}, "answer"),
+    ("squad_v1", "dev", "squad/v1.1/validation", SQUAD_RECORD,
+     {"answers": {"text": np.array([b"Paris", b""]), "answer_start": np.array([0, 7], np.int32)}},
+     "answers.text[1]"),
+    ("squad_v1", "dev", "squad/v1.1/validation", SQUAD_RECORD, {"question": b""}, "question"),
+    ("mrqa/squad", "dev", "mrqa/squad/validation", MRQA_RECORD, {"question": " "}, "question"),
+    ("mrqa/squad", "dev", "mrqa/squad/validation", MRQA_RECORD,
+     {"answers": np.array(["Paris", ""])}, "answers[1]"),
+    ("superglue/record", "val", "super_glue/record/validation", RECORD_RECORD,
+     {"answers": np.array([b"France", b""])}, "answers[1]"),
+    ("superglue/record", "val", "super_glue/record/validation", RECORD_RECORD, {"query": b""},
+     "query"),
+]
+
+
+@pytest.mark.parametrize("task_name,split,where,record,change,field", EMPTY_TEXT_RECORDS,
+                         ids=[f"{t}-{f}" for t, _, _, _, _, f in EMPTY_TEXT_RECORDS])
+def test_empty_text_names_the_record(tmp_path, monkeypatch, task_name, split, where, record,
+                                     change, field):
+  # SuperGLUE's _info names tf.int32 (COPA, WiC); numpy's is the same dtype and needs no TensorFlow.
+  monkeypatch.setattr(super_glue, "tf", types.SimpleNamespace(int32=np.int32))
+  records = [record, {**record, **change}]
+  with tfds.testing.mock_data(as_data_source_fn=_records(records)):
+    with pytest.raises(DataError) as info:
+      registry.load_split(task_name, tmp_path, split, source="tfds")
+    examples, skipped = registry.load_split_with_report(task_name, tmp_path, split,
+                                                        source="tfds", skip_invalid=True)
+  err = info.value
+  assert (err.path, err.line, err.field) == (f"tfds:{where}[1]", None, field)
+  assert str(err).startswith(f"tfds:{where}[1], field '{field}': empty text"), str(err)
+  # Refused, not dropped: the valid record converts, the empty one is counted as invalid.
+  assert len(examples) == 1 and skipped == {"invalid": 1}

@@ -12,6 +12,9 @@ Nothing disappears silently: a row is left out only
     "-" (no annotator consensus), which the SNLI convention drops: counted under "no_gold_label" and
     summarised in the log. The reader's default for such rows is to raise.
 File-level problems (missing file, empty file, missing header column) always raise.
+Every text a reader yields (sentence, question, passage, choice, answer, token, ...) passes through
+check_text: an empty or whitespace-only one is an invalid row (e.g. "glue/RTE/train.tsv, line 17,
+field 'sentence1': empty text"), refused like any other, never trained on or dropped silently.
 
 Conversions to a model-ready form (documented here once, used by the file and the TFDS readers):
   * COPA: multiple choice; choice k = (premise + " " + question prompt, choice k), with the prompts
@@ -40,10 +43,12 @@ import json
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
-from absl import logging
+import logging
 
 from camtl_jax.tasks import base
 from camtl_jax.tasks.base import DataError, Example
+
+log = logging.getLogger(__name__)
 
 COPA_PROMPTS = {"cause": "What was the cause of this?", "effect": "What happened as a result?"}
 MARK = "*"  # WiC target word, WSC span1
@@ -69,11 +74,11 @@ class SkipLog:
     if not self.skip_invalid:
       raise err
     self.counts["invalid"] += 1
-    logging.warning("skip_invalid: leaving out %s", err)
+    log.warning("skip_invalid: leaving out %s", err)
 
   def policy(self, reason: str, where: str) -> None:
     self.counts[reason] += 1
-    logging.debug("leaving out %s (%s)", where, reason)
+    log.debug("leaving out %s (%s)", where, reason)
 
   @property
   def total(self) -> int:
@@ -92,7 +97,7 @@ def _emit(path: str, records: Iterable[tuple[int, Any]],
       continue
     yield from examples
   if skips.total > before:
-    logging.info("%s: left out %d row(s): %s", path, skips.total - before, dict(skips.counts))
+    log.info("%s: left out %d row(s): %s", path, skips.total - before, dict(skips.counts))
 
 
 def _is_test(split: str) -> bool:
@@ -195,6 +200,27 @@ def _get(record: Mapping, key: str, path: str, line: int | str | None, kind: typ
   return value
 
 
+def check_text(value: Any, path: str, line: int | str | None, field: str) -> str:
+  """value, checked to be a non-empty text: every text a reader yields goes through here.
+
+  An empty or whitespace-only text (a sentence, question, passage, answer, token, ...) is a
+  DataError naming the file, the line (or record) and the field: such a row would otherwise train
+  or score silently on nothing. The row is refused, never dropped (skip_invalid counts it).
+  """
+  if not isinstance(value, str):
+    raise DataError(path, line, field, f"expected str, got {type(value).__name__} {value!r}")
+  if not value.strip():
+    raise DataError(path, line, field,
+                    "empty text" if not value else f"empty text (only whitespace: {value!r})")
+  return value
+
+
+def _get_text(record: Mapping, key: str, path: str, line: int | str | None,
+              field: str | None = None) -> str:
+  """record[key] as by _get, checked by check_text."""
+  return check_text(_get(record, key, path, line, str, field), path, line, field or key)
+
+
 def _check_label(value: str, labels: Sequence[str], path: str, line: int | str | None,
                  field: str) -> str:
   if value not in labels:
@@ -274,7 +300,7 @@ def read_tsv(path: str, split: str, skips: SkipLog | None = None, *, spec: TsvSp
     if len(fields) != len(header):
       raise DataError(path, line, None, f"expected {len(header)} tab-separated fields "
                       f"({header}), found {len(fields)}")
-    texts = tuple(fields[cols[c]] for c in spec.text_columns)
+    texts = tuple(check_text(fields[cols[c]], path, line, c) for c in spec.text_columns)
     # Blank lines between rows are errors, so the line number gives the data row number.
     row = line - first_row_line
     ex_id = _as_id(fields[cols[spec.id_column]]) if spec.id_column in cols else row
@@ -331,7 +357,7 @@ def read_jsonl_pairs(path: str, split: str, skips: SkipLog | None = None, *,
     if isinstance(raw, str) and raw in skip_labels:
       skips.policy(skip_labels[raw], f"{path}:{line}")
       return []
-    texts = tuple(_get(record, k, path, line) for k in text_keys)
+    texts = tuple(_get_text(record, k, path, line) for k in text_keys)
     ex_id = _get(record, id_key, path, line, (int, str)) if id_key else line - 1
     return [Example(guid=f"{path}:{line}", texts=texts, example_id=ex_id,
                     label=_record_label(record, label_key, labels, split, path, line))]
@@ -358,7 +384,8 @@ def _copa(path: str, split: str, line: int, record: dict, labels: tuple[str, ...
           ) -> list[Example]:
   label = _record_label(record, "label", labels, split, path, line)  # "0" / "1"
   g = functools.partial(_get, record, path=path, line=line)
-  return [copa_example(f"{path}:{line}", g("premise"), g("choice1"), g("choice2"), g("question"),
+  t = functools.partial(_get_text, record, path=path, line=line)
+  return [copa_example(f"{path}:{line}", t("premise"), t("choice1"), t("choice2"), g("question"),
                        None if label is None else int(label), g("idx", kind=int), path, line)]
 
 
@@ -389,8 +416,10 @@ def wic_example(guid: str, sentence1: str, sentence2: str, offsets: tuple[int, i
 
 def _wic(path: str, split: str, line: int, record: dict, labels: tuple[str, ...]) -> list[Example]:
   g = functools.partial(_get, record, path=path, line=line)
+  t = functools.partial(_get_text, record, path=path, line=line)
   offsets = (g("start1", kind=int), g("end1", kind=int), g("start2", kind=int), g("end2", kind=int))
-  return [wic_example(f"{path}:{line}", g("sentence1"), g("sentence2"), offsets,
+  t("word")  # The target word: not used (the offsets mark it), but an empty one is a broken row.
+  return [wic_example(f"{path}:{line}", t("sentence1"), t("sentence2"), offsets,
                       _record_label(record, "label", labels, split, path, line),
                       g("idx", kind=(int, str)), path, line)]
 
@@ -412,11 +441,12 @@ def wsc_example(guid: str, text: str, span1: tuple[int, str], span2: tuple[int, 
 def _wsc(path: str, split: str, line: int, record: dict, labels: tuple[str, ...]) -> list[Example]:
   target = _get(record, "target", path, line, dict)
   t = functools.partial(_get, target, path=path, line=line)
+  st = functools.partial(_get_text, target, path=path, line=line)
   span1 = (t("span1_index", kind=int, field="target.span1_index"),
-           t("span1_text", field="target.span1_text"))
+           st("span1_text", field="target.span1_text"))
   span2 = (t("span2_index", kind=int, field="target.span2_index"),
-           t("span2_text", field="target.span2_text"))
-  return [wsc_example(f"{path}:{line}", _get(record, "text", path, line), span1, span2,
+           st("span2_text", field="target.span2_text"))
+  return [wsc_example(f"{path}:{line}", _get_text(record, "text", path, line), span1, span2,
                       _record_label(record, "label", labels, split, path, line),
                       _get(record, "idx", path, line, (int, str)), path, line)]
 
@@ -431,18 +461,18 @@ def _multirc(path: str, split: str, line: int, record: dict, labels: tuple[str, 
              ) -> list[Example]:
   p_idx = _get(record, "idx", path, line, int)
   passage = _get(record, "passage", path, line, dict)
-  text = _get(passage, "text", path, line, field="passage.text")
+  text = _get_text(passage, "text", path, line, field="passage.text")
   out = []
   for qi, q in enumerate(_get(passage, "questions", path, line, list, "passage.questions")):
     qf = f"passage.questions[{qi}]"
     q_idx = _get(q, "idx", path, line, int, f"{qf}.idx")
-    question = _get(q, "question", path, line, field=f"{qf}.question")
+    question = _get_text(q, "question", path, line, field=f"{qf}.question")
     for ai, a in enumerate(_get(q, "answers", path, line, list, f"{qf}.answers")):
       af = f"{qf}.answers[{ai}]"
       a_idx = _get(a, "idx", path, line, int, f"{af}.idx")
       label = _record_label(a, "label", labels, split, path, line, f"{af}.label")
       out.append(multirc_example(f"{path}:{line}:{q_idx}:{a_idx}", text, question,
-                                 _get(a, "text", path, line, field=f"{af}.text"), label,
+                                 _get_text(a, "text", path, line, field=f"{af}.text"), label,
                                  (p_idx, q_idx, a_idx)))
   return out
 
@@ -451,7 +481,7 @@ def _record(path: str, split: str, line: int, record: dict, labels: tuple[str, .
             ) -> list[Example]:
   del labels  # A span task.
   passage = _get(record, "passage", path, line, dict)
-  context = _get(passage, "text", path, line, field="passage.text")
+  context = _get_text(passage, "text", path, line, field="passage.text")
   out = []
   for qi, qa in enumerate(_get(record, "qas", path, line, list)):
     field = f"qas[{qi}]"
@@ -461,13 +491,13 @@ def _record(path: str, split: str, line: int, record: dict, labels: tuple[str, .
       af = f"{field}.answers[{ai}]"
       start = _get(a, "start", path, line, int, f"{af}.start")
       end = _get(a, "end", path, line, int, f"{af}.end")  # inclusive
-      spans.append(checked_span(context, _get(a, "text", path, line, field=f"{af}.text"), start,
-                                 end + 1, path, line, af))
+      spans.append(checked_span(context, _get_text(a, "text", path, line, field=f"{af}.text"),
+                                start, end + 1, path, line, af))
     if not spans and not _is_test(split):
       raise DataError(path, line, f"{field}.answers", "missing answers")
     texts = tuple(dict.fromkeys(t for t, _ in spans))
-    out.append(Example(guid=f"{path}:{line}:{qi}", question=_get(qa, "query", path, line,
-                                                                  field=f"{field}.query"),
+    out.append(Example(guid=f"{path}:{line}:{qi}", question=_get_text(qa, "query", path, line,
+                                                                       field=f"{field}.query"),
                        context=context, answers=tuple(spans), answer_texts=texts,
                        example_id=_get(qa, "idx", path, line, (int, str), f"{field}.idx")))
   return out
@@ -535,15 +565,19 @@ def _wic_original_example(path: str, line: int, text: str, label: str | None, ro
   if len(fields) != 5:
     raise DataError(path, line, None, "expected 5 tab-separated fields (word, PoS, index1-index2, "
                     f"sentence1, sentence2), found {len(fields)}")
+  check_text(fields[0], path, line, "word")  # Not used (the index marks it), but must be there.
   indices = fields[2].split("-")
   if len(indices) != 2 or not all(i.isdigit() for i in indices):
     raise DataError(path, line, "index1-index2", f"expected two word indices, got {fields[2]!r}")
   sentences = []
-  for sentence, index in zip(fields[3:], map(int, indices)):
-    words = sentence.split(" ")
+  for name, sentence, index in zip(("sentence1", "sentence2"), fields[3:], map(int, indices)):
+    words = check_text(sentence, path, line, name).split(" ")
     if index >= len(words):
       raise DataError(path, line, "index1-index2", f"word index {index} outside the sentence "
                       f"({len(words)} words)")
+    if not words[index].strip():  # Two spaces in a row make an empty token.
+      raise DataError(path, line, "index1-index2", f"word index {index} of {name} is an empty "
+                      "token (two spaces in a row?)")
     sentences.append(" ".join(mark_words(words, index, 1, MARK)))
   return Example(guid=f"{path}:{line}", texts=tuple(sentences), label=label, example_id=row)
 
@@ -596,10 +630,12 @@ def read_conll(path: str, split: str, skips: SkipLog | None = None, *, labels: t
     words, tags = [], []
     for i, text in lines:
       fields = text.split("\t")
-      if len(fields) != 2 or not fields[0] or not fields[1].strip():
+      if len(fields) != 2 or not fields[1].strip():
         raise DataError(path, i, None, f"expected 'token<TAB>tag', found {len(fields)} "
                         f"tab-separated field(s): {text!r}")
-      words.append(fields[0])
+      # An empty token ("\tO") or a whitespace-only one (" \tO": not a separator line, as it
+      # holds a tag) would be a word of no text.
+      words.append(check_text(fields[0], path, i, "token"))
       tags.append(_check_label(fields[1].strip(), labels, path, i, "tag"))
     return [Example(guid=f"{path}:{first}", words=tuple(words), tags=tuple(tags),
                     example_id=number)]
@@ -625,12 +661,13 @@ def _mrqa_qa(path: str, line: int, context: str, qa: Mapping, field: str) -> Exa
                         f"(length {len(context)})")
       # The detected text may differ in case from the context; the span is what the model learns.
       spans.append((context[start:end + 1], start))
-  answers = _get(qa, "answers", path, line, list, f"{field}.answers")
+  answers = [check_text(a, path, line, f"{field}.answers[{ai}]")
+             for ai, a in enumerate(_get(qa, "answers", path, line, list, f"{field}.answers"))]
   qid = _get(qa, "qid", path, line, field=f"{field}.qid")
   return Example(guid=f"{path}:{line}:{qid}",
-                 question=_get(qa, "question", path, line, field=f"{field}.question"),
+                 question=_get_text(qa, "question", path, line, field=f"{field}.question"),
                  context=context, answers=tuple(dict.fromkeys(spans)),
-                 answer_texts=tuple(str(a) for a in answers), example_id=qid)
+                 answer_texts=tuple(answers), example_id=qid)
 
 
 def read_mrqa(path: str, split: str, skips: SkipLog | None = None) -> Iterator[Example]:
@@ -647,7 +684,7 @@ def read_mrqa(path: str, split: str, skips: SkipLog | None = None) -> Iterator[E
     raise DataError(path, line, "header", 'expected the MRQA header line ({"header": ...}) first')
 
   def parse(line: int, record: dict) -> list[Example]:
-    context = _get(record, "context", path, line)
+    context = _get_text(record, "context", path, line)
     return [_mrqa_qa(path, line, context, qa, f"qas[{i}]")
             for i, qa in enumerate(_get(record, "qas", path, line, list))]
 
@@ -670,27 +707,30 @@ def _load_json_document(path: str) -> Any:
     raise DataError(path, e.lineno, None, f"invalid JSON ({e.msg} at column {e.colno})") from None
 
 
-def _squad_qas(path: str, document: Any) -> Iterator[tuple[str, tuple[str, Mapping]]]:
-  """(field path, (context, qa)) for every question of a SQuAD document."""
+def _squad_qas(path: str, document: Any) -> Iterator[tuple[str, tuple[str, str, Mapping]]]:
+  """(field path, (context field path, context, qa)) for every question of a SQuAD document."""
   for ai, article in enumerate(_get(document, "data", path, None, list)):
     for pi, paragraph in enumerate(_get(article, "paragraphs", path, None, list,
                                         f"data[{ai}].paragraphs")):
       field = f"data[{ai}].paragraphs[{pi}]"
       context = _get(paragraph, "context", path, None, field=f"{field}.context")
       for qi, qa in enumerate(_get(paragraph, "qas", path, None, list, f"{field}.qas")):
-        yield f"{field}.qas[{qi}]", (context, qa)
+        yield f"{field}.qas[{qi}]", (f"{field}.context", context, qa)
 
 
-def _squad_example(path: str, field: str, context: str, qa: Mapping) -> Example:
+def _squad_example(path: str, field: str, context_field: str, context: str, qa: Mapping
+                   ) -> Example:
+  # Checked here, per question, so that skip_invalid refuses (and counts) each of its questions.
+  check_text(context, path, None, context_field)
   qid = _get(qa, "id", path, None, field=f"{field}.id")
   spans = []
   for i, a in enumerate(_get(qa, "answers", path, None, list, f"{field}.answers")):
     af = f"{field}.answers[{i}]"
-    text = _get(a, "text", path, None, field=f"{af}.text")
+    text = _get_text(a, "text", path, None, field=f"{af}.text")
     start = _get(a, "answer_start", path, None, int, f"{af}.answer_start")
     spans.append(checked_span(context, text, start, start + len(text), path, None, af))
-  return Example(guid=f"{path}:{qid}", question=_get(qa, "question", path, None,
-                                                     field=f"{field}.question"),
+  return Example(guid=f"{path}:{qid}", question=_get_text(qa, "question", path, None,
+                                                          field=f"{field}.question"),
                  context=context, answers=tuple(dict.fromkeys(spans)),
                  answer_texts=tuple(t for t, _ in spans), example_id=qid)
 
@@ -741,7 +781,7 @@ def _read_jsonl_regression(path: str, split: str, skips: SkipLog | None,
     label = None
     if label_field in record or not _is_test(split):
       label = float(_get(record, label_field, path, line, (int, float)))
-    texts = tuple(_get(record, k, path, line) for k in text_fields)
+    texts = tuple(_get_text(record, k, path, line) for k in text_fields)
     ex_id = _get(record, id_field, path, line, (int, str)) if id_field else line - 1
     return [Example(guid=f"{path}:{line}", texts=texts, label=label, example_id=ex_id)]
 

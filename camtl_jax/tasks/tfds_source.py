@@ -17,6 +17,9 @@ Differences from the local files that TFDS itself introduces:
   * ReCoRD keeps only answer strings, so spans are placed at their first occurrence in the passage;
   * TFDS's MRQA strips the context, which shifts character spans when it began with whitespace.
 SNLI records with label -1 (gold_label "-") are dropped, counted and logged, as by the file reader.
+An empty or whitespace-only text feature (or answer string) is refused as by the file readers
+(readers.check_text), the error naming the record, e.g. "tfds:glue/rte/train[17], field
+'sentence1': empty text".
 """
 from __future__ import annotations
 
@@ -124,6 +127,16 @@ class _Record:
     return self.values[key]
 
   def text(self, key: str) -> str:
+    """A text feature, refused when empty or whitespace-only (readers.check_text)."""
+    return readers.check_text(self.string(key), self.guid, None, key)
+
+  def texts(self, value: Any, field: str) -> list[str]:
+    """A list of texts (answer strings), each refused when empty as by text()."""
+    return [readers.check_text(t, self.guid, None, f"{field}[{i}]")
+            for i, t in enumerate(_texts(value))]
+
+  def string(self, key: str) -> str:
+    """A string feature that is not a text (an id, COPA's cause/effect), as it is."""
     return _as_text(self.raw(key))
 
   def int(self, key: str) -> int:
@@ -191,13 +204,14 @@ def _snli(record: _Record, task: Task, split: str, skips: readers.SkipLog) -> li
 def _copa(record: _Record, task: Task, split: str, skips: readers.SkipLog) -> list[Example]:
   label = _class_label(record, task)  # "choice1"/"choice2" -> "0"/"1"
   return [readers.copa_example(record.guid, record.text("premise"), record.text("choice1"),
-                               record.text("choice2"), record.text("question"),
+                               record.text("choice2"), record.string("question"),
                                None if label is None else int(label), record.int("idx"),
                                record.guid)]
 
 
 def _wic(record: _Record, task: Task, split: str, skips: readers.SkipLog) -> list[Example]:
   offsets = tuple(record.int(k) for k in ("start1", "end1", "start2", "end2"))
+  record.text("word")  # Not used (the offsets mark it), but checked as by the file reader.
   return [readers.wic_example(record.guid, record.text("sentence1"), record.text("sentence2"),
                               offsets, _class_label(record, task), record.int("idx"),
                               record.guid)]
@@ -219,7 +233,7 @@ def _multirc(record: _Record, task: Task, split: str, skips: readers.SkipLog) ->
 
 def _record(record: _Record, task: Task, split: str, skips: readers.SkipLog) -> list[Example]:
   passage = record.text("passage")
-  answers = _texts(record.raw("answers"))
+  answers = record.texts(record.raw("answers"), "answers")
   spans = tuple((a, passage.find(a)) for a in answers if a in passage)
   return [Example(guid=record.guid, question=record.text("query"), context=passage,
                   answers=spans, answer_texts=tuple(answers),
@@ -228,12 +242,13 @@ def _record(record: _Record, task: Task, split: str, skips: readers.SkipLog) -> 
 
 def _squad(record: _Record, task: Task, split: str, skips: readers.SkipLog) -> list[Example]:
   context, answers = record.text("context"), record.raw("answers")
-  texts, starts = _texts(answers["text"]), [int(s) for s in np.asarray(answers["answer_start"])]
+  texts = record.texts(answers["text"], "answers.text")
+  starts = [int(s) for s in np.asarray(answers["answer_start"])]
   spans = [readers.checked_span(context, t, s, s + len(t), record.guid, None, f"answers[{i}]")
            for i, (t, s) in enumerate(zip(texts, starts))]
   return [Example(guid=record.guid, question=record.text("question"), context=context,
                   answers=tuple(dict.fromkeys(spans)), answer_texts=tuple(texts),
-                  example_id=record.text("id"))]
+                  example_id=record.string("id"))]
 
 
 def _mrqa(record: _Record, task: Task, split: str, skips: readers.SkipLog) -> list[Example]:
@@ -248,8 +263,8 @@ def _mrqa(record: _Record, task: Task, split: str, skips: readers.SkipLog) -> li
       spans.append((context[s:e + 1], s))
   return [Example(guid=record.guid, question=record.text("question"), context=context,
                   answers=tuple(dict.fromkeys(spans)),
-                  answer_texts=tuple(_texts(record.raw("answers"))),
-                  example_id=record.text("qid"))]
+                  answer_texts=tuple(record.texts(record.raw("answers"), "answers")),
+                  example_id=record.string("qid"))]
 
 
 CONVERTERS: dict[str, Callable[[_Record, Task, str, readers.SkipLog], list[Example]]] = {

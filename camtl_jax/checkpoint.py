@@ -1,37 +1,69 @@
 """Orbax checkpoints of the whole training state in the workdir.
 
-Layout: WORKDIR/checkpoints/<step>/{state, meta}. `state` is the train-state pytree (params,
-optimizer state, step, data-usage mask, NaN counters); `meta` is JSON: the run's fingerprint
-(task list, model shapes) and host-side counters. We keep the latest N checkpoints plus the best
-one by the aggregate dev score, save asynchronously, and save on a preemption signal.
+Layout: WORKDIR/checkpoints/<step>/{state, meta, metrics}. `state` is the train-state pytree
+(params, optimizer state, step, data-usage mask, NaN counters); `meta` is JSON: the run's
+fingerprint (task list, model shapes), host-side counters and `state_checksum` of the state;
+`metrics` is the dev score the step was saved with (Orbax writes it because make_manager sets a
+best_fn, and reads it back when a manager opens the directory). We keep the latest N checkpoints
+plus the best one by that score, also across resumes; save asynchronously; save on a preemption
+signal.
 
-Restoring: the latest checkpoint is tried first; a half-written or corrupt one is reported and the
-previous one is used. A workdir whose fingerprint differs from the current config fails with a
-message that lists what differs.
+Restoring: the latest checkpoint is tried first. One whose meta or state cannot be read, or whose
+state differs from its checksum (OCDBT verifies its indices but not the array bytes), is renamed to
+<step>.corrupt with one warning line and the previous one is used; renaming it is what lets the run
+save that step again instead of failing on every rerun. A workdir whose fingerprint differs from
+the current config fails with a message that lists the differing leaves; `read_fingerprint` reads
+it without touching the workdir. `WorkdirLock` (WORKDIR/.lock) keeps two runs out of one workdir.
 """
 from __future__ import annotations
 
+import datetime
+import json
 import logging
+import math
+import os
+import signal
+import socket
+import sys
+import threading
 from pathlib import Path
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import orbax.checkpoint as ocp
 from orbax.checkpoint import checkpoint_managers as policies
 
 log = logging.getLogger(__name__)
 
-SCORE = "dev_score"
+SCORE = "dev_score"          # Orbax metrics key: the score a save carried (higher is better)
+CHECKSUM = "state_checksum"  # meta key: state_checksum(state) at save time
+LOCK_FILE = ".lock"
 
 
 class WorkdirMismatch(ValueError):
   """The workdir holds checkpoints of a different task list or model shape."""
 
 
+def checkpoint_dir(workdir: str | Path) -> Path:
+  """WORKDIR/checkpoints, where the steps live."""
+  return Path(workdir).expanduser().resolve() / "checkpoints"
+
+
+def _rank(metrics: dict) -> float:
+  """Orbax's ranking key of a step's metrics: its score; NaN, inf and a missing score rank last."""
+  score = float(metrics.get(SCORE, math.nan))
+  return score if math.isfinite(score) else -math.inf
+
+
 def make_manager(workdir: str | Path, keep: int = 3, save_every: int = 1000,
-                 async_save: bool = True) -> ocp.CheckpointManager:
+                 async_save: bool = True, read_only: bool = False) -> ocp.CheckpointManager:
   """CheckpointManager keeping the latest `keep` plus the best by `SCORE`, saving every
-  `save_every` steps and whenever a preemption signal was received."""
+  `save_every` steps and whenever a preemption signal was received.
+
+  read_only: for readers (predict, export, inspection) of a workdir that a run may be writing:
+  creates nothing, deletes nothing, and leaves that run's in-progress (temporary) saves alone.
+  """
   options = ocp.CheckpointManagerOptions(
       save_decision_policy=policies.AnySavePolicy([
           policies.FixedIntervalPolicy(save_every),
@@ -39,94 +71,452 @@ def make_manager(workdir: str | Path, keep: int = 3, save_every: int = 1000,
       ]),
       preservation_policy=policies.AnyPreservationPolicy([
           policies.LatestN(keep),
-          policies.BestN(get_metric_fn=lambda m: m[SCORE], n=1,
-                         keep_checkpoints_without_metrics=False),
+          policies.BestN(get_metric_fn=_rank, n=1, keep_checkpoints_without_metrics=False),
       ]),
+      # Without a best_fn Orbax neither writes the metrics passed to save() nor reads them back,
+      # so BestN has nothing to rank and best_step() is the latest step.
+      best_fn=_rank,
+      best_mode="max",
       enable_async_checkpointing=async_save,
-      cleanup_tmp_directories=True,  # half-written saves of a killed run are removed at start
+      # Half-written saves of a killed run are removed at start (never by a reader: they may be
+      # the in-progress saves of a live run).
+      cleanup_tmp_directories=not read_only,
+      read_only=read_only,
+      create=not read_only,
+      save_interval_steps=0 if read_only else 1,  # read_only with the default 1 logs a warning
   )
-  directory = Path(workdir).expanduser().resolve() / "checkpoints"
-  return ocp.CheckpointManager(directory, options=options, item_names=("state", "meta"))
+  absl_log = logging.getLogger("absl")
+  if _not_unscored_save_warning not in absl_log.filters:
+    absl_log.addFilter(_not_unscored_save_warning)
+  return ocp.CheckpointManager(checkpoint_dir(workdir), options=options,
+                               item_names=("state", "meta"))
 
 
-def save(manager: ocp.CheckpointManager, step: int, state: Any, meta: dict, score: float | None = None,
-         force: bool = False) -> bool:
-  """Saves (asynchronously) when the policy says so, or always with force=True."""
+def _not_unscored_save_warning(record: logging.LogRecord) -> bool:
+  """With a best_fn, Orbax warns on every save without metrics; here only evaluated steps carry a
+  score, so the periodic saves in between would log it at every checkpoint."""
+  return record.getMessage() != "Requested `tracked_metric`; did not provide metrics."
+
+
+def save(manager: ocp.CheckpointManager, step: int, state: Any, meta: dict,
+         score: float | None = None, force: bool = False, checksum: bool = True) -> bool:
+  """Saves (asynchronously) when the policy says so, or always with force=True.
+
+  score: the step's dev score (higher is better); the best scored step is kept beyond the latest
+  `keep` and reported by best_step. checksum: stores state_checksum(state) in meta under
+  CHECKSUM, which restore_latest and load_state verify.
+  """
+  if not force and not manager.should_save(step):
+    return False  # decided here, before the checksum's pass over the state
+  if checksum:
+    meta = {**meta, CHECKSUM: state_checksum(state)}
   metrics = None if score is None else {SCORE: float(score)}
   return manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
                                                     meta=ocp.args.JsonSave(meta)),
-                      metrics=metrics, force=force)
+                      metrics=metrics, force=True)
+
+
+def state_checksum(state: Any) -> int:
+  """A 32-bit checksum of the bytes of every array of a pytree, whatever its device layout.
+
+  Each element is weighted by an odd number that depends on its position, so a change to any
+  single element (a flipped byte on disk) always changes the sum. Computed on the arrays' devices
+  in one jitted pass; only the scalar comes back.
+  """
+  return int(_checksum(state))
+
+
+@jax.jit
+def _checksum(state: Any) -> jax.Array:
+  total = jnp.uint32(0)
+  for i, leaf in enumerate(jax.tree.leaves(state)):
+    total += _leaf_checksum(leaf) * jnp.uint32(2 * i + 1)
+  return total
+
+
+def _leaf_checksum(x: jax.Array) -> jax.Array:
+  x = jnp.asarray(x)
+  if jnp.issubdtype(x.dtype, jax.dtypes.prng_key):
+    x = jax.random.key_data(x)
+  if x.dtype == jnp.bool_:
+    x = x.astype(jnp.uint8)
+  unsigned = {1: jnp.uint8, 2: jnp.uint16, 4: jnp.uint32, 8: jnp.uint32}[x.dtype.itemsize]
+  words = jax.lax.bitcast_convert_type(x, unsigned).astype(jnp.uint32)  # 8 bytes: 2 words
+  # The flat position from per-axis iotas rather than a reshape, which would move sharded data.
+  index, stride = jnp.zeros(words.shape, jnp.uint32), 1
+  for axis in reversed(range(words.ndim)):
+    index += jax.lax.broadcasted_iota(jnp.uint32, words.shape, axis) * jnp.uint32(stride)
+    stride = stride * words.shape[axis] % 2**32
+  return jnp.sum(words * (2 * index + 1), dtype=jnp.uint32)
 
 
 def check_fingerprint(saved: dict, current: dict, workdir: str | Path) -> None:
-  """Raises WorkdirMismatch naming every field whose value differs."""
-  keys = sorted(set(saved) | set(current))
-  diffs = [f"  {k}: workdir has {saved.get(k)!r}, config has {current.get(k)!r}"
-           for k in keys if saved.get(k) != current.get(k)]
+  """Raises WorkdirMismatch listing each differing leaf as `path: workdir's -> config's`."""
+  diffs = fingerprint_diff(saved, current)
   if diffs:
     raise WorkdirMismatch(
-        f"{workdir} holds checkpoints of a different run; differing fields:\n" + "\n".join(diffs) +
-        "\nUse a new --workdir, or restore the original config.")
+        f"{workdir} holds checkpoints of a different run; differing fields (workdir -> config):\n"
+        + "\n".join(f"  {d}" for d in diffs)
+        + "\nUse a new --workdir, or restore the original config.")
+
+
+class _Absent:
+  def __repr__(self) -> str:
+    return "<absent>"
+
+
+_ABSENT = _Absent()
+
+
+def fingerprint_diff(old: Any, new: Any, path: str = "") -> list[str]:
+  """`path: old -> new` for each differing leaf of two JSON-like trees: dict keys joined by '.',
+  items of equally long lists as [i]; a list whose length changed is shown whole, a missing key as
+  <absent>. Lists and tuples compare alike (the saved fingerprint went through JSON)."""
+  if isinstance(old, dict) and isinstance(new, dict):
+    return [d for k in sorted(set(old) | set(new), key=str)
+            for d in fingerprint_diff(old.get(k, _ABSENT), new.get(k, _ABSENT),
+                                      f"{path}.{k}" if path else str(k))]
+  if isinstance(old, (list, tuple)) and isinstance(new, (list, tuple)) and len(old) == len(new):
+    return [d for i, (a, b) in enumerate(zip(old, new))
+            for d in fingerprint_diff(a, b, f"{path}[{i}]")]
+  if old == new:
+    return []
+  return [f"{path}: {_short(old)} -> {_short(new)}"]
+
+
+def _short(value: Any, limit: int = 120) -> str:
+  text = repr(list(value) if isinstance(value, tuple) else value)
+  return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
+def read_fingerprint(workdir: str | Path) -> dict | None:
+  """The fingerprint in the newest checkpoint whose meta is readable; None without one.
+
+  Reads only the steps' meta JSON (no state, no manager) and writes nothing, so a caller can
+  refuse a run before touching the workdir. Unreadable steps are skipped silently here;
+  restore_latest reports them and moves them aside.
+  """
+  directory = checkpoint_dir(workdir)
+  for step in sorted(ocp.utils.checkpoint_steps(directory), reverse=True):
+    try:
+      return dict(_read_meta(directory, step).get("fingerprint") or {})
+    except Exception:  # noqa: BLE001 - any read failure means this checkpoint is unusable
+      continue
+  return None
 
 
 def restore_latest(manager: ocp.CheckpointManager, abstract_state: Any, fingerprint: dict,
                    workdir: str | Path) -> tuple[Any, dict] | None:
-  """(state, meta) of the newest readable checkpoint, or None when there is none.
+  """(state, meta) of the newest usable checkpoint, or None when there is none.
 
   abstract_state: a tree of jax.ShapeDtypeStruct with shardings, so arrays are restored straight
-  onto their devices with their shardings.
+  onto their devices with their shardings. A checkpoint whose meta or state cannot be read, or
+  whose state differs from its checksum, is renamed to <step>.corrupt (`_move_aside`) and the
+  previous one is tried; `manager` is reloaded in place, so the caller can save that step again.
+  Raises WorkdirMismatch when the newest readable meta holds another fingerprint. The returned
+  meta is the caller's (without CHECKSUM).
   """
-  for step in sorted(manager.all_steps(), reverse=True):
+  _quiet_async_noise()
+  steps = sorted(manager.all_steps(), reverse=True)
+  for i, step in enumerate(steps):
     try:
-      meta = manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
+      meta = _read_meta(manager.directory, step)
     except Exception as e:  # noqa: BLE001 - any read failure means this checkpoint is unusable
-      log.warning("checkpoint %d in %s is unreadable (%s: %s); trying the previous one", step,
-                  manager.directory, type(e).__name__, e)
+      _move_aside(manager, step, e, older=i + 1 < len(steps))
       continue
+    checksum = meta.pop(CHECKSUM, None)
     check_fingerprint(meta.get("fingerprint", {}), fingerprint, workdir)
     try:
-      restored = manager.restore(step, args=ocp.args.Composite(
-          state=ocp.args.StandardRestore(abstract_state)))
+      state = _restore_state(manager, step, abstract_state, checksum)
     except Exception as e:  # noqa: BLE001
-      log.warning("checkpoint %d in %s is corrupt or half-written (%s: %s); using the previous one",
-                  step, manager.directory, type(e).__name__, e)
-      continue
-    state = restored["state"]
-    if not _all_finite_shapes(state, abstract_state):
-      log.warning("checkpoint %d has unexpected shapes; using the previous one", step)
+      _move_aside(manager, step, e, older=i + 1 < len(steps))
       continue
     log.info("restored checkpoint %d from %s", step, manager.directory)
     return state, meta
+  if steps:
+    log.warning("no usable checkpoint in %s; starting from step 0", manager.directory)
   return None
 
 
-def _all_finite_shapes(state: Any, abstract_state: Any) -> bool:
+def load_meta(workdir: str | Path, step: int) -> dict:
+  """A step's meta (fingerprint, evaluations) without its checksum; read-only."""
+  meta = _read_meta(checkpoint_dir(workdir), step)
+  meta.pop(CHECKSUM, None)
+  return meta
+
+
+def _read_meta(directory: str | Path, step: int) -> dict:
+  """The step's meta JSON, read directly (no manager: no barrier, nothing written)."""
+  meta = ocp.JsonCheckpointHandler().restore(Path(directory) / str(step) / "meta")
+  if not isinstance(meta, dict):
+    raise ValueError(f"meta holds a {type(meta).__name__}, not a JSON object")
+  return dict(meta)
+
+
+def _state_tree(directory: str | Path, step: int) -> Any:
+  """The saved state's tree of array metadata (shapes, dtypes) from its state/_METADATA;
+  FileNotFoundError when that is missing."""
+  handler = ocp.StandardCheckpointHandler()
+  try:
+    metadata = handler.metadata(Path(directory) / str(step) / "state")
+  finally:
+    handler.close()
+  return getattr(metadata, "tree", metadata)  # TreeMetadata in newer Orbax, the tree in older
+
+
+def _restore_state(manager: ocp.CheckpointManager, step: int, abstract_state: Any,
+                   checksum: int | None) -> Any:
+  """The step's state, verified: its metadata is readable (restoring with a target does not
+  need it, but load_state and predict do), shapes match the target's, bytes match the checksum."""
+  _state_tree(manager.directory, step)
+  state = manager.restore(step, args=ocp.args.Composite(
+      state=ocp.args.StandardRestore(abstract_state)))["state"]
+  if not _same_shapes(state, abstract_state):
+    raise ValueError("its arrays' shapes differ from the model's")
+  if checksum is not None and state_checksum(state) != checksum:
+    raise ValueError("its arrays differ from the checksum saved with them (a damaged data file)")
+  return state
+
+
+def _same_shapes(state: Any, abstract_state: Any) -> bool:
   same = jax.tree.map(lambda a, b: a.shape == b.shape, state, abstract_state)
   return all(jax.tree.leaves(same))
 
 
+def _move_aside(manager: ocp.CheckpointManager, step: int, error: Exception, older: bool) -> Path:
+  """Renames an unusable step to <step>.corrupt (.1, .2, ... if taken), which Orbax does not list,
+  and reloads the manager's step list. Left in place, the step is retried and fails on every
+  rerun, and Orbax refuses to save that step again (StepAlreadyExistsError)."""
+  directory = Path(manager.directory)
+  target, n = directory / f"{step}.corrupt", 0
+  while target.exists():
+    n += 1
+    target = directory / f"{step}.corrupt.{n}"
+  if jax.process_index() == 0:
+    (directory / str(step)).rename(target)
+  if jax.process_count() > 1:  # no host may reload before the rename
+    ocp.multihost.sync_global_processes(f"camtl_checkpoint_move_aside_{step}")
+  manager.reload()
+  log.warning("checkpoint %d in %s is unreadable (%s); moved to %s%s", step, directory,
+              _one_line(error), target, "; using the previous one" if older else "")
+  return target
+
+
+def _one_line(error: BaseException, limit: int = 200) -> str:
+  """'Type: first line of the message' of the root cause (Orbax wraps TensorStore's error in a
+  generic one), cut before TensorStore's multi-line spec dump."""
+  while error.__cause__ is not None:
+    error = error.__cause__
+  text = str(error).strip().split("\n", 1)[0].split(" See full TensorStore details", 1)[0]
+  text = text if len(text) <= limit else text[:limit - 3] + "..."
+  return f"{type(error).__name__}: {text}" if text else type(error).__name__
+
+
+def _quiet_async_noise() -> None:
+  """Drops the echoes of a failed restore, which restore_latest has reported in one line: the
+  outstanding reads complete after Orbax has closed its event loop, so Python reports unraisable
+  'Event loop is closed' errors and Orbax coroutines that raised unawaited (with TensorStore's
+  spec dump), and asyncio logs 'Task exception was never retrieved' for Orbax's tasks. Everything
+  else passes through."""
+  if not getattr(sys.unraisablehook, "_camtl_quiet", False):  # others (pytest) swap this hook
+    previous = sys.unraisablehook
+
+    def hook(unraisable: Any) -> None:
+      if not _is_restore_echo(unraisable):
+        previous(unraisable)
+
+    hook._camtl_quiet = True
+    sys.unraisablehook = hook
+  asyncio_log = logging.getLogger("asyncio")
+  if _not_orbax_task_noise not in asyncio_log.filters:
+    asyncio_log.addFilter(_not_orbax_task_noise)
+
+
+def _is_restore_echo(unraisable: Any) -> bool:
+  error, code = unraisable.exc_value, getattr(unraisable.object, "cr_code", None)
+  if isinstance(error, RuntimeError) and str(error) == "Event loop is closed":
+    return True
+  return code is not None and f"{os.sep}orbax{os.sep}" in code.co_filename
+
+
+def _not_orbax_task_noise(record: logging.LogRecord) -> bool:
+  message = record.getMessage()
+  return not (message.startswith("Task exception was never retrieved") and "orbax" in message)
+
+
 def best_step(manager: ocp.CheckpointManager) -> int | None:
-  """The step with the best dev score among kept checkpoints (None if none was scored)."""
+  """The kept step with the best (highest) dev score its save carried; None if no kept step
+  carried one. The scores are the steps' Orbax metrics on disk, so this survives resumes."""
   return manager.best_step()
 
 
-def load_state(workdir: str | Path, step: int | None = None) -> tuple[int, Any]:
+def load_state(workdir: str | Path, step: int | None = None,
+               verify: bool = True) -> tuple[int, Any]:
   """(step, state as numpy) of a workdir's checkpoint (default: the latest), without a config.
 
   For inspection, prediction and tests; training restores through `restore_latest` instead.
+  Read-only (safe while a run writes the workdir). verify: ValueError when the state differs from
+  the checksum saved with it.
   """
-  manager = make_manager(workdir, async_save=False)
-  steps = manager.all_steps()
-  if not steps:
-    raise FileNotFoundError(f"{workdir}: no checkpoint in {manager.directory}")
-  step = max(steps) if step is None else step
-  # Onto this process's first device whatever devices saved it (e.g. a pod checkpoint read on a
-  # laptop): without a target, Orbax insists on the saving topology.
-  with ocp.StandardCheckpointer() as reader:
-    tree = reader.metadata(manager.directory / str(step) / "state")
-  tree = getattr(tree, "item_metadata", tree)  # StepMetadata in newer Orbax, the tree in older
-  device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
-  target = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=device), tree)
-  restored = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(target)))
-  manager.close()
-  return step, jax.tree.map(lambda x: jax.device_get(x), restored["state"])
+  _quiet_async_noise()
+  manager = make_manager(workdir, async_save=False, read_only=True)
+  directory = Path(manager.directory)
+  try:
+    steps = manager.all_steps()
+    if not steps:
+      raise FileNotFoundError(f"{workdir}: no checkpoint in {directory}")
+    step = max(steps) if step is None else step
+    # Onto this process's first device whatever devices saved it (e.g. a pod checkpoint read on a
+    # laptop): without a target, Orbax insists on the saving topology.
+    device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+    target = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=device),
+                          _state_tree(directory, step))
+    state = manager.restore(step, args=ocp.args.Composite(
+        state=ocp.args.StandardRestore(target)))["state"]
+  finally:
+    manager.close()
+  checksum = _read_meta(directory, step).get(CHECKSUM) if verify else None
+  if checksum is not None and state_checksum(state) != checksum:
+    raise ValueError(f"checkpoint {step} in {directory} is damaged: its arrays differ from the "
+                     "checksum saved with them")
+  return step, jax.tree.map(lambda x: jax.device_get(x), state)
+
+
+class WorkdirLocked(ValueError):
+  """Another run, alive or on another host, holds the workdir's lock."""
+
+
+class WorkdirLock:
+  """WORKDIR/.lock, so that two runs never write one workdir (interleaved checkpoints; one run's
+  start-up cleanup deleting the other's in-progress save).
+
+  Created atomically (O_CREAT | O_EXCL) holding JSON {host, pid, started}. A lock whose process is
+  gone (this host, no such pid) is taken over with a warning; one from another host counts as live,
+  as its pid cannot be checked from here. Take it on one process of a run (the primary host): the
+  other hosts of the same run would see that lock as another run's.
+
+    with WorkdirLock(workdir): ...     # or: lock = WorkdirLock(workdir); lock.acquire(); ...
+  """
+
+  def __init__(self, workdir: str | Path):
+    self.workdir = Path(workdir).expanduser().resolve()
+    self.path = self.workdir / LOCK_FILE
+    self._record: dict | None = None  # what we wrote, while we hold the lock
+
+  def __enter__(self) -> WorkdirLock:
+    return self.acquire()
+
+  def __exit__(self, *exc: Any) -> None:
+    self.release()
+
+  @property
+  def held(self) -> bool:
+    return self._record is not None
+
+  def acquire(self) -> WorkdirLock:
+    """Takes the lock; WorkdirLocked when another live run holds it."""
+    if self.held:
+      return self
+    self.workdir.mkdir(parents=True, exist_ok=True)
+    record = {"host": socket.gethostname(), "pid": os.getpid(),
+              "started": datetime.datetime.now().astimezone().isoformat(timespec="seconds")}
+    for _ in range(3):  # a stale lock taken over, or a lock released meanwhile: try again
+      try:
+        fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+      except FileExistsError:
+        owner = _read_lock(self.path)
+        if owner is not None and not _is_stale(owner):
+          raise WorkdirLocked(self._message(owner)) from None
+        if owner is not None:
+          self._take_over(owner)
+        continue
+      with os.fdopen(fd, "w") as f:
+        json.dump(record, f)
+      self._record = record
+      return self
+    raise WorkdirLocked(self._message(_read_lock(self.path) or {}))
+
+  def release(self) -> None:
+    """Removes the lock if this object holds it and the file is still ours."""
+    if self._record is not None and _read_lock(self.path) == self._record:
+      self.path.unlink(missing_ok=True)
+    self._record = None
+
+  def _take_over(self, owner: dict) -> None:
+    """Removes a dead process's lock, unless a concurrent run replaced it meanwhile."""
+    aside = self.path.with_name(f"{LOCK_FILE}.stale.{os.getpid()}")
+    try:
+      os.rename(self.path, aside)
+    except FileNotFoundError:
+      return
+    if _read_lock(aside) != owner:  # moved a concurrent run's fresh lock: put it back
+      try:
+        os.link(aside, self.path)
+      except FileExistsError:  # a third run took the lock meanwhile
+        pass
+      aside.unlink()
+      raise WorkdirLocked(self._message(_read_lock(self.path) or {}))
+    aside.unlink()
+    log.warning("taking over the lock %s of pid %s on %s (started %s), which is no longer running",
+                self.path, owner.get("pid"), owner.get("host"), owner.get("started"))
+
+  def _message(self, owner: dict) -> str:
+    if not owner:
+      return (f"{self.workdir} is locked by {self.path}, which is unreadable; another run may be "
+              f"using this workdir. If none is, delete {self.path}.")
+    here = socket.gethostname()
+    text = (f"{self.workdir} is in use by another run (host {owner.get('host')}, pid "
+            f"{owner.get('pid')}, started {owner.get('started')}); wait for it to end or use "
+            "another --workdir.")
+    if owner.get("host") != here:
+      text += f" Its pid cannot be checked from {here}."
+    return text + f" If that run is gone, delete {self.path}."
+
+
+def _read_lock(path: Path) -> dict | None:
+  """A lock file's JSON; None when it is gone; {} when unreadable (being written, or damaged)."""
+  try:
+    record = json.loads(path.read_text())
+  except FileNotFoundError:
+    return None
+  except (OSError, ValueError):
+    return {}
+  return record if isinstance(record, dict) else {}
+
+
+def _is_stale(owner: dict) -> bool:
+  """True when the lock's process was on this host and no longer exists."""
+  pid = owner.get("pid")
+  if owner.get("host") != socket.gethostname() or not isinstance(pid, int) or pid <= 0:
+    return False
+  try:
+    os.kill(pid, 0)  # signal 0: only checks that the process exists
+  except ProcessLookupError:
+    return True
+  except PermissionError:  # exists, another user's
+    return False
+  return False
+
+
+class StopSignals:
+  """SIGTERM and a first Ctrl-C set a flag the loop reads after each step (it then saves and
+  stops); a second Ctrl-C interrupts at once. Single-process runs only: on a pod every process
+  must stop at the same step, which Orbax's preemption sync (reached_preemption) arranges."""
+
+  def __init__(self, enabled: bool):
+    self.requested = False
+    self._previous = {}
+    if enabled and threading.current_thread() is threading.main_thread():
+      for sig in (signal.SIGTERM, signal.SIGINT):
+        self._previous[sig] = signal.signal(sig, self._handle)
+
+  def _handle(self, signum, frame):
+    if self.requested and signum == signal.SIGINT:
+      raise KeyboardInterrupt
+    self.requested = True
+    log.warning("%s: saving and stopping after this step (Ctrl-C again to abort)",
+                signal.Signals(signum).name)
+
+  def restore(self) -> None:
+    for sig, handler in self._previous.items():
+      signal.signal(sig, handler)

@@ -129,7 +129,9 @@ class Embeddings(nn.Module):
 class SelfAttention(nn.Module):
   """Multi-head self-attention with an additive logit bias.
 
-  bias: [B, L, L] or [B, 1, L, L] (broadcast over heads); padding is expressed through it.
+  h: [B, L, d] -> context [B, L, d] (heads concatenated, before the output projection).
+  bias: float, [B, 1, L] (padding only), [B, L, L] (padding + conditional bias) or [B, 1, L, L];
+    added to the float32 logits [B, H, L, L], broadcast over heads; padding is expressed through it.
   """
   config: EncoderConfig
 
@@ -138,17 +140,24 @@ class SelfAttention(nn.Module):
     cfg = self.config
     b, l, d = h.shape
     head_dim = d // cfg.num_heads
-    split = lambda x: x.reshape(b, l, cfg.num_heads, head_dim)
-    q = split(_dense(cfg, d, "query")(h))
-    k = split(_dense(cfg, d, "key")(h))
-    v = split(_dense(cfg, d, "value")(h))
-    logits = jnp.einsum("bqhd,bkhd->bhqk", q, k).astype(jnp.float32) / jnp.sqrt(head_dim)
+    # Heads-first [B, H, L, Dh] before both matmuls, so that each is a plain batched matmul over
+    # (B, H). With [B, L, H, Dh] operands ("bqhd,bkhd->bhqk", "bhqk,bkhd->bqhd") XLA CPU fuses the
+    # two dots and the softmax of the deterministic forward into one fusion with transposed operand
+    # layouts that runs at ~1/3 of the speed (measured, dots + softmax of one MiniLM layer at
+    # [128, 128] tokens: 381 vs 139 ms; whole 6-layer forward 1.34x); same FLOPs, same result up
+    # to float32 rounding. value_and_grad runs about as before (its fusions were already split).
+    # Not jax.nn.dot_product_attention: as fast here, but it has no dropout on the probabilities.
+    heads = lambda x: x.reshape(b, l, cfg.num_heads, head_dim).transpose(0, 2, 1, 3)
+    q = heads(_dense(cfg, d, "query")(h))
+    k = heads(_dense(cfg, d, "key")(h))
+    v = heads(_dense(cfg, d, "value")(h))
+    logits = jnp.einsum("bhqd,bhkd->bhqk", q, k).astype(jnp.float32) / jnp.sqrt(head_dim)
     if bias.ndim == 3:
       bias = bias[:, None]
-    probs = jax.nn.softmax(logits + bias.astype(jnp.float32), axis=-1)
+    probs = jax.nn.softmax(logits + bias.astype(jnp.float32), axis=-1)  # [B, H, L, L]
     probs = nn.Dropout(cfg.attention_dropout)(probs, deterministic=deterministic)
-    context = jnp.einsum("bhqk,bkhd->bqhd", probs.astype(cfg.compute_dtype), v)
-    return context.reshape(b, l, d)
+    context = jnp.einsum("bhqk,bhkd->bhqd", probs.astype(cfg.compute_dtype), v)  # [B, H, L, Dh]
+    return context.transpose(0, 2, 1, 3).reshape(b, l, d)
 
 
 class Layer(nn.Module):

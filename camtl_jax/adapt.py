@@ -35,13 +35,11 @@ results carry the majority-class score (the best constant prediction on the dev 
 """
 from __future__ import annotations
 
-import argparse
 import collections
 import dataclasses
 import functools
 import json
 import logging
-import sys
 import time
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -53,7 +51,7 @@ import numpy as np
 import optax
 from flax import traverse_util
 
-from camtl_jax import checkpoint, input_pipeline, optim, predict, train
+from camtl_jax import checkpoint, evaluate, experiment, input_pipeline, optim, workdir
 from camtl_jax.models import camtl as camtl_lib
 from camtl_jax.models import heads
 from camtl_jax.tasks import base, metrics, registry
@@ -75,7 +73,7 @@ def _stacked(path: tuple[str, ...]) -> bool:
   return path == ("task_embedding", "embedding") or path[0] == "heads"
 
 
-def extend_params(trained: predict.TrainedModel, new_task: Task, init_from: str | None = None,
+def extend_params(trained: workdir.TrainedModel, new_task: Task, init_from: str | None = None,
                   seed: int = 0) -> tuple[camtl_lib.CAMTL, Any]:
   """(model with the new task appended, its params): the old params, the new embedding row (mean of
   the old rows, or `init_from`'s row) and a freshly initialised head row."""
@@ -123,27 +121,14 @@ def new_row_mask(model: camtl_lib.CAMTL, params: Any, task_id: int) -> Any:
   return jax.tree_util.tree_map_with_path(mask, params)
 
 
-def train_labels(trained: predict.TrainedModel, params: Any, mode: str, row_mask: Any) -> Any:
+def train_labels(trained: workdir.TrainedModel, params: Any, mode: str, row_mask: Any) -> Any:
   """'trainable' / 'frozen' per leaf: the leaves of the row mask ('new'), or the training policy
   ('all')."""
   if mode == "new":
     return jax.tree.map(lambda m: optim.TRAINABLE if m.any() else optim.FROZEN, row_mask)
   c = trained.config
-  return optim.freeze_labels(params, train.frozen_layers(c, trained.model.encoder.num_layers),
+  return optim.freeze_labels(params, experiment.frozen_layers(c, trained.model.encoder.num_layers),
                              c.get("freeze_embeddings", True))
-
-
-def make_optimizer(config, labels: Any, steps: int, learning_rate: float
-                   ) -> optax.GradientTransformation:
-  """AdamW with the training recipe (DESIGN 4.1: clipping, warmup + linear decay, decay mask)
-  on the 'trainable' leaves; no state for 'frozen' ones."""
-  schedule = optim.learning_rate_schedule(learning_rate, steps, config.warmup_fraction)
-  trainable = optax.chain(
-      optax.clip_by_global_norm(config.clip_norm),
-      optax.adamw(schedule, b1=optim.ADAM_B1, b2=optim.ADAM_B2, eps=optim.ADAM_EPS,
-                  weight_decay=config.weight_decay, mask=optim.weight_decay_mask))
-  return optax.multi_transform({optim.TRAINABLE: trainable, optim.FROZEN: optax.set_to_zero()},
-                               labels)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -195,7 +180,7 @@ def majority_score(task: Task, split) -> dict[str, float] | None:
   only."""
   if task.type != base.CLASSIFICATION:
     return None
-  refs = predict.references(split)
+  refs = evaluate.references(split)
   label = collections.Counter(refs).most_common(1)[0][0]
   return metrics.compute_metrics(task, [label] * len(refs), refs,
                                  [ex.example_id for ex in split.examples])
@@ -218,7 +203,7 @@ class RunResult:
   seconds: float = 0.0
 
 
-def _check_request(trained: predict.TrainedModel, new_task: Task, mode: str,
+def _check_request(trained: workdir.TrainedModel, new_task: Task, mode: str,
                    init_from: str | None, steps: int) -> None:
   if mode not in TRAIN_MODES:
     raise ValueError(f"--train must be one of {TRAIN_MODES}, got {mode!r}")
@@ -234,7 +219,7 @@ def _check_request(trained: predict.TrainedModel, new_task: Task, mode: str,
 class Adapter:
   """Extends a trained model by `new_task` and fine-tunes it (module docstring)."""
 
-  def __init__(self, trained: predict.TrainedModel, new_task: Task, data_dir: str,
+  def __init__(self, trained: workdir.TrainedModel, new_task: Task, data_dir: str,
                mode: str = "new", init_from: str | None = None, steps: int = 200,
                batch_size: int | None = None, learning_rate: float | None = None, seed: int = 0,
                max_eval_examples: int = 0, cache_dir: str | None = None):
@@ -250,7 +235,11 @@ class Adapter:
     self.labels = train_labels(trained, self.params, mode, self.row_mask)
     lr = learning_rate or DEFAULT_LR[mode] or trained.config.learning_rate
     self.learning_rate = lr
-    self.tx = make_optimizer(trained.config, self.labels, steps, lr)
+    # The training optimizer (clipping, schedule, decay mask, new-parameter lr multiplier) with
+    # the adaptation's labels, learning rate and length.
+    self.tx, _ = experiment.make_optimizer(trained.config, self.params,
+                                           trained.model.encoder.num_layers, labels=self.labels,
+                                           learning_rate=lr, total_steps=steps)
     self.num_choices, head_types = camtl_lib.choice_layout(self.model.tasks, new_task.type)
     self.step_fn = jax.jit(functools.partial(adapt_step, self.model, self.tx, self.labels,
                                              self.row_mask, head_types), donate_argnums=(0, 1))
@@ -258,35 +247,32 @@ class Adapter:
                                               source=trained.config.data_source)
     self.dev_examples = {s: registry.load_split(new_task, data_dir, s,
                                                 source=trained.config.data_source)
-                         for s in train.dev_split_names(new_task)}
+                         for s in experiment.dev_split_names(new_task)}
     self.extended = self.trained_model(self.params)  # one jitted forward for every evaluation
 
   def trained_model(self, params: Any, stats: tuple[float, float] = (0.0, 1.0)
-                    ) -> predict.TrainedModel:
+                    ) -> workdir.TrainedModel:
     """The extended model as a TrainedModel (for prediction / evaluation / saving)."""
     b = self.base
     config = ml_collections.ConfigDict(b.config.to_dict())
     config.tasks = tuple(b.config.tasks) + (self.task.name,)
-    return predict.TrainedModel(b.workdir, config, b.tasks + [self.task], b.stats + [stats],
+    return workdir.TrainedModel(b.workdir, config, b.tasks + [self.task], b.stats + [stats],
                                 self.model, params, b.tokenizer, self.steps, {})
 
   def encode(self, examples, split: str, stats=None) -> input_pipeline.EncodedSplit:
-    c = self.base.config
-    return input_pipeline.encode_split(self.task, examples, self.base.tokenizer, c.max_length,
-                                       self.cache_dir, split, doc_stride=c.doc_stride,
-                                       target_stats=stats)
+    return experiment.encode_split(self.base.config, self.task, examples, self.base.tokenizer,
+                                   self.cache_dir, split, stats)
 
   def dev_splits(self, stats=None) -> list[input_pipeline.EncodedSplit]:
     splits = [self.encode(ex, s, stats if self.task.type == base.REGRESSION else None)
               for s, ex in self.dev_examples.items()]
-    capped = train._capped  # pylint: disable=protected-access
-    return [capped(s, self.max_eval_examples) for s in splits]
+    return [evaluate.capped(s, self.max_eval_examples) for s in splits]
 
   def evaluate(self, params: Any, stats=(0.0, 1.0)) -> tuple[dict[str, float], float]:
     """The new task's dev metrics (all its dev splits) and main score."""
     results = {}
     for split in self.dev_splits(stats):
-      results.update(predict.evaluate_split(self.extended, split, self.task_id, params)[0])
+      results.update(self.extended.evaluate_split(split, self.task_id, params)[0])
     return results, metrics.main_score(self.task, results)
 
   def run(self, fraction: float, seed: int) -> RunResult:
@@ -327,7 +313,7 @@ def parse_label_map(text: str) -> dict[str, str]:
   return {a.strip(): b.strip() for a, b in pairs}
 
 
-def zero_shot(trained: predict.TrainedModel, new_task: Task, dev_examples: Sequence[Example],
+def zero_shot(trained: workdir.TrainedModel, new_task: Task, dev_examples: Sequence[Example],
               source: str, label_map: Mapping[str, str]) -> dict[str, float]:
   """The new task's dev metrics when its examples are read as task `source` and the predicted
   labels are mapped with label_map (every source label -> a new-task label)."""
@@ -343,14 +329,14 @@ def zero_shot(trained: predict.TrainedModel, new_task: Task, dev_examples: Seque
     raise ValueError(f"--label-map: source labels of {src.name} are {list(src.labels)} "
                      f"(unknown {unknown}, unmapped {missing}); targets must be labels of "
                      f"{new_task.name} {list(new_task.labels)} (not: {wrong})")
-  c = trained.config
-  split = input_pipeline.encode_split(new_task, dev_examples, trained.tokenizer, c.max_length, None,
-                                      "dev", doc_stride=c.doc_stride)
-  rows, outputs = predict.forward_split(trained, split, source_id)
+  split = experiment.encode_split(trained.config, new_task, dev_examples, trained.tokenizer, None,
+                                 "dev")
+  rows, outputs = evaluate.forward_split(trained.apply, trained.params, split, source_id,
+                                         trained.eval_setup())
   logits = np.concatenate([o["cls_logits"][:, :src.num_labels] for o in outputs])
-  preds = predict.in_example_order(split, rows,
-                                   [label_map[src.labels[i]] for i in logits.argmax(-1)])
-  return metrics.compute_metrics(new_task, preds, predict.references(split),
+  preds = evaluate.in_example_order(split, rows,
+                                    [label_map[src.labels[i]] for i in logits.argmax(-1)])
+  return metrics.compute_metrics(new_task, preds, evaluate.references(split),
                                  [ex.example_id for ex in split.examples])
 
 
@@ -359,17 +345,14 @@ def zero_shot(trained: predict.TrainedModel, new_task: Task, dev_examples: Seque
 
 
 def save_workdir(adapter: Adapter, result: RunResult, out: str | Path, extra: Mapping) -> Path:
-  """An adapted workdir that predict.load / camtl-export read like a trained one."""
+  """An adapted workdir that workdir.load (predict, export) reads like a trained one."""
   out = Path(out).expanduser().resolve()
   if (out / "checkpoints").exists() and any((out / "checkpoints").iterdir()):
     raise FileExistsError(f"{out} already holds checkpoints; choose a new --out")
   out.mkdir(parents=True, exist_ok=True)
   model = adapter.trained_model(result.params, result.stats)
-  (out / train.CONFIG_FILE).write_text(model.config.to_json(indent=2) + "\n")
-  records = [{"name": t.name, "type": t.type, "labels": list(t.labels),
-              "num_choices": t.num_choices, "metrics": list(t.metrics), "target_mean": m,
-              "target_std": s} for t, (m, s) in zip(model.tasks, model.stats)]
-  (out / train.TASKS_FILE).write_text(json.dumps(records, indent=2) + "\n")
+  workdir.write_config(out, model.config)
+  workdir.write_task_records(out, model.tasks, model.stats)
   fp = dict(adapter.base.meta.get("fingerprint", {}))
   fp.update(tasks=[t.name for t in model.tasks], model=json.loads(json.dumps(
       dataclasses.asdict(adapter.model.config))),
@@ -410,13 +393,20 @@ def write_curve(out: Path, task: Task, results: Sequence[RunResult], baselines: 
             for r in results]
   (out / "learning_curve.csv").write_text("\n".join(lines) + "\n")
   table = curve_table(results)
-  md = [f"# {task.name}: dev score ({'/'.join(task.metrics)}) vs training fraction", "",
+  md = [f"# {task.name}: dev score ({score_name(task)}) vs training fraction", "",
         "| fraction | examples | seeds | score (mean +- std) |", "|---|---|---|---|"]
   md += [f"| {r['fraction']:g} | {r['num_train']} | {r['seeds']} | {r['mean']:.4f} +- "
          f"{r['std']:.4f} |" for r in table]
   md += [f"| {name} | - | - | {value:.4f} |" for name, value in baselines.items()]
   (out / "learning_curve.md").write_text("\n".join(md) + "\n")
   _plot(out / "learning_curve.png", task, table, baselines)
+
+
+def score_name(task: Task) -> str:
+  """What metrics.main_score is for the task: the mean of its metrics (GLUE / SuperGLUE tasks),
+  else its first metric."""
+  names = task.metrics if task.benchmark else task.metrics[:1]
+  return names[0] if len(names) == 1 else "mean of " + ", ".join(names)
 
 
 def _plot(path: Path, task: Task, table: Sequence[Mapping], baselines: Mapping[str, float]) -> None:
@@ -431,108 +421,9 @@ def _plot(path: Path, task: Task, table: Sequence[Mapping], baselines: Mapping[s
     ax.axhline(value, linestyle=style, color="gray", label=name)
   ax.set_xscale("log")
   ax.set_xlabel("fraction of the training data")
-  ax.set_ylabel(f"dev score ({task.metrics[0]})")
+  ax.set_ylabel(f"dev score ({score_name(task)})")
   ax.set_title(task.name)
   ax.legend()
   fig.tight_layout()
   fig.savefig(path, dpi=100)
   plt.close(fig)
-
-
-# ------------------------------------------------------------------------------------------------
-# CLI
-
-
-def _floats(text: str) -> list[float]:
-  return [float(x) for x in text.split(",") if x.strip()]
-
-
-def _ints(text: str) -> list[int]:
-  return [int(x) for x in text.split(",") if x.strip()]
-
-
-def _parser() -> argparse.ArgumentParser:
-  p = argparse.ArgumentParser(prog="camtl-adapt", description=__doc__,
-                              formatter_class=argparse.RawDescriptionHelpFormatter)
-  p.add_argument("--workdir", required=True, help="a trained workdir")
-  p.add_argument("--new-task", required=True, help="registry name of the task to add")
-  p.add_argument("--data", required=True, help="data root holding the new task's files")
-  p.add_argument("--fraction", type=float, default=1.0, help="fraction of its train split")
-  p.add_argument("--fractions", type=_floats, help="learning curve: comma-separated fractions")
-  p.add_argument("--seed", type=int, default=0)
-  p.add_argument("--seeds", type=_ints, help="learning curve: comma-separated seeds")
-  p.add_argument("--train", choices=TRAIN_MODES, default="new")
-  p.add_argument("--init-from", help="initialise the task embedding from this task's row")
-  p.add_argument("--out", help="new workdir (or the learning curve's directory)")
-  p.add_argument("--steps", type=int, default=200)
-  p.add_argument("--batch-size", type=int)
-  p.add_argument("--learning-rate", type=float)
-  p.add_argument("--max-eval-examples", type=int, default=0)
-  p.add_argument("--step", type=int, help="checkpoint of --workdir (default: best, else latest)")
-  p.add_argument("--zero-shot-from", help="also evaluate zero-shot through this task's head")
-  p.add_argument("--label-map", help="zero-shot: source_label=new_label,...")
-  return p
-
-
-def _baselines(adapter: Adapter, args) -> dict[str, float]:
-  out = {}
-  dev = adapter.dev_splits()
-  majority = majority_score(adapter.task, dev[0])
-  if majority is not None:
-    out["majority class"] = metrics.main_score(adapter.task, majority)
-  if args.zero_shot_from:
-    label_map = parse_label_map(args.label_map or "")
-    results = zero_shot(adapter.base, adapter.task, next(iter(adapter.dev_examples.values())),
-                        args.zero_shot_from, label_map)
-    out[f"zero-shot via {args.zero_shot_from}"] = metrics.main_score(adapter.task, results)
-  return out
-
-
-def run_cli(args) -> dict[str, Any]:
-  trained = predict.load(args.workdir, args.step)
-  new_task = registry.get_task(args.new_task)
-  if args.out is None and not args.zero_shot_from:
-    raise ValueError("--out is required (unless only --zero-shot-from is asked for)")
-  if args.zero_shot_from and not args.label_map:
-    raise ValueError("--zero-shot-from needs --label-map source=target,...")
-  adapter = Adapter(trained, new_task, args.data, args.train, args.init_from, args.steps,
-                    args.batch_size, args.learning_rate, args.seed, args.max_eval_examples,
-                    cache_dir=str(Path(args.out) / "cache") if args.out else None)
-  baselines = _baselines(adapter, args)
-  for name, value in baselines.items():
-    print(f"{new_task.name} {name}: {value:.4f}")
-  summary = {"source_workdir": str(trained.workdir), "source_step": trained.step,
-             "new_task": new_task.name, "train": args.train, "init_from": args.init_from,
-             "steps": args.steps, "batch_size": adapter.batch_size,
-             "learning_rate": adapter.learning_rate, "baselines": baselines}
-  if args.out is None:
-    return summary
-  if args.fractions:
-    results = [adapter.run(f, s) for f in args.fractions for s in (args.seeds or [args.seed])]
-    write_curve(Path(args.out), new_task, results, baselines)
-    summary["curve"] = curve_table(results)
-    print((Path(args.out) / "learning_curve.md").read_text())
-    return summary
-  result = adapter.run(args.fraction, args.seed)
-  summary.update(fraction=result.fraction, seed=result.seed, num_train=result.num_train,
-                 results=result.results, score=result.score)
-  save_workdir(adapter, result, args.out, summary)
-  print(f"{new_task.name}: fraction {result.fraction:g} ({result.num_train} examples), "
-        f"{args.steps} steps, --train {args.train}: {result.results} -> {args.out}")
-  return summary
-
-
-def main(argv: list[str] | None = None) -> int:
-  """`camtl-adapt`: add a task to a trained model (module docstring)."""
-  args = _parser().parse_args(argv)
-  logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s", stream=sys.stderr)
-  try:
-    run_cli(args)
-  except (ValueError, FileNotFoundError, FileExistsError) as e:
-    print(f"camtl-adapt: error: {e}", file=sys.stderr)
-    return 2
-  return 0
-
-
-if __name__ == "__main__":
-  sys.exit(main())

@@ -1,11 +1,11 @@
 """The real train step built from shapes alone, and compiled ahead of time for a TPU topology.
 
-  camtl-compile-tpu --config configs/glue_base.py --topology v5e:4x4 [--json OUT] [--config.x=y]
+  camtl-compile-tpu --config glue_base --topology v5e:4x4 [--json OUT] [--config.x=y]
 
 `build_step` makes everything `train.train_step` closes over (model, optimizer, freeze labels,
 StepContext, state shardings) from an EncoderConfig, the task list and the config, with no
 checkpoint and no data: the encoder shape comes from a named shape ('bert-base', 'bert-large',
-'roberta-base', 'roberta-large': camtl.NAMED_ENCODERS) or a model directory's config, the task
+'roberta-base', 'roberta-large': experiment.NAMED_ENCODERS) or a model directory's config, the task
 specs from the registry's Task records, and the state is abstract (jax.eval_shape). The benchmark
 (bench.py) instantiates the same setup with random weights.
 
@@ -25,7 +25,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import sys
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -35,15 +34,12 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from camtl_jax import optim, sampling, sharding, train
+from camtl_jax import experiment, sharding, train
 from camtl_jax.models import bert
 from camtl_jax.models import camtl as camtl_lib
 from camtl_jax.models.heads import TaskSpec
 
 State = dict[str, Any]
-
-# Short names for camtl.NAMED_ENCODERS' shapes (published HF config.json values, no download).
-ALIASES = {"bert-base": "bert-base-uncased", "bert-large": "bert-large-uncased"}
 
 # Rows per task for the data-usage mask `used` (bool, replicated) when no data is read.
 NOMINAL_ROWS_PER_TASK = 100_000
@@ -67,46 +63,12 @@ CHIPS: dict[str, dict[str, Any]] = {
 # Shapes without weights or data
 
 
-def encoder_shape(config: ml_collections.ConfigDict) -> bert.EncoderConfig:
-  """The encoder's EncoderConfig from config.model_path, reading no weights (a model directory's
-  config, 'minilm', or a name of camtl.NAMED_ENCODERS / ALIASES), with config.encoder_layers and
-  config.dtype applied as train.load_encoder does."""
-  encoder = camtl_lib.encoder_config_for(ALIASES.get(config.model_path, config.model_path))
-  if config.encoder_layers:
-    encoder = encoder.replace(num_layers=min(config.encoder_layers, encoder.num_layers))
-  return encoder.replace(dtype=config.dtype)
-
-
-def task_specs(names) -> tuple[TaskSpec, ...]:
-  """TaskSpecs of registry task names (demo/ tasks registered on demand); no data is read."""
-  from camtl_jax.tasks import demo, registry
-  if any(name.startswith("demo/") for name in names):
-    demo.register_demo_tasks()
-  return tuple(TaskSpec.from_task(registry.get_task(name)) for name in names)
-
-
-def build_model(config: ml_collections.ConfigDict, encoder: bert.EncoderConfig,
-                specs: tuple[TaskSpec, ...]) -> camtl_lib.CAMTL:
-  """The CA-MTL model train.build_run builds for this config, encoder and task list."""
-  model_config = camtl_lib.CAMTLConfig.from_config(config.model).replace(
-      max_length=config.max_length,
-      frozen_layers=train.frozen_layers(config, encoder.num_layers))
-  return camtl_lib.CAMTL(encoder=encoder, config=model_config, tasks=specs)
-
-
 def candidate_shapes(specs: tuple[TaskSpec, ...], batch_size: int, length: int
                      ) -> dict[str, jax.ShapeDtypeStruct]:
   """A global candidate set of docs/batch_format.md: task_id [T, b], input_ids [T, b, K, L], ..."""
   one = camtl_lib.example_batch(specs, 1, length)
   return {k: jax.ShapeDtypeStruct((len(specs), batch_size) + v.shape[1:], v.dtype)
           for k, v in one.items()}
-
-
-@dataclasses.dataclass(frozen=True)
-class StepRun:
-  """The two fields of train.Run that train.state_shardings and train.compile_steps read."""
-  config: ml_collections.ConfigDict
-  mesh: jax.sharding.Mesh
 
 
 @dataclasses.dataclass(frozen=True)
@@ -120,7 +82,7 @@ class StepSetup:
   config: ml_collections.ConfigDict
   model: camtl_lib.CAMTL
   mesh: jax.sharding.Mesh
-  ctx: train.StepContext
+  ctx: experiment.StepContext
   init: Callable[[jax.Array], State]
   abstract: State
   shardings: Any
@@ -143,25 +105,18 @@ def build_step(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh,
   length: the candidates' bucket length L (default config.max_length). rows_per_task sizes the
   data-usage mask and the baseline samplers' task sizes.
   """
-  encoder = encoder or encoder_shape(config)
-  train.validate_config(config, encoder.num_layers, mesh)
-  specs = task_specs(config.tasks)
-  model = build_model(config, encoder, specs)
+  encoder = encoder or experiment.encoder_shape(config)
+  experiment.validate_config(config, encoder.num_layers, mesh)
+  specs = experiment.task_specs(experiment.get_tasks(config.tasks))
+  model = experiment.build_model(config, encoder, specs)
   example = camtl_lib.example_batch(specs, 1, min(8, config.max_length))
   params = jax.eval_shape(model.init, jax.random.key(0), example)["params"]
-  tx, labels = optim.make_optimizer(train.optimizer_config(config, encoder.num_layers), params,
-                                    camtl_lib.is_pretrained)
+  tx, labels = experiment.make_optimizer(config, params, encoder.num_layers)
   init = _init_fn(model, tx, rows_per_task * len(specs), example)
   abstract = jax.eval_shape(init, jax.random.key(0))
-  run = StepRun(config, mesh)
-  shardings = train.state_shardings(run, abstract)
-  ctx = train.StepContext(
-      model=model, tx=tx, labels=labels, task_info=sampling.TaskInfo.from_tasks(specs),
-      num_tasks=len(specs), batch_size=config.batch_size, sampler=config.sampler,
-      score_mode=config.mt_uncertainty_score, task_sizes=(rows_per_task,) * len(specs),
-      temperature_alpha=config.temperature_alpha, grad_accum_steps=config.grad_accum_steps,
-      seed=config.seed)
-  p_train, p_eval = train.compile_steps(run, ctx, shardings)
+  shardings = train.state_shardings(mesh, config.mesh.fsdp, abstract)
+  ctx = experiment.make_context(config, model, tx, labels, (rows_per_task,) * len(specs))
+  p_train, p_eval = train.compile_steps(ctx, mesh, shardings)
   candidates = candidate_shapes(specs, config.batch_size, length or config.max_length)
   return StepSetup(config, model, mesh, ctx, init, abstract, shardings, p_train, p_eval,
                    candidates)
@@ -210,7 +165,7 @@ def cost_report(compiled) -> dict[str, float]:
 # TPU topologies
 
 
-class TopologyUnavailable(RuntimeError):
+class TopologyUnavailable(ValueError):
   """libtpu is missing or cannot describe the topology on this host."""
 
 
@@ -363,54 +318,3 @@ def format_report(r: dict[str, Any]) -> str:
                  f"{s * 1e3:.1f} ms, {r['roofline_bound']}-bound -> "
                  f"{r['global_batch'] / s:,.0f} examples/s at best")
   return "\n".join(lines)
-
-
-# ------------------------------------------------------------------------------------------------
-# camtl-compile-tpu
-
-
-def _flags():
-  from absl import flags  # pylint: disable=import-outside-toplevel
-  from ml_collections import config_flags  # pylint: disable=import-outside-toplevel
-  config_flags.DEFINE_config_file("config", None, "Path to a get_config(arg) file.",
-                                  lock_config=True)
-  flags.DEFINE_string("topology", None,
-                      "TPU topology, e.g. v5e:4x4, v5e:16x16, v4:4x4x8, v5p:2x2x1.")
-  flags.DEFINE_string("json", None, "Also write the report as JSON to this file.")
-  flags.DEFINE_integer("rows_per_task", NOMINAL_ROWS_PER_TASK,
-                       "Training rows per task assumed for the data-usage mask.")
-  flags.mark_flags_as_required(["config", "topology"])
-  return flags.FLAGS
-
-
-def _main(argv) -> None:
-  from absl import flags  # pylint: disable=import-outside-toplevel
-  del argv
-  f = flags.FLAGS
-  try:
-    report = compile_for_topology(f.config, f.topology, f.rows_per_task)
-  except (TopologyUnavailable, ValueError) as e:
-    print(f"camtl-compile-tpu: {e}", file=sys.stderr)
-    sys.exit(2)
-  print(format_report(report))
-  if f.json:
-    Path(f.json).write_text(json.dumps(report, indent=2))
-  if not report["fits"]:
-    sys.exit(1)  # launch/tpu_pod.sh --check-compile stops here
-
-
-def main() -> None:
-  """Console script `camtl-compile-tpu`."""
-  # Config files import their siblings (`from configs import common`): resolve them from the
-  # working directory, as `python -m` does.
-  sys.path.insert(0, os.getcwd())
-  # This host only compiles: keep JAX's own backend on the CPU (never probe for a local TPU).
-  if not os.environ.get("JAX_PLATFORMS"):
-    jax.config.update("jax_platforms", "cpu")
-  from absl import app  # pylint: disable=import-outside-toplevel
-  _flags()
-  app.run(_main)
-
-
-if __name__ == "__main__":
-  main()

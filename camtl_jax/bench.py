@@ -1,6 +1,6 @@
 """Benchmark of the compiled steps on the current backend (DESIGN 8).
 
-  camtl-bench --config configs/bench.py:minilm --steps 5 [--json OUT] [--config.batch_size=16 ...]
+  camtl-bench --config bench:minilm --steps 5 [--json OUT] [--config.batch_size=16 ...]
 
 For one config (T = len(config.tasks), b = config.batch_size, L = config.max_length) it times:
 
@@ -13,7 +13,7 @@ For one config (T = len(config.tasks), b = config.batch_size, L = config.max_len
   forward_camtl  the CA-MTL model's deterministic forward of T*b examples (eval_step)
   camtl_all_trainable  camtl with nothing frozen (frozen_layers=(0, 0), freeze_embeddings=False):
                  its FLOPs against camtl's show what freezing saves
-  plain_all_trainable  plain with nothing frozen (the MTL baseline of configs/mtl_baseline.py);
+  plain_all_trainable  plain with nothing frozen (the MTL baseline of configs mtl_baseline);
                  against camtl_all_trainable it isolates what the conditional modules themselves
                  cost (with the lower layers frozen, camtl also back-propagates through them to
                  reach the trainable alignment and conditional attention below and inside them)
@@ -52,7 +52,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from camtl_jax import aot, sharding, train
+from camtl_jax import aot, experiment, sharding, train
 from camtl_jax.models import bert
 from camtl_jax.models.heads import TaskSpec
 from camtl_jax.tasks import base
@@ -272,7 +272,7 @@ def _forward_fn(setup: aot.StepSetup, kind: str):
   mse = setup.abstract["regression_mse"]
 
   def score(params, cands):
-    flat = train._flatten_candidates(cands)  # pylint: disable=protected-access
+    flat = train.flatten_candidates(cands)
     return train.select(setup.ctx, params, cands, flat, jnp.zeros((), jnp.int32),
                         jax.random.key(0), jnp.ones(mse.shape, mse.dtype))
   return jax.jit(score, in_shardings=(setup.shardings["params"], candidates))
@@ -297,7 +297,7 @@ def variant_programs(name: str, config, mesh, encoder, cands: dict[str, jax.Arra
 def frozen_weight_grad_flops(config, encoder: bert.EncoderConfig, num_choices: int) -> float:
   """Weight-gradient matmul FLOPs of the frozen layers for one update of b examples:
   2 * (matmul weights of a layer) * tokens per frozen layer (what freezing should save)."""
-  start, stop = train.frozen_layers(config, encoder.num_layers)
+  start, stop = experiment.frozen_layers(config, encoder.num_layers)
   d, f = encoder.hidden_size, encoder.intermediate_size
   weights = 4 * d * d + 2 * d * f
   tokens = config.batch_size * num_choices * config.max_length
@@ -309,8 +309,8 @@ def benchmark(config: ml_collections.ConfigDict, steps: int = 5, matmul_size: in
               ) -> dict[str, Any]:
   """Runs the variants; returns the report (see format_table and the JSON of camtl-bench)."""
   mesh = sharding.make_mesh(config.mesh.model)
-  encoder = aot.encoder_shape(config)
-  specs = aot.task_specs(config.tasks)
+  encoder = experiment.encoder_shape(config)
+  specs = experiment.task_specs(experiment.get_tasks(config.tasks))
   cands_np = synthetic_candidates(specs, config.batch_size, config.max_length, encoder.vocab_size,
                                   config.seed)
   cands = sharding.global_batch(cands_np, mesh, example_axis=1)
@@ -333,7 +333,7 @@ def benchmark(config: ml_collections.ConfigDict, steps: int = 5, matmul_size: in
       "config": {"tasks": list(config.tasks), "T": len(specs), "b": config.batch_size, "K": k,
                  "L": config.max_length, "model_path": config.model_path,
                  "layers": encoder.num_layers, "hidden": encoder.hidden_size,
-                 "dtype": config.dtype, "frozen_layers": list(train.frozen_layers(
+                 "dtype": config.dtype, "frozen_layers": list(experiment.frozen_layers(
                      config, encoder.num_layers)), "sampler": config.sampler},
       "backend": jax.default_backend(), "devices": mesh.size,
       "device_kind": jax.devices()[0].device_kind, "cpu_count": os.cpu_count(),
@@ -431,48 +431,3 @@ def format_table(report: dict[str, Any]) -> str:
     lines.append(f"target {name}: {t['value']:.3f} (limit {t['limit']}) "
                  f"{'met' if t['met'] else 'MISSED'}{more}")
   return "\n".join(lines)
-
-
-# ------------------------------------------------------------------------------------------------
-# camtl-bench
-
-
-def _define_flags():
-  from absl import flags  # pylint: disable=import-outside-toplevel
-  from ml_collections import config_flags  # pylint: disable=import-outside-toplevel
-  config_flags.DEFINE_config_file("config", None, "Path to a get_config(arg) file.",
-                                  lock_config=True)
-  flags.DEFINE_integer("steps", 5, "Timed calls per program (after one warm-up call).")
-  flags.DEFINE_string("json", None, "Also write the report as JSON to this file.")
-  flags.DEFINE_integer("matmul_size", 2048, "n of the n x n x n matmul that measures the peak.")
-  flags.DEFINE_list("variants", list(ORDER), f"Programs to run, from {', '.join(ORDER)}.")
-  flags.mark_flags_as_required(["config"])
-
-
-def _main(argv) -> None:
-  from absl import flags  # pylint: disable=import-outside-toplevel
-  del argv
-  f = flags.FLAGS
-  unknown = sorted(set(f.variants) - set(ORDER))
-  if unknown:
-    print(f"camtl-bench: unknown variant(s) {unknown}; choose from {ORDER}", file=sys.stderr)
-    sys.exit(2)
-  report = benchmark(f.config, f.steps, f.matmul_size, tuple(f.variants),
-                     log=lambda s: print(s, flush=True))
-  print(format_table(report))
-  if f.json:
-    Path(f.json).write_text(json.dumps(report, indent=2))
-
-
-def main() -> None:
-  """Console script `camtl-bench`."""
-  # Config files import their siblings (`from configs import common`): resolve them from the
-  # working directory, as `python -m` does.
-  sys.path.insert(0, os.getcwd())
-  from absl import app  # pylint: disable=import-outside-toplevel
-  _define_flags()
-  app.run(_main)
-
-
-if __name__ == "__main__":
-  main()

@@ -10,7 +10,6 @@ safetensors files are read with numpy (no torch); pytorch_model.bin needs torch.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import os
@@ -253,11 +252,8 @@ def tokenizer_dir(src: str | os.PathLike) -> Path:
 
 def load_tokenizer(src: str | os.PathLike):
   """The HF fast tokenizer stored with the checkpoint (converted dir, HF dir or hub name)."""
-  from transformers import AutoTokenizer
-  path = tokenizer_dir(src)
-  if not any((path / f).exists() for f in ("tokenizer.json", "vocab.txt", "vocab.json")):
-    raise CheckpointError(f"{path}: no tokenizer files (tokenizer.json, vocab.txt or vocab.json)")
-  return AutoTokenizer.from_pretrained(str(path), use_fast=True, local_files_only=True)
+  from camtl_jax import input_pipeline  # pylint: disable=import-outside-toplevel
+  return input_pipeline.load_tokenizer(tokenizer_dir(src))
 
 
 def convert(src: str | os.PathLike, out_dir: str | os.PathLike) -> tuple[EncoderConfig, dict[str, Any]]:
@@ -285,25 +281,3 @@ def convert(src: str | os.PathLike, out_dir: str | os.PathLike) -> tuple[Encoder
     shutil.rmtree(tmp, ignore_errors=True)
     raise
   return config, params
-
-
-def main(argv: list[str] | None = None) -> int:
-  parser = argparse.ArgumentParser(prog="camtl-convert", description=__doc__.split("\n\n")[0])
-  parser.add_argument("src", help="HF model directory (config.json + model.safetensors or "
-                      "pytorch_model.bin), or a hub name such as bert-base-uncased (online only)")
-  parser.add_argument("out", help="output directory (must not exist or be empty)")
-  args = parser.parse_args(argv)
-  logging.basicConfig(level=logging.INFO, format="%(message)s")
-  try:
-    config, params = convert(args.src, args.out)
-  except CheckpointError as e:
-    print(f"camtl-convert: error: {e}", file=sys.stderr)
-    return 2
-  n = sum(x.size for x in jax.tree.leaves(params))
-  print(f"converted {config.model_type} ({config.num_layers} layers, d={config.hidden_size}, "
-        f"{n:,} parameters) -> {args.out}")
-  return 0
-
-
-if __name__ == "__main__":
-  sys.exit(main())

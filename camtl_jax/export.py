@@ -1,4 +1,4 @@
-"""Standalone per-task export of a trained CA-MTL model: `camtl-export`.
+"""Standalone per-task export of a trained CA-MTL model (the library behind `camtl-export`).
 
   camtl-export --workdir DIR --task demo/sentiment OUT_DIR [--benchmark]
 
@@ -24,21 +24,20 @@ The artifact directory holds:
   meta.json           task, type, labels, inputs / outputs, max_length, regression mean / std,
                       parameter counts, source checkpoint
   tokenizer/          a copy of the checkpoint's tokenizer (save_pretrained)
-  load_and_run.py     a loader that needs only jax and numpy (no camtl_jax, no flax)
+  load_and_run.py     artifact_loader.py: needs jax, numpy, flatbuffers (+ tokenizers for --text)
+  README.md           what to install and how to run it
 
 Outputs equal the multi-task model's for that task (fp32; max abs difference measured by the tests,
 well under 1e-5): the folded alignment and adapter kernels change only the rounding of two matmuls.
 """
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import functools
 import json
 import logging
 import math
 import shutil
-import sys
 import time
 from pathlib import Path
 from typing import Any, Callable, Mapping
@@ -49,7 +48,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import traverse_util
 
-from camtl_jax import input_pipeline, predict
+from camtl_jax import artifact_loader, input_pipeline, workdir
 from camtl_jax.models import bert
 from camtl_jax.models import camtl as camtl_lib
 from camtl_jax.models import conditioning, heads
@@ -61,7 +60,22 @@ Weights = dict[str, Any]
 ARTIFACT = "model.stablehlo"
 WEIGHTS = "weights.npz"
 META = "meta.json"
-LOADER = "load_and_run.py"
+LOADER = "load_and_run.py"   # a copy of camtl_jax/artifact_loader.py
+README = "README.md"
+# The packages the artifact needs, and only those (tests run it in a venv holding just these).
+ARTIFACT_REQUIREMENTS = ("jax", "numpy", "flatbuffers")
+TEXT_REQUIREMENTS = ("tokenizers",)
+ARTIFACT_README = """# {task}: exported CA-MTL task model
+
+Needs: pip install """ + " ".join(ARTIFACT_REQUIREMENTS) + """ (and """ + " ".join(
+    TEXT_REQUIREMENTS) + """ for --text); nothing of the training library.
+
+    python load_and_run.py INPUTS.npz OUTPUTS.npz
+    python load_and_run.py --text "a sentence" [--text-pair "a second one"]
+
+Files: model.stablehlo (the serialized forward), weights.npz, meta.json (labels, inputs, outputs,
+max_length), tokenizer/ (the checkpoint's tokenizer), load_and_run.py.
+"""
 
 # Inputs of the exported function per task type, in call order. [B, L] int32, except multiple
 # choice: [B, K, L] with K the task's number of choices.
@@ -142,7 +156,7 @@ def _head_weights(params: Mapping, head_type: str, slot: int, num_labels: int) -
   return {name: row(p) for name, p in params.items()}
 
 
-def fold(trained: predict.TrainedModel, task_id: int) -> Weights:
+def fold(trained: workdir.TrainedModel, task_id: int) -> Weights:
   """The standalone weight tree of one task (module docstring): encoder (conditional LayerNorms
   folded), alignment, attention_bias {layer_i: [L_max, L_max]}, adapter, head."""
   model, params = trained.model, trained.params
@@ -268,7 +282,7 @@ def input_specs(task_type: str, num_choices: int, max_length: int) -> list[jax.S
   return [jax.ShapeDtypeStruct(shape, jnp.int32) for _ in INPUTS[task_type]]
 
 
-def export_forward(trained: predict.TrainedModel, task_id: int, weights: Weights
+def export_forward(trained: workdir.TrainedModel, task_id: int, weights: Weights
                    ) -> jax.export.Exported:
   """jax.export of the task's forward with weights as the first (pytree) argument."""
   spec = trained.model.tasks[task_id]
@@ -283,7 +297,7 @@ def export_forward(trained: predict.TrainedModel, task_id: int, weights: Weights
 # The multi-task model's outputs for the same inputs (what the artifact must equal)
 
 
-def multitask_batch(trained: predict.TrainedModel, task_id: int,
+def multitask_batch(trained: workdir.TrainedModel, task_id: int,
                     inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
   """Export inputs -> a batch of the multi-task model (K_max choice rows, all label keys)."""
   ids = np.asarray(inputs["input_ids"])
@@ -309,7 +323,7 @@ MULTITASK_OUTPUTS: dict[str, Callable[[Mapping, int], dict[str, np.ndarray]]] = 
 }
 
 
-def multitask_outputs(trained: predict.TrainedModel, task_id: int,
+def multitask_outputs(trained: workdir.TrainedModel, task_id: int,
                       inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
   """The multi-task model's outputs for the task on export inputs, in the export's layout."""
   spec = trained.model.tasks[task_id]
@@ -317,10 +331,10 @@ def multitask_outputs(trained: predict.TrainedModel, task_id: int,
   return {k: np.asarray(v) for k, v in MULTITASK_OUTPUTS[spec.type](out, spec.num_labels).items()}
 
 
-def sample_inputs(trained: predict.TrainedModel, task_id: int, examples,
+def sample_inputs(trained: workdir.TrainedModel, task_id: int, examples,
                   batch_size: int = 64) -> dict[str, np.ndarray]:
   """Export inputs for some examples: the first evaluation batch of their encoding."""
-  split = predict.encode(trained, task_id, examples)
+  split = trained.encode(task_id, examples)
   buckets = input_pipeline.default_buckets(trained.config.max_length, trained.config.bucket_step)
   batch, _ = next(input_pipeline.eval_batches(split, task_id, batch_size,
                                               num_choices=trained.num_choices, buckets=buckets))
@@ -354,7 +368,7 @@ class ExportResult:
   multitask_parameters: int  # the whole multi-task model
 
 
-def export_task(trained: predict.TrainedModel, task_name: str, out_dir: str | Path
+def export_task(trained: workdir.TrainedModel, task_name: str, out_dir: str | Path
                 ) -> ExportResult:
   """Writes the standalone artifact of one task (module docstring) into out_dir."""
   task_id = trained.task_id(task_name)
@@ -369,7 +383,8 @@ def export_task(trained: predict.TrainedModel, task_name: str, out_dir: str | Pa
   if (out / "tokenizer").exists():
     shutil.rmtree(out / "tokenizer")
   trained.tokenizer.save_pretrained(str(out / "tokenizer"))
-  (out / LOADER).write_text(LOADER_SOURCE)
+  shutil.copyfile(Path(artifact_loader.__file__), out / LOADER)
+  (out / README).write_text(ARTIFACT_README.format(task=task.name))
   result = ExportResult(out, task.name, count(weights), count(trained.params))
   mean, std = trained.stats[task_id]
   meta = {
@@ -400,7 +415,7 @@ def _time(fn: Callable[[], Any], repeats: int) -> float:
   return (time.perf_counter() - start) / repeats
 
 
-def benchmark(trained: predict.TrainedModel, task_name: str, out_dir: str | Path,
+def benchmark(trained: workdir.TrainedModel, task_name: str, out_dir: str | Path,
               batch_size: int = 32, repeats: int = 10) -> dict[str, float]:
   """Seconds per example of the multi-task model's eval forward and of the artifact (loaded from
   out_dir through jax.export.deserialize), on one batch of max_length tokens; both with their
@@ -428,144 +443,3 @@ def benchmark(trained: predict.TrainedModel, task_name: str, out_dir: str | Path
   single = _time(lambda: exported.call(weights, *args), repeats) / batch_size
   return {"multitask_s_per_example": multi, "export_s_per_example": single,
           "batch_size": batch_size, "length": length}
-
-
-# ------------------------------------------------------------------------------------------------
-# The loader written into the artifact (jax + numpy only)
-
-LOADER_SOURCE = '''"""Runs an exported CA-MTL task model. Needs only jax and numpy.
-
-  python load_and_run.py INPUTS.npz OUTPUTS.npz      arrays named as meta.json "inputs"
-  python load_and_run.py --text "..." [--text-pair "..."]   classification / regression; needs the
-                                                     `tokenizers` package for tokenizer/
-
-  import runpy; m = runpy.run_path("DIR/load_and_run.py")["load"]("DIR"); m(input_ids=..., ...)
-
-Inputs are int32 [b, l] ([b, K, l] for multiple choice), any b and 1 <= l <= max_length.
-"""
-import json
-import sys
-from pathlib import Path
-
-import jax
-import numpy as np
-
-HERE = Path(__file__).resolve().parent
-
-
-def _unflatten(flat):
-  tree = {}
-  for key, value in flat.items():
-    node = tree
-    *parents, leaf = key.split("/")
-    for name in parents:
-      node = node.setdefault(name, {})
-    node[leaf] = value
-  return tree
-
-
-class Model:
-  """model(**inputs) -> dict of numpy outputs; model.predict(**inputs) adds labels /
-  probabilities / values on the task's scale."""
-
-  def __init__(self, directory=HERE):
-    directory = Path(directory)
-    self.meta = json.loads((directory / "meta.json").read_text())
-    self.exported = jax.export.deserialize(bytearray((directory / "model.stablehlo").read_bytes()))
-    with np.load(directory / "weights.npz") as data:  # onto the device once, not at every call
-      self.weights = jax.device_put(_unflatten({k: data[k] for k in data.files}))
-
-  def __call__(self, **inputs):
-    missing = [k for k in self.meta["inputs"] if k not in inputs]
-    if missing:
-      raise ValueError(f"missing inputs {missing}; this model takes {self.meta['inputs']}")
-    length = np.shape(inputs["input_ids"])[-1]
-    if length > self.meta["max_length"]:
-      raise ValueError(f"sequence length {length} exceeds max_length {self.meta['max_length']}")
-    args = [np.asarray(inputs[k], np.int32) for k in self.meta["inputs"]]
-    return {k: np.asarray(v) for k, v in self.exported.call(self.weights, *args).items()}
-
-  def predict(self, **inputs):
-    out = self(**inputs)
-    kind = self.meta["type"]
-    if kind == "regression":
-      meta = self.meta
-      out["value_original_scale"] = out["value"] * meta["target_std"] + meta["target_mean"]
-    elif kind in ("classification", "multiple_choice", "tagging"):
-      z = out["logits"] - out["logits"].max(-1, keepdims=True)
-      out["probabilities"] = np.exp(z) / np.exp(z).sum(-1, keepdims=True)
-      index = out["logits"].argmax(-1)
-      out["prediction"] = (np.asarray(self.meta["labels"])[index] if self.meta["labels"]
-                           and kind != "multiple_choice" else index)
-    return out
-
-
-def load(directory=HERE):
-  return Model(directory)
-
-
-def _tokenize(meta, text, text_pair):
-  from tokenizers import Tokenizer  # optional: only for --text
-  tok = Tokenizer.from_file(str(HERE / "tokenizer" / "tokenizer.json"))
-  tok.enable_truncation(meta["max_length"])
-  enc = tok.encode(text, text_pair) if text_pair else tok.encode(text)
-  as_batch = lambda x: np.asarray([x], np.int32)
-  return {"input_ids": as_batch(enc.ids), "token_type_ids": as_batch(enc.type_ids),
-          "attention_mask": as_batch(enc.attention_mask)}
-
-
-def main(argv):
-  model = load()
-  if argv and argv[0] == "--text":
-    pair = argv[argv.index("--text-pair") + 1] if "--text-pair" in argv else None
-    out = model.predict(**_tokenize(model.meta, argv[1], pair))
-    print(json.dumps({k: np.asarray(v).tolist() for k, v in out.items()}))
-    return 0
-  if len(argv) != 2:
-    print(__doc__, file=sys.stderr)
-    return 2
-  with np.load(argv[0]) as data:
-    inputs = {k: data[k] for k in data.files}
-  np.savez(argv[1], **model(**inputs))
-  return 0
-
-
-if __name__ == "__main__":
-  sys.exit(main(sys.argv[1:]))
-'''
-
-
-# ------------------------------------------------------------------------------------------------
-# CLI
-
-
-def main(argv: list[str] | None = None) -> int:
-  """`camtl-export`: a standalone artifact of one task of a trained workdir."""
-  parser = argparse.ArgumentParser(prog="camtl-export", description=__doc__,
-                                   formatter_class=argparse.RawDescriptionHelpFormatter)
-  parser.add_argument("--workdir", required=True)
-  parser.add_argument("--task", required=True)
-  parser.add_argument("out", help="artifact directory")
-  parser.add_argument("--step", type=int, help="checkpoint step (default: best, else latest)")
-  parser.add_argument("--benchmark", action="store_true",
-                      help="also time the artifact against the multi-task model")
-  args = parser.parse_args(argv)
-  logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s", stream=sys.stderr)
-  try:
-    trained = predict.load(args.workdir, args.step)
-    result = export_task(trained, args.task, args.out)
-  except (ValueError, FileNotFoundError) as e:
-    print(f"camtl-export: error: {e}", file=sys.stderr)
-    return 2
-  print(f"{result.task} -> {result.out_dir}\n  parameters: {result.parameters:,} "
-        f"(multi-task model: {result.multitask_parameters:,})")
-  if args.benchmark:
-    timing = benchmark(trained, args.task, args.out)
-    print(f"  latency per example (batch {timing['batch_size']}, {timing['length']} tokens): "
-          f"artifact {1e3 * timing['export_s_per_example']:.3f} ms, multi-task model "
-          f"{1e3 * timing['multitask_s_per_example']:.3f} ms")
-  return 0
-
-
-if __name__ == "__main__":
-  sys.exit(main())

@@ -22,11 +22,13 @@ import os
 import tempfile
 from typing import Any, Callable, Iterator, Mapping, Sequence
 
-from absl import logging
+import logging
 import numpy as np
 
 from camtl_jax.tasks import base
 from camtl_jax.tasks.base import DataError, Example, Task
+
+log = logging.getLogger(__name__)
 
 # Bump when the encoders or the stored layout change, so stale caches are not reused.
 _CACHE_VERSION = 1
@@ -36,7 +38,6 @@ _TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "vocab.json", "spiece.model",
 # Span tasks: questions longer than this many tokens are cut (the original BERT SQuAD setting), so
 # every window keeps room for context.
 MAX_QUERY_LENGTH = 64
-MAX_ANSWER_LENGTH = 30
 
 Tokenizer = Any  # a transformers fast tokenizer; typed loosely so this module imports without it.
 
@@ -527,7 +528,7 @@ def _load_cache(path: str) -> tuple[dict[str, np.ndarray], dict[str, Any]] | Non
       arrays = {k: data[k] for k in data.files}
     meta = json.loads(str(arrays.pop("__meta__")))
   except Exception as e:  # pylint: disable=broad-except  (any corruption means: encode again)
-    logging.warning("Ignoring unreadable token cache %s (%s); re-encoding.", path, e)
+    log.warning("Ignoring unreadable token cache %s (%s); re-encoding.", path, e)
     return None
   return arrays, meta
 
@@ -557,7 +558,7 @@ def encode_split(task: Task, examples: Sequence[Example], tokenizer: Tokenizer, 
   if task.type not in ENCODERS:
     raise ValueError(f"{task.name}: unknown task type {task.type!r}; known: {list(ENCODERS)}")
   if task.type == base.REGRESSION and target_stats is None and split != "train":
-    logging.warning("%s %s: standardising with this split's own mean/std; pass the train split's "
+    log.warning("%s %s: standardising with this split's own mean/std; pass the train split's "
                     "target_stats so outputs share the train scale", task.name, split)
   opts = EncodeOptions(max_length, doc_stride, target_stats)
   path = None
@@ -573,7 +574,7 @@ def encode_split(task: Task, examples: Sequence[Example], tokenizer: Tokenizer, 
     cached = _load_cache(path)
     if cached is not None:
       arrays, meta = cached
-      logging.info("%s %s: loaded %d rows from token cache %s (%d of %d examples truncated to "
+      log.info("%s %s: loaded %d rows from token cache %s (%d of %d examples truncated to "
                    "%d tokens)", task.name, split, len(arrays["length"]), path,
                    meta["num_truncated"], meta["num_examples"], max_length)
       return EncodedSplit(task, split, arrays, max_length=max_length, examples=examples, **meta)
@@ -592,9 +593,9 @@ def _encode(task: Task, examples: Sequence[Example], tokenizer: Tokenizer, opts:
   arrays["length"] = (lengths.max(-1) if mask.ndim == 3 else lengths).astype(np.int32)
   arrays.setdefault("example_index", np.arange(len(examples), dtype=np.int32))
   num_truncated = int(encoded.truncated.sum())
-  log = logging.warning if num_truncated else logging.info
-  log("%s %s: %d of %d examples truncated to %d tokens (%d rows)", task.name, split,
-      num_truncated, len(examples), opts.max_length, len(lengths))
+  log.log(logging.WARNING if num_truncated else logging.INFO,
+          "%s %s: %d of %d examples truncated to %d tokens (%d rows)", task.name, split,
+          num_truncated, len(examples), opts.max_length, len(lengths))
   return EncodedSplit(task, split, arrays, num_truncated, len(examples), encoded.has_labels,
                       encoded.target_mean, encoded.target_std, opts.max_length, examples)
 
@@ -839,107 +840,3 @@ def eval_batches(split: EncodedSplit, task_id: int, batch_size: int,
     batch["weight"] = valid.astype(np.float32)
     batch["uid"] = np.where(valid, batch["uid"], -1).astype(np.int32)
     yield batch, rows
-
-
-# ----------------------------------------------------------------------------------------------
-# Evaluation post-processing
-# ----------------------------------------------------------------------------------------------
-
-
-def _as_pieces(x: np.ndarray | Sequence[np.ndarray]) -> list[np.ndarray]:
-  """Per-batch outputs may have different bucket lengths; accept one array or a list of them."""
-  return [np.asarray(x)] if isinstance(x, np.ndarray) else [np.asarray(p) for p in x]
-
-
-def _best_window_spans(start: np.ndarray, end: np.ndarray, allowed: np.ndarray,
-                       max_answer_length: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-  """Best (score, start, end) per window [n] with start <= end < start + max_answer_length.
-
-  start, end: float [n, L] logits; allowed: bool [n, L] context positions.
-  """
-  n, length = start.shape
-  s = np.where(allowed, start, -np.inf)
-  e = np.where(allowed, end, -np.inf)
-  best = np.full(n, -np.inf)
-  best_start = np.zeros(n, np.int64)
-  best_width = np.zeros(n, np.int64)
-  for width in range(min(max_answer_length, length)):  # O(L * max_answer_length), no L x L matrix
-    scores = s[:, :length - width] + e[:, width:]
-    pos = np.argmax(scores, axis=1)
-    value = scores[np.arange(n), pos]
-    better = value > best
-    best = np.where(better, value, best)
-    best_start = np.where(better, pos, best_start)
-    best_width = np.where(better, width, best_width)
-  return best, best_start, best_start + best_width
-
-
-def span_answers(split: EncodedSplit, rows: np.ndarray | Sequence[np.ndarray],
-                 start_logits: np.ndarray | Sequence[np.ndarray],
-                 end_logits: np.ndarray | Sequence[np.ndarray],
-                 max_answer_length: int = MAX_ANSWER_LENGTH) -> list[str]:
-  """Best answer text per source example of a span split (aligned with split.examples).
-
-  Over all windows of an example, picks the span of maximal start + end logit with start <= end,
-  at most max_answer_length tokens, on context tokens only.
-
-  Args:
-    split: the span EncodedSplit (with examples).
-    rows: int [n] window rows (eval_batches' rows; -1 = padding, ignored), or a list per batch.
-    start_logits, end_logits: float [n, L] with L <= L_max (or lists per batch, L may differ).
-  Returns:
-    list of num_examples answer strings ("" for an example with no valid span).
-  """
-  offsets = split.arrays["offsets"]
-  best = np.full(split.num_examples, -np.inf)
-  best_row = np.full(split.num_examples, -1, np.int64)
-  best_span = np.zeros((split.num_examples, 2), np.int64)
-  for r, s, e in zip(_as_pieces(rows), _as_pieces(start_logits), _as_pieces(end_logits)):
-    keep = r >= 0
-    r, s, e = r[keep], s[keep], e[keep]
-    allowed = offsets[r, :s.shape[1], 0] >= 0
-    score, start, end = _best_window_spans(s, e, allowed, max_answer_length)
-    for row, sc, st, en in zip(r, score, start, end):  # windows of one batch, cheap Python
-      ex = split.arrays["example_index"][row]
-      if sc > best[ex]:
-        best[ex], best_row[ex], best_span[ex] = sc, row, (st, en)
-  answers = []
-  for ex, row in enumerate(best_row):
-    if row < 0 or not np.isfinite(best[ex]):
-      answers.append("")
-      continue
-    st, en = best_span[ex]
-    answers.append(split.examples[ex].context[offsets[row, st, 0]:offsets[row, en, 1]])
-  return answers
-
-
-def tag_predictions(split: EncodedSplit, rows: np.ndarray | Sequence[np.ndarray],
-                    predictions: np.ndarray | Sequence[np.ndarray],
-                    default_tag: str = "O") -> list[list[str]]:
-  """Tag strings per word of each example (aligned with split.examples).
-
-  Args:
-    split: the tagging EncodedSplit (with examples).
-    rows: int [n] rows (-1 = padding, ignored), or a list per batch.
-    predictions: int [n, L] predicted tag index per token, or float [n, L, C] logits (argmax
-      taken); only first sub-tokens are read.
-    default_tag: tag of words with no token (cut by truncation, or words the tokenizer drops).
-  """
-  default = default_tag if default_tag in split.task.labels else split.task.labels[0]
-  tags = [[default] * len(ex.words) for ex in split.examples]
-  word_ids = split.arrays["word_ids"]
-  for r, p in zip(_as_pieces(rows), _as_pieces(predictions)):
-    p = p.argmax(-1) if p.ndim == 3 else p
-    for row, pred in zip(r, p):
-      if row < 0:
-        continue
-      words = word_ids[row, :pred.shape[0]]
-      sentence = tags[split.arrays["example_index"][row]]
-      for pos in np.flatnonzero(words >= 0):
-        sentence[words[pos]] = split.task.labels[pred[pos]]
-  return tags
-
-
-def regression_predictions(split: EncodedSplit, outputs: np.ndarray) -> np.ndarray:
-  """float [n]: model outputs in standardised units -> the task's original scale."""
-  return np.asarray(outputs, np.float64) * split.target_std + split.target_mean

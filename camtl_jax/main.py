@@ -1,43 +1,57 @@
-"""Entry point: `python -m camtl_jax.main --config configs/demo.py --workdir DIR [--config.x=y]`.
+"""Training: `python -m camtl_jax.main --config demo --workdir DIR [--config.field=value ...]`
+(also installed as `camtl-train`).
 
-Intentionally short: parse flags, optionally join a multi-host job, call train_and_evaluate.
+Intentionally short: parse flags, optionally join a multi-host job, call train.train_and_evaluate.
+Rerunning the same command resumes from the workdir's last checkpoint.
 """
+from __future__ import annotations
+
 import logging
+import sys
+from typing import Sequence
 
-import jax
-from absl import app, flags
-from absl import logging as absl_logging
-from ml_collections import config_flags
+from camtl_jax.cli import common
 
-from camtl_jax import train
-
-FLAGS = flags.FLAGS
-config_flags.DEFINE_config_file("config", None, "Path to a get_config(arg) file.", lock_config=True)
-flags.DEFINE_string("workdir", None, "Checkpoints, caches, summaries and results go here.")
-flags.DEFINE_bool("jax_distributed", False, "Call jax.distributed.initialize() (multi-host TPU/GPU "
-                  "pods; coordinator from the environment unless the flags below are given).")
-# Only needed where JAX cannot detect the cluster (e.g. several CPU processes on one machine);
-# TPU pods, SLURM and Open MPI fill them in automatically.
-flags.DEFINE_string("coordinator_address", None, "host:port of process 0 (with --jax_distributed; "
-                    "default: $JAX_COORDINATOR_ADDRESS or auto-detection).")
-flags.DEFINE_integer("num_processes", None, "Number of processes (with --jax_distributed).")
-flags.DEFINE_integer("process_id", None, "This process's index (with --jax_distributed).")
-flags.mark_flags_as_required(["config", "workdir"])
+log = logging.getLogger("camtl_jax.main")
 
 
-def main(argv):
-  del argv
-  if FLAGS.jax_distributed:
-    jax.distributed.initialize(coordinator_address=FLAGS.coordinator_address,
-                               num_processes=FLAGS.num_processes, process_id=FLAGS.process_id)
-  # Our progress at INFO; libraries (Orbax logs every save step by step) at WARNING.
-  absl_logging.set_verbosity(absl_logging.WARNING)
-  logging.getLogger("camtl_jax").setLevel(logging.INFO)
-  logging.info("JAX process %d/%d, %d local / %d global devices (%s)", jax.process_index(),
-               jax.process_count(), jax.local_device_count(), jax.device_count(),
-               jax.default_backend())
-  train.train_and_evaluate(FLAGS.config, FLAGS.workdir)
+def _parser():
+  parser = common.new_parser("camtl-train", __doc__)
+  common.add_config_argument(parser)
+  parser.add_argument("--workdir", required=True,
+                      help="checkpoints, caches, summaries and results go here")
+  parser.add_argument("--jax_distributed", "--jax-distributed", action="store_true",
+                      help="call jax.distributed.initialize() (multi-host TPU/GPU pods; the "
+                           "coordinator comes from the environment unless given below)")
+  # Only needed where JAX cannot detect the cluster (e.g. several CPU processes on one machine);
+  # TPU pods, SLURM and Open MPI fill them in automatically.
+  parser.add_argument("--coordinator_address", help="host:port of process 0")
+  parser.add_argument("--num_processes", type=int, help="number of processes")
+  parser.add_argument("--process_id", type=int, help="this process's index")
+  return parser
+
+
+def _train(args) -> None:
+  config = common.load_config(args.config, args.overrides)
+  import jax  # pylint: disable=import-outside-toplevel
+  from camtl_jax import experiment, train  # pylint: disable=import-outside-toplevel
+  if args.jax_distributed:  # before anything touches a device
+    jax.distributed.initialize(coordinator_address=args.coordinator_address,
+                               num_processes=args.num_processes, process_id=args.process_id)
+  experiment.check_config(config)  # names, shapes and ranges: fail before any weight is read
+  log.info("JAX process %d/%d, %d local / %d global devices (%s)", jax.process_index(),
+           jax.process_count(), jax.local_device_count(), jax.device_count(),
+           jax.default_backend())
+  try:
+    train.train_and_evaluate(config, args.workdir)
+  except train.Interrupted as stopped:
+    print(f"camtl-train: {stopped}", file=sys.stderr)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+  """Console script `camtl-train`."""
+  return common.run("camtl-train", _parser(), _train, argv)
 
 
 if __name__ == "__main__":
-  app.run(main)
+  sys.exit(main())

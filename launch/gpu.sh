@@ -3,7 +3,7 @@
 #
 #   launch/gpu.sh [--dry-run] [--no-install] [--mem-fraction F] [--config FILE] [--workdir DIR]
 #                 [-- MAIN_FLAGS...]
-#   launch/gpu.sh --config configs/glue_base.py --workdir /data/runs/glue_base -- \
+#   launch/gpu.sh --config glue_base --workdir /data/runs/glue_base -- \
 #       --config.model_path=/data/ckpt/bert-base-uncased --config.data_dir=/data/benchmarks
 #
 # Installs the CUDA 12 build of the jax version already in the environment (jax[cuda12]) unless
@@ -13,7 +13,7 @@ set -euo pipefail
 DRY_RUN=0
 INSTALL=1
 MEM_FRACTION=0.9
-CONFIG=configs/demo.py
+CONFIG=demo
 WORKDIR=/tmp/camtl_gpu
 EXTRA=()
 

@@ -3,14 +3,14 @@
 # that runs on a pod; useful to check multi-device runs without hardware).
 #
 #   launch/local.sh [--dry-run] [--devices N] [--config FILE] [--workdir DIR] [-- MAIN_FLAGS...]
-#   launch/local.sh --devices 8 --config configs/tiny.py --workdir /tmp/camtl_tiny8
+#   launch/local.sh --devices 8 --config tiny --workdir /tmp/camtl_tiny8
 #
 # Everything after `--` goes to `python -m camtl_jax.main` (e.g. --config.total_steps=20).
 set -euo pipefail
 
 DRY_RUN=0
 DEVICES=1
-CONFIG=configs/demo.py
+CONFIG=demo
 WORKDIR=/tmp/camtl_local
 EXTRA=()
 

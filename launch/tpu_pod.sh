@@ -7,7 +7,7 @@
 #       [--check-compile] [--delete] [--dry-run] [-- MAIN_FLAGS...]
 #
 #   launch/tpu_pod.sh --name camtl-v5e --zone us-west4-a --accelerator-type v5litepod-16 \
-#       --config configs/glue_base.py --workdir gs://my-bucket/runs/glue_base -- \
+#       --config glue_base --workdir gs://my-bucket/runs/glue_base -- \
 #       --config.model_path=/data/ckpt/bert-base-uncased --config.data_dir=gs://my-bucket/benchmarks \
 #       --config.data_source=tfds
 #
@@ -24,7 +24,7 @@ PROJECT=""
 ACCEL=v5litepod-16
 VERSION=""
 SPOT=0
-CONFIG=configs/glue_base.py
+CONFIG=glue_base
 WORKDIR=""
 REPO=""
 CHECK_COMPILE=0
@@ -118,7 +118,7 @@ if [[ "$CHECK_COMPILE" == 1 ]]; then
   TOPO=$(topology)
   [[ -n "$TOPO" ]] || die "--check-compile: no known topology for '$ACCEL'"
   echo "1/6 compile the train step for $TOPO on this machine (fails if it does not fit in HBM)"
-  run python -m camtl_jax.aot --config "$CONFIG" --topology "$TOPO" "${EXTRA[@]}"
+  run python -m camtl_jax.cli.compile_tpu --config "$CONFIG" --topology "$TOPO" "${EXTRA[@]}"
 fi
 
 echo "2/6 create the TPU VM, or reuse it"

@@ -6,7 +6,9 @@ import numpy as np
 import pytest
 from flax import traverse_util
 
-from camtl_jax import adapt, predict
+from camtl_jax import adapt, evaluate, predict, workdir as workdir_lib
+from camtl_jax.cli import adapt as cli_adapt
+from camtl_jax.cli import predict as cli_predict
 from camtl_jax.tasks import registry
 from tests.test_predict import tiny_workdir
 
@@ -30,7 +32,7 @@ def base_workdir(tmp_path_factory):
 @pytest.fixture(scope="module")
 def adapted_new(base_workdir, tmp_path_factory):
   out = tmp_path_factory.mktemp("adapted") / "new"
-  code = adapt.main(["--workdir", str(base_workdir), "--new-task", HELD_OUT, "--data",
+  code = cli_adapt.main(["--workdir", str(base_workdir), "--new-task", HELD_OUT, "--data",
                      str(base_workdir / "demo_data"), "--fraction", "0.1", "--train", "new",
                      "--steps", "80", "--out", str(out)])
   assert code == 0
@@ -38,7 +40,7 @@ def adapted_new(base_workdir, tmp_path_factory):
 
 
 def test_adapted_workdir_is_a_workdir(adapted_new, base_workdir):
-  trained = predict.load(adapted_new)
+  trained = workdir_lib.load(adapted_new)
   assert [t.name for t in trained.tasks] == list(OLD_TASKS) + [HELD_OUT]
   info = json.loads((adapted_new / "adapt.json").read_text())
   assert info["num_train"] == 200 and info["train"] == "new" and info["new_task"] == HELD_OUT
@@ -48,8 +50,8 @@ def test_adapted_workdir_is_a_workdir(adapted_new, base_workdir):
 
 
 def test_train_new_leaves_shared_params_and_old_rows_bit_identical(base_workdir, adapted_new):
-  before = traverse_util.flatten_dict(predict.load(base_workdir).params)
-  after = traverse_util.flatten_dict(predict.load(adapted_new).params)
+  before = traverse_util.flatten_dict(workdir_lib.load(base_workdir).params)
+  after = traverse_util.flatten_dict(workdir_lib.load(adapted_new).params)
   for path, old in before.items():
     new = after[path]
     if new.shape != old.shape:  # the embedding: one row added, the old rows unchanged
@@ -64,24 +66,26 @@ def test_train_new_leaves_shared_params_and_old_rows_bit_identical(base_workdir,
 
 
 def test_train_new_old_tasks_dev_predictions_unchanged(base_workdir, adapted_new):
-  before, after = predict.load(base_workdir), predict.load(adapted_new)
+  before, after = workdir_lib.load(base_workdir), workdir_lib.load(adapted_new)
   for name in OLD_TASKS:
     task_id = before.task_id(name)
     assert after.task_id(name) == task_id
     examples = registry.load_split(before.tasks[task_id], base_workdir / "demo_data", "dev")[:48]
-    split = predict.encode(before, task_id, examples)
-    rows_b, out_b = predict.forward_split(before, split, task_id)
-    rows_a, out_a = predict.forward_split(after, split, task_id)
+    split = before.encode(task_id, examples)
+    rows_b, out_b = evaluate.forward_split(before.apply, before.params, split, task_id,
+                                           before.eval_setup())
+    rows_a, out_a = evaluate.forward_split(after.apply, after.params, split, task_id,
+                                           after.eval_setup())
     for a, b in zip(out_a, out_b):
       for key in b:
         np.testing.assert_array_equal(a[key], b[key], err_msg=f"{name} {key}")
-    assert (predict.predictions(before, split, rows_b, out_b)
-            == predict.predictions(after, split, rows_a, out_a))
+    assert (evaluate.predictions(split, rows_b, out_b)
+            == evaluate.predictions(split, rows_a, out_a))
 
 
 def test_train_new_learns_the_new_task(adapted_new, base_workdir):
   """Only the new embedding row and head row moved, and the held-out task is learned."""
-  trained = predict.load(adapted_new)
+  trained = workdir_lib.load(adapted_new)
   dev = registry.load_split(trained.tasks[-1], base_workdir / "demo_data", "dev")
   majority = max(np.mean([ex.label == label for ex in dev]) for label in ("0", "1"))
   accuracy = json.loads((adapted_new / "adapt.json").read_text())["results"]["accuracy"]
@@ -91,7 +95,7 @@ def test_train_new_learns_the_new_task(adapted_new, base_workdir):
 
 def test_new_task_learns_and_learning_curve(base_workdir, tmp_path, capsys):
   out = tmp_path / "curve"
-  code = adapt.main(["--workdir", str(base_workdir), "--new-task", HELD_OUT, "--data",
+  code = cli_adapt.main(["--workdir", str(base_workdir), "--new-task", HELD_OUT, "--data",
                      str(base_workdir / "demo_data"), "--train", "all", "--steps", "80",
                      "--learning-rate", "1e-3",
                      "--fractions", "0.01,0.1", "--seeds", "0,1", "--out", str(out)])
@@ -112,7 +116,7 @@ def test_new_task_learns_and_learning_curve(base_workdir, tmp_path, capsys):
 def test_zero_shot_through_an_existing_head(tmp_path_factory):
   """A new classification task over the same sentences, read through demo/sentiment's head with
   its labels swapped: its accuracy is exactly 1 - demo/sentiment's on the same examples."""
-  trained = predict.load(tiny_workdir(tmp_path_factory, "all5"))
+  trained = workdir_lib.load(tiny_workdir(tmp_path_factory, "all5"))
   sentiment = registry.get_task("demo/sentiment")
   flipped = registry.custom_task("test/flipped_sentiment", "classification",
                                  sentiment.splits["dev"].replace("dev", "{split}"),
@@ -134,7 +138,7 @@ def test_zero_shot_through_an_existing_head(tmp_path_factory):
 
 def test_bad_input_gives_clear_errors(base_workdir, tmp_path, capsys):
   def run(*args):
-    code = adapt.main(["--workdir", str(base_workdir), "--data", str(base_workdir / "demo_data"),
+    code = cli_adapt.main(["--workdir", str(base_workdir), "--data", str(base_workdir / "demo_data"),
                        "--out", str(tmp_path / "o"), *args])
     return code, capsys.readouterr().err
   code, err = run("--new-task", "demo/sentimnt")
@@ -147,7 +151,7 @@ def test_bad_input_gives_clear_errors(base_workdir, tmp_path, capsys):
   assert code == 2 and "--label-map" in err
   empty = tmp_path / "empty"
   empty.mkdir()
-  assert adapt.main(["--workdir", str(empty), "--new-task", HELD_OUT, "--data", "x", "--out",
+  assert cli_adapt.main(["--workdir", str(empty), "--new-task", HELD_OUT, "--data", "x", "--out",
                      str(tmp_path / "o")]) == 2
   assert "holds no checkpoint" in capsys.readouterr().err
   with pytest.raises(ValueError, match=r"fraction must be in \(0, 1\]"):
@@ -175,7 +179,7 @@ def test_real_rte_model_adapted_to_cb_with_new_rows_only_beats_majority_class(
     shared_data, minilm_path, tmp_path_factory, tmp_path, capsys):
   base = tiny_workdir(tmp_path_factory, "rte_mrpc", *REAL_BASE, f"--config.data_dir={shared_data}")
   out = tmp_path / "cb_curve"
-  code = adapt.main(["--workdir", str(base), "--new-task", "superglue/cb", "--data",
+  code = cli_adapt.main(["--workdir", str(base), "--new-task", "superglue/cb", "--data",
                      str(shared_data), "--train", "new", "--steps", "100", "--batch-size", "8",
                      "--learning-rate", "3e-2", "--fractions", "0.1,1.0", "--seeds", "0",
                      "--zero-shot-from", "superglue/rte",
@@ -193,3 +197,19 @@ def test_real_rte_model_adapted_to_cb_with_new_rows_only_beats_majority_class(
           f"{float(run['accuracy']):.4f}, macro_f1 {float(run['macro_f1']):.4f}; majority class "
           f"accuracy {majority:.4f}")
     assert float(run["accuracy"]) > majority + 0.08, run
+
+
+@pytest.mark.slow
+def test_submission_files_of_the_real_base(shared_data, minilm_path, tmp_path_factory, tmp_path):
+  """camtl-predict --submission: the leaderboard files of the model's GLUE / SuperGLUE tasks,
+  predicted on their (unlabelled) test splits."""
+  base = tiny_workdir(tmp_path_factory, "rte_mrpc", *REAL_BASE, f"--config.data_dir={shared_data}")
+  out = tmp_path / "submission"
+  assert cli_predict.main(["--workdir", str(base), "--submission", str(out), "--data",
+                           str(shared_data), "--max-examples", "20"]) == 0
+  rte = [json.loads(line) for line in (out / "RTE.jsonl").read_text().splitlines()]
+  assert len(rte) == 20 and {r["label"] for r in rte} <= {"entailment", "not_entailment"}
+  assert sorted(r["idx"] for r in rte) == list(range(20))
+  mrpc = (out / "MRPC.tsv").read_text().splitlines()
+  assert mrpc[0] == "index\tprediction" and len(mrpc) == 21
+  assert {line.split("\t")[1] for line in mrpc[1:]} <= {"0", "1"}

@@ -16,9 +16,9 @@ import jax
 import numpy as np
 import pytest
 
-from camtl_jax import aot, sharding
+from camtl_jax import aot, experiment, sharding
 from camtl_jax.models import camtl
-from configs import mtl24_large, tiny
+from camtl_jax.configs import mtl24_large, tiny
 
 REPO = Path(__file__).resolve().parents[1]
 HAVE_LIBTPU = importlib.util.find_spec("libtpu") is not None
@@ -34,19 +34,20 @@ def test_named_encoder_shapes_match_published_models(name, params):
   config = tiny.get_config()
   config.unlock()
   config.model_path, config.encoder_layers = name, 0
-  report = camtl.parameter_report(aot.encoder_shape(config), camtl.CAMTLConfig(),
-                                  camtl.GLUE_TASKS)
+  specs = experiment.task_specs(experiment.get_tasks(experiment.GLUE_TASKS))
+  report = experiment.parameter_report(camtl.CAMTL(experiment.encoder_shape(config),
+                                                   camtl.CAMTLConfig(), specs))
   assert report["plain_encoder"] == params
 
 
 def test_encoder_shape_from_config_dir_and_errors(minilm_path):
   c = tiny.get_config()
-  encoder = aot.encoder_shape(c)  # "minilm": the package's config.json, no weights read
+  encoder = experiment.encoder_shape(c)  # "minilm": the package's config.json, no weights read
   assert (encoder.num_layers, encoder.hidden_size) == (2, 384)  # tiny keeps 2 of 6 layers
   c.unlock()
   c.model_path = "/nonexistent/model"
   with pytest.raises(ValueError, match="neither a local model directory"):
-    aot.encoder_shape(c)
+    experiment.encoder_shape(c)
 
 
 def test_mtl24_large_step_builds_from_shapes_without_data():
@@ -71,7 +72,7 @@ def test_parse_topology():
 
 
 def _compile_cmd(tmp_path, *extra):
-  return [sys.executable, "-m", "camtl_jax.aot", "--config", "configs/tiny.py", "--topology",
+  return [sys.executable, "-m", "camtl_jax.cli.compile_tpu", "--config", "tiny", "--topology",
           "v5e:2x2", "--json", str(tmp_path / "aot.json"), *extra]
 
 

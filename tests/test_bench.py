@@ -8,15 +8,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from camtl_jax import aot, bench
+from camtl_jax import aot, bench, experiment
 from camtl_jax.models import camtl
-from configs import tiny
+from camtl_jax.configs import tiny
 
 REPO = Path(__file__).resolve().parents[1]
 
 
 def test_synthetic_candidates_are_valid_batches_of_every_head_type():
-  specs = aot.task_specs(tiny.get_config().tasks)  # all five head types, K=2
+  specs = experiment.task_specs(experiment.get_tasks(tiny.get_config().tasks))  # all five head types, K=2
   assert {s.type for s in specs} == {"classification", "regression", "tagging", "multiple_choice",
                                      "span"}
   cands = bench.synthetic_candidates(specs, batch_size=4, length=16, vocab_size=100)
@@ -43,7 +43,7 @@ def test_variants_change_only_what_they_name():
 def test_bench_command_writes_complete_json(tmp_path):
   out = tmp_path / "bench.json"
   proc = subprocess.run(
-      [sys.executable, "-m", "camtl_jax.bench", "--config", "configs/tiny.py", "--steps", "1",
+      [sys.executable, "-m", "camtl_jax.cli.bench", "--config", "tiny", "--steps", "1",
        "--matmul_size", "256", "--json", str(out)],
       cwd=REPO, capture_output=True, text=True, timeout=900)
   assert proc.returncode == 0, proc.stderr[-4000:]

@@ -12,6 +12,8 @@ torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
 from camtl_jax import convert
+from camtl_jax.cli import convert as cli_convert
+from camtl_jax.models import bert
 from camtl_jax.models.bert import Encoder
 
 TOL = 1e-5
@@ -112,6 +114,72 @@ def test_bfloat16_compute_within_documented_tolerance(minilm):
   assert hidden_err < BF16_HIDDEN_TOL and pooled_err < BF16_POOLED_TOL, (hidden_err, pooled_err)
 
 
+# ------------------------------------------------------------------------------------------------
+# SelfAttention against a float64 reference: the bias shapes CA-MTL passes, dropout on the probs.
+
+
+def _attention_case(seed=0, b=3, l=7, d=32, heads=4):
+  config = bert.EncoderConfig(hidden_size=d, num_heads=heads, attention_dropout=0.25)
+  rng = np.random.default_rng(seed)
+  h = rng.normal(size=(b, l, d)).astype(np.float32)
+  mask = (np.arange(l)[None] < np.array([l, 3, 5])[:, None]).astype(np.int32)
+  module = bert.SelfAttention(config)
+  params = module.init(jax.random.PRNGKey(seed), h, bert.padding_bias(mask))["params"]
+  params = jax.tree.map(lambda x: x + rng.normal(size=x.shape).astype(np.float32) * 0.1, params)
+  return config, module, params, h, mask, rng
+
+
+def _reference_probs(params, h, bias, heads):
+  """float64 softmax(q k^T / sqrt(Dh) + bias) [B, H, L, L] and v [B, H, L, Dh]."""
+  b, l, d = h.shape
+  proj = lambda name: (np.asarray(h, np.float64) @ np.asarray(params[name]["kernel"], np.float64)
+                       + np.asarray(params[name]["bias"], np.float64)
+                       ).reshape(b, l, heads, d // heads).transpose(0, 2, 1, 3)
+  q, k, v = proj("query"), proj("key"), proj("value")
+  bias = np.asarray(bias, np.float64)
+  logits = q @ k.transpose(0, 1, 3, 2) / np.sqrt(d // heads) + (bias[:, None] if bias.ndim == 3
+                                                                 else bias)
+  probs = np.exp(logits - logits.max(-1, keepdims=True))
+  return probs / probs.sum(-1, keepdims=True), v
+
+
+def _merge_heads(context):  # [B, H, L, Dh] -> [B, L, d]
+  b, heads, l, dh = context.shape
+  return context.transpose(0, 2, 1, 3).reshape(b, l, heads * dh)
+
+
+@pytest.mark.parametrize("bias_kind", ["padding", "conditional", "conditional_4d"])
+def test_self_attention_matches_reference_for_each_bias_shape(bias_kind):
+  config, module, params, h, mask, rng = _attention_case()
+  bias = np.asarray(bert.padding_bias(mask))  # [B, 1, L]
+  if bias_kind != "padding":  # padding + a per-example conditional bias [B, L, L], as CA-MTL adds
+    bias = bias + rng.normal(size=(h.shape[0], h.shape[1], h.shape[1])).astype(np.float32)
+  if bias_kind == "conditional_4d":
+    bias = bias[:, None]  # [B, 1, L, L]
+  probs, v = _reference_probs(params, h, bias, config.num_heads)
+  ref = _merge_heads(probs @ v)
+  for fn in (module.apply, jax.jit(module.apply)):
+    out = np.asarray(fn({"params": params}, h, bias))
+    np.testing.assert_allclose(out, ref, atol=1e-5, rtol=0)
+
+
+def test_self_attention_dropout_acts_on_the_probabilities():
+  config, module, params, h, mask, rng = _attention_case(seed=1)
+  bias = bert.padding_bias(mask) + rng.normal(size=(3, 7, 7)).astype(np.float32)
+  out, state = module.apply({"params": params}, h, bias, False, rngs={"dropout": jax.random.key(0)},
+                            capture_intermediates=True)
+  dropped = np.asarray(state["intermediates"]["Dropout_0"]["__call__"][0], np.float64)
+  probs, v = _reference_probs(params, h, bias, config.num_heads)
+  assert dropped.shape == probs.shape  # [B, H, L, L]
+  kept = dropped != 0
+  assert 0 < kept.mean() < 1
+  keep = 1 - config.attention_dropout
+  np.testing.assert_allclose(dropped[kept], probs[kept] / keep, rtol=1e-5)
+  np.testing.assert_allclose(np.asarray(out), _merge_heads(dropped @ v), atol=1e-5, rtol=0)
+  again = module.apply({"params": params}, h, bias, False, rngs={"dropout": jax.random.key(0)})
+  np.testing.assert_array_equal(np.asarray(again), np.asarray(out))
+
+
 def _random_hf_model(tmp_path, cls, config_cls, safe_serialization=True, **shape):
   torch.manual_seed(0)
   hf = cls(config_cls(**shape), add_pooling_layer=True).eval()
@@ -156,14 +224,14 @@ def test_roberta_parity(tmp_path, safe_serialization):
 
 def test_convert_cli_round_trip(tmp_path, minilm_path):
   out = tmp_path / "minilm"
-  assert convert.main([str(minilm_path), str(out)]) == 0
+  assert cli_convert.main([str(minilm_path), str(out)]) == 0
   assert (out / "tokenizer" / "tokenizer.json").exists()
   config, params = convert.load_pretrained(out)
   ref_config, ref_params = convert.load_pretrained(minilm_path)
   assert config == ref_config
   jax.tree.map(np.testing.assert_array_equal, params, ref_params)
   assert convert.load_tokenizer(out)("hello")["input_ids"] == [101, 7592, 102]
-  assert convert.main([str(minilm_path), str(out)]) == 2  # refuses to overwrite
+  assert cli_convert.main([str(minilm_path), str(out)]) == 2  # refuses to overwrite
 
 
 # ------------------------------------------------------------------------------------------------

@@ -10,7 +10,8 @@ import pytest
 from flax import traverse_util
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from camtl_jax import convert
+from camtl_jax import convert, experiment, optim
+from camtl_jax.cli import params as cli_params
 from camtl_jax.models import bert, camtl
 from camtl_jax.models.camtl import CAMTL, CAMTLConfig, TaskSpec
 from camtl_jax.tasks import base
@@ -53,6 +54,8 @@ ONLY = {
     "adapter": CAMTLConfig(alignment="none", cond_attention=False, cond_layernorm=False,
                            adapter="top", max_length=64),
 }
+
+GLUE_SPECS = experiment.task_specs(experiment.get_tasks(experiment.GLUE_TASKS))
 
 
 @pytest.fixture(scope="module")
@@ -324,15 +327,18 @@ def test_encoder_subtree_is_exactly_bert_encoder(minilm, full_model):
   assert set(params["cond_attention"]) == {f"layer_{i}" for i in range(6)}
   assert set(params["cond_layernorm"]) == {"layer_3", "layer_4", "layer_5"}
   assert set(params["adapter"]) == {"task_transform", "layer_5"}
-  assert camtl.is_pretrained(("encoder", "layer_0", "attention", "query", "kernel"))
-  assert not camtl.is_pretrained(("cond_attention", "layer_0", "blocks"))
-  assert camtl.is_frozen(("encoder", "embeddings", "word_embeddings", "embedding"), (0, 3))
-  assert camtl.is_frozen(("encoder", "layer_2", "output", "kernel"), (0, 3))
-  assert not camtl.is_frozen(("encoder", "layer_3", "output", "kernel"), (0, 3))
-  assert not camtl.is_frozen(("encoder", "pooler", "dense", "kernel"), (0, 3))
-  assert not camtl.is_frozen(("cond_attention", "layer_0", "blocks"), (0, 3))
+  # The one freeze rule (optim.freeze_labels), as the optimizer and the parameter report use it.
+  assert optim.default_is_pretrained(("encoder", "layer_0", "attention", "query", "kernel"))
+  assert not optim.default_is_pretrained(("cond_attention", "layer_0", "blocks"))
+  flat = traverse_util.flatten_dict(optim.freeze_labels(params, (0, 3)))
+  labels_under = lambda *prefix: {l for p, l in flat.items() if p[:len(prefix)] == prefix}  # noqa
+  assert labels_under("encoder", "embeddings", "word_embeddings") == {optim.FROZEN}
+  assert labels_under("encoder", "layer_2") == {optim.FROZEN}
+  assert labels_under("encoder", "layer_3") == {optim.TRAINABLE}
+  assert labels_under("encoder", "pooler") == {optim.TRAINABLE}
+  assert labels_under("cond_attention", "layer_0") == {optim.TRAINABLE}
   keyed = jax.tree_util.tree_flatten_with_path(params["heads"])[0][0][0]
-  assert not camtl.is_pretrained(keyed)
+  assert not optim.default_is_pretrained(optim.path_of(keyed))
 
 
 def test_init_params_rejects_a_mismatched_checkpoint(minilm):
@@ -347,7 +353,7 @@ def test_init_params_rejects_a_mismatched_checkpoint(minilm):
 def test_parameter_report_bert_base_8_glue_tasks():
   encoder = bert.EncoderConfig()  # BERT-base shape
   config = camtl.default_config("base")
-  report = camtl.parameter_report(encoder, config, camtl.GLUE_TASKS)
+  report = experiment.parameter_report(CAMTL(encoder, config, GLUE_SPECS))
   d, n, t = 768, 12, 8
   film = lambda k: d * 2 * k + 2 * k  # noqa: E731
   blocks, c = 6, 22  # N = 768 // 128, c = ceil(128 / 6)
@@ -365,12 +371,12 @@ def test_parameter_report_bert_base_8_glue_tasks():
   assert report["frozen"] == embeddings + (n // 2) * layer
   assert report["trainable"] == report["total"] - report["frozen"]
   assert report["ratio"] == pytest.approx(report["total"] / 109_482_240)
-  text = camtl.format_parameter_report(report)
+  text = experiment.format_parameter_report(report)
   assert "1.175x" in text and "cond_layernorm" in text
 
 
 def test_params_cli_prints_the_report(capsys, minilm_path):
-  assert camtl.params_main(["--model", str(minilm_path)]) == 0
+  assert cli_params.main(["--model", str(minilm_path)]) == 0
   out = capsys.readouterr().out
   assert "6 layers, d=384" in out and "frozen" in out
 
@@ -402,16 +408,22 @@ def test_resolved_layers():
   assert config.layernorm_layer_ids(12) == tuple(range(6, 12))
   assert config.adapter_layer_ids(12) == (11,)
   assert camtl.default_config("large").adapter_layer_ids(24) == tuple(range(12, 24))
-  assert config.frozen_range(12) == (0, 6)
+  assert optim.frozen_range(config.frozen_layers, 12) == range(0, 6)  # the one freeze rule
   none = config.replace(conditioning="none")
   assert none.attention_layer_ids(12) == none.layernorm_layer_ids(12) == ()
   assert none.adapter_layer_ids(12) == ()
 
 
+def test_frozen_range_outside_the_model_is_refused():
+  # The model does not freeze anything (the optimizer does): the range is checked once, by the
+  # rule the optimizer, the parameter report and experiment.check_config share.
+  with pytest.raises(ValueError, match=r"frozen_layers=\(0, 9\) is outside the encoder's 6 layers"):
+    optim.frozen_range((0, 9), 6)
+
+
 @pytest.mark.parametrize("changes,message", [
     ({"cond_attention_layers": (0, 6)}, r"cond_attention_layers asks for layers \[6\].*6 layers"),
     ({"cond_layernorm_layers": (7,)}, r"cond_layernorm_layers asks for layers \[7\].*6 layers"),
-    ({"frozen_layers": (0, 9)}, r"frozen_layers=\(0, 9\) is outside the model.*6 layers"),
     ({"adapter_layers": 7}, r"adapter_layers=7 exceeds.*6 layers"),
     ({"max_length": 1000}, r"max_length=1000 exceeds the encoder's 512 positions"),
 ])

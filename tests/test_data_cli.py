@@ -5,7 +5,8 @@ import sys
 
 import pytest
 
-from camtl_jax.tasks import cli, demo
+from camtl_jax.cli import data as cli
+from camtl_jax.tasks import demo
 
 
 @pytest.fixture(scope="module")
@@ -26,7 +27,7 @@ def test_console_script_runs():
   # The installed entry point if present, else the module: both go through cli.main.
   exe = os.path.join(os.path.dirname(sys.executable), "camtl-data")
   cmd = ([exe, "list"] if os.path.exists(exe)
-         else [sys.executable, "-m", "camtl_jax.tasks.cli", "list"])
+         else [sys.executable, "-m", "camtl_jax.cli.data", "list"])
   result = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
   assert result.returncode == 0, result.stderr
   assert "demo/sentiment" in result.stdout and "wnut17" in result.stdout

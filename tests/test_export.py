@@ -1,6 +1,7 @@
 """camtl-export: per-task artifacts equal the multi-task model for every demo head type, and run
 in a Python that cannot import camtl_jax (nor flax)."""
 import json
+import os
 import subprocess
 import sys
 import textwrap
@@ -8,9 +9,10 @@ import textwrap
 import numpy as np
 import pytest
 
-from camtl_jax import export, predict
+from camtl_jax import export, predict, workdir as workdir_lib
+from camtl_jax.cli import export as cli_export
 from camtl_jax.tasks import registry
-from configs import demo as demo_config
+from camtl_jax.configs import demo as demo_config
 from tests.test_predict import tiny_workdir
 
 TOLERANCE = 1e-5  # max abs difference, float32
@@ -48,7 +50,7 @@ ISOLATED_RUNNER = textwrap.dedent("""
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
-  return predict.load(tiny_workdir(tmp_path_factory, "all5"))
+  return workdir_lib.load(tiny_workdir(tmp_path_factory, "all5"))
 
 
 @pytest.fixture(scope="module")
@@ -124,12 +126,12 @@ def test_symbolic_batch_and_length(exported, trained):
 
 
 def test_cli_reports_parameters_and_latency(trained, tmp_path, capsys):
-  code = export.main(["--workdir", str(trained.workdir), "--task", "demo/choice",
+  code = cli_export.main(["--workdir", str(trained.workdir), "--task", "demo/choice",
                       str(tmp_path / "choice"), "--benchmark"])
   out = capsys.readouterr().out
   print(out)
   assert code == 0 and "parameters:" in out and "latency per example" in out
-  assert export.main(["--workdir", str(trained.workdir), "--task", "glue/rte",
+  assert cli_export.main(["--workdir", str(trained.workdir), "--task", "glue/rte",
                       str(tmp_path / "x")]) == 2
   assert "unknown task 'glue/rte'" in capsys.readouterr().err
 
@@ -162,3 +164,40 @@ def test_folding_is_exact_for_model_variants(trained, variant):
     want = export.multitask_outputs(variant_model, task_id, inputs)
     for key in want:
       assert float(np.max(np.abs(np.asarray(got[key]) - want[key]))) <= TOLERANCE, (name, key)
+
+
+def _installed_version(name: str) -> str:
+  from importlib import metadata
+  return metadata.version(name)
+
+
+@pytest.mark.slow
+def test_artifact_text_runs_in_a_fresh_venv_with_only_the_listed_packages(exported, trained,
+                                                                            tmp_path):
+  """load_and_run.py --text in a new virtualenv holding exactly what the artifact's README lists
+  (jax, numpy, flatbuffers, tokenizers; pinned to this environment's versions), and its label
+  equals camtl-predict's."""
+  expected, _ = exported
+  artifact = expected["demo/sentiment"][0].out_dir
+  readme = (artifact / "README.md").read_text()
+  packages = export.ARTIFACT_REQUIREMENTS + export.TEXT_REQUIREMENTS
+  assert all(p in readme for p in packages)
+  venv = tmp_path / "fresh"
+  subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
+  pins = [f"{p}=={_installed_version(p)}" for p in packages + ("jaxlib",)]
+  pip = subprocess.run([str(venv / "bin" / "pip"), "install", "-q", *pins], capture_output=True,
+                       text=True, timeout=900)
+  assert pip.returncode == 0, pip.stderr[-3000:]
+  text = "What a wonderful film."
+  proc = subprocess.run([str(venv / "bin" / "python"), "load_and_run.py", "--text", text],
+                        cwd=artifact, capture_output=True, text=True, timeout=300,
+                        env={"PATH": os.environ.get("PATH", ""), "JAX_PLATFORMS": "cpu"})
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  label = json.loads(proc.stdout.splitlines()[-1])["prediction"][0]
+  task = trained.tasks[trained.task_id("demo/sentiment")]
+  record = predict.predict(trained, task.name, [predict.text_example(task, text)])[0]
+  assert label == record["label"]
+  empty = subprocess.run([str(venv / "bin" / "python"), "load_and_run.py", "--text", " "],
+                         cwd=artifact, capture_output=True, text=True, timeout=300,
+                         env={"PATH": os.environ.get("PATH", ""), "JAX_PLATFORMS": "cpu"})
+  assert empty.returncode == 2 and "non-empty text" in empty.stderr

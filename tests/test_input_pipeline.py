@@ -5,6 +5,7 @@ import os
 import numpy as np
 import pytest
 
+from camtl_jax import evaluate
 from camtl_jax import input_pipeline as ip
 from camtl_jax.tasks import base
 from camtl_jax.tasks.base import DataError, Example
@@ -94,7 +95,7 @@ def test_regression_standardised_with_train_stats(tok):
   assert train.target_mean == pytest.approx(3.0)
   assert train.target_std == pytest.approx(np.std([1, 2, 3, 6]))
   np.testing.assert_allclose(train.arrays["target"].mean(), 0, atol=1e-6)
-  np.testing.assert_allclose(ip.regression_predictions(train, train.arrays["target"]),
+  np.testing.assert_allclose(evaluate.regression_predictions(train, train.arrays["target"]),
                              [1, 2, 3, 6], rtol=1e-6)
   dev = ip.encode_split(REG, exs[:2], tok, 8, None, "dev",
                         target_stats=(train.target_mean, train.target_std))
@@ -170,7 +171,7 @@ def test_span_answers_decodes_oracle_logits(tok):
   start[:, 0] = end[:, 0] = 1000  # [CLS] is never an answer
   rows = np.arange(n)
   half = n // 2  # two "batches" of different bucket lengths, plus a padding row
-  answers = ip.span_answers(s, [rows[:half], np.append(rows[half:], -1)],
+  answers = evaluate.span_answers(s, [rows[:half], np.append(rows[half:], -1)],
                             [start[:half], np.vstack([start[half:], start[:1]])],
                             [end[:half], np.vstack([end[half:], end[:1]])])
   assert answers == [ex.answers[0][0] for ex in exs]
@@ -180,7 +181,7 @@ def test_span_unlabelled_split(tok):
   exs = [dataclasses.replace(ex, answers=()) for ex in _span_examples()]
   s = ip.encode_split(SPAN, exs, tok, 32, None, "test", doc_stride=8)
   assert not s.has_labels and (s.arrays["start_position"] == 0).all()
-  assert len(ip.span_answers(s, np.arange(s.num_rows), np.zeros((s.num_rows, 32)),
+  assert len(evaluate.span_answers(s, np.arange(s.num_rows), np.zeros((s.num_rows, 32)),
                              np.zeros((s.num_rows, 32)))) == 4
 
 
@@ -214,7 +215,7 @@ def test_tagging_first_subtoken_labels(tok):
   assert ((a["word_ids"] >= 0) == (a["token_labels"] >= 0)).all()
   # Oracle predictions map back to the tags; the zero-width word the tokenizer drops gets "O".
   preds = np.maximum(a["token_labels"], 0)
-  assert ip.tag_predictions(s, np.arange(2), preds) == [list(tags), ["B-PER"]]
+  assert evaluate.tag_predictions(s, np.arange(2), preds) == [list(tags), ["B-PER"]]
   with pytest.raises(DataError, match="f.conll, line 3, field 'tags'.*B-ORG"):
     ip.encode_split(TAG, [Example(guid="f.conll:3", words=("x",), tags=("B-ORG",))], tok, 8,
                     None, "x")
@@ -224,7 +225,7 @@ def test_tagging_truncation(tok):
   exs = [Example(guid="f:1", words=tuple(["word"] * 20), tags=("O",) * 20)]
   s = ip.encode_split(TAG, exs, tok, 8, None, "train")
   assert s.num_truncated == 1 and (s.arrays["word_ids"][0] >= 0).sum() == 6
-  assert ip.tag_predictions(s, np.arange(1), np.zeros((1, 8), int)) == [["O"] * 20]
+  assert evaluate.tag_predictions(s, np.arange(1), np.zeros((1, 8), int)) == [["O"] * 20]
 
 
 # --------------------------------------------------------------------------------------------

@@ -48,7 +48,7 @@ def _env(devices: int) -> dict:
 
 
 def _cmd(workdir, steps: int) -> list[str]:
-  return [sys.executable, "-m", "camtl_jax.main", "--config", "configs/tiny.py",
+  return [sys.executable, "-m", "camtl_jax.main", "--config", "tiny",
           "--workdir", str(workdir), f"--config.total_steps={steps}", *OVERRIDES]
 
 

@@ -16,17 +16,18 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from camtl_jax import predict, train
+from camtl_jax import evaluate, experiment, predict, train, workdir as workdir_lib
+from camtl_jax.cli import predict as cli_predict
 from camtl_jax.tasks import base, registry
-from configs import demo as demo_config
-from configs import tiny
+from camtl_jax.configs import demo as demo_config
+from camtl_jax.configs import tiny
 
 REPO = Path(__file__).resolve().parents[1]
 DEMO_TASKS = demo_config.DEMO_TASKS
 
 
 def tiny_workdir(tmp_path_factory, name: str, *overrides: str) -> Path:
-  """A tiny run (configs/tiny.py + overrides) trained once per session in a subprocess, as
+  """A tiny run (tiny + overrides) trained once per session in a subprocess, as
   tests/test_train.py does; later callers (other modules too) reuse it."""
   workdir = tmp_path_factory.getbasetemp() / f"trained_{name}"
   with open(tmp_path_factory.getbasetemp() / f"trained_{name}.lock", "w") as lock:
@@ -35,7 +36,7 @@ def tiny_workdir(tmp_path_factory, name: str, *overrides: str) -> Path:
       shutil.rmtree(workdir, ignore_errors=True)
       env = dict(os.environ, JAX_PLATFORMS="cpu",
                  XLA_FLAGS="--xla_force_host_platform_device_count=1")
-      cmd = [sys.executable, "-m", "camtl_jax.main", "--config", "configs/tiny.py",
+      cmd = [sys.executable, "-m", "camtl_jax.main", "--config", "tiny",
              "--workdir", str(workdir), *overrides]
       proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
       assert proc.returncode == 0, proc.stderr[-4000:]
@@ -49,7 +50,7 @@ def workdir(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def trained(workdir):
-  return predict.load(workdir)
+  return workdir_lib.load(workdir)
 
 
 def _dev_examples(workdir, task, n=64):
@@ -70,17 +71,19 @@ def test_workdir_holds_config_and_task_records(workdir, trained):
 def evaluation(workdir):
   """The training run's evaluation: its Run (dev splits) and jitted eval step."""
   import jax
-  run = train.build_run(tiny.get_config(), workdir)
+  run = experiment.build_run(tiny.get_config(), workdir)
   return run, jax.jit(functools.partial(train.eval_step, types.SimpleNamespace(model=run.model)),
                       static_argnums=2)
 
 
 def _eval_predictions(evaluation, trained, task_id, num_examples):
-  """What the training run's evaluation predicts for the first dev examples
-  (train.predict_split)."""
+  """What the training run's evaluation predicts for the first dev examples (its eval step,
+  batched over the run's mesh)."""
   run, p_eval = evaluation
-  split = train._capped(dict(run.dev_splits)[task_id], num_examples)
-  return train.predict_split(run, p_eval, trained.params, split, task_id)
+  split = evaluate.capped(dict(run.dev_splits)[task_id], num_examples)
+  setup = evaluate.eval_setup(run.config, run.model.tasks, run.mesh)
+  return evaluate.predictions(split, *evaluate.forward_split(p_eval, trained.params, split,
+                                                             task_id, setup))
 
 
 @pytest.mark.parametrize("task_name", DEMO_TASKS)
@@ -116,7 +119,7 @@ def test_probabilities_are_distributions_matching_the_prediction(workdir, traine
 
 
 def _cli(capsys, *args):
-  code = predict.main(list(args))
+  code = cli_predict.main(list(args))
   out, err = capsys.readouterr()
   return code, [json.loads(line) for line in out.splitlines()], err
 
@@ -190,9 +193,9 @@ def test_bad_input_gives_clear_errors(workdir, trained, tmp_path, capsys):
   empty = tmp_path / "empty_workdir"
   empty.mkdir()
   with pytest.raises(FileNotFoundError, match="holds no checkpoint"):
-    predict.load(empty)
+    workdir_lib.load(empty)
   with pytest.raises(FileNotFoundError, match="does not exist"):
-    predict.load(tmp_path / "missing")
+    workdir_lib.load(tmp_path / "missing")
   task = trained.tasks[0]
   tsv_as_jsonl = tmp_path / "rows.jsonl"
   tsv_as_jsonl.write_text("text\nsome film\n")

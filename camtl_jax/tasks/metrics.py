@@ -35,10 +35,12 @@ import numpy as np
 import scipy.stats
 import seqeval.metrics
 import sklearn.metrics
-from absl import logging
+import logging
 
 from camtl_jax.tasks import base, registry
 from camtl_jax.tasks.base import Task
+
+log = logging.getLogger(__name__)
 
 # Scored tasks of each benchmark (diagnostics excluded).
 BENCHMARK_TASKS = {
@@ -264,6 +266,6 @@ def aggregate_score(results: Mapping[str, Mapping[str, float]], benchmark: str =
   if not scored or (strict and missing):
     raise ValueError(f"{benchmark} score: missing results for {missing}")
   if missing:
-    logging.info("%s score over %d of %d tasks (missing %s)", benchmark, len(scored),
+    log.info("%s score over %d of %d tasks (missing %s)", benchmark, len(scored),
                  len(BENCHMARK_TASKS[benchmark]), missing)
   return float(np.mean([main_score(registry.get_task(n), results[n]) for n in scored]))

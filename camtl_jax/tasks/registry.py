@@ -23,10 +23,12 @@ import functools
 from pathlib import Path
 from typing import Sequence
 
-from absl import logging
+import logging
 
-from camtl_jax.tasks import base, readers
+from camtl_jax.tasks import base, demo, readers
 from camtl_jax.tasks.base import DataError, Example, Task
+
+log = logging.getLogger(__name__)
 
 TASKS: dict[str, Task] = {}
 
@@ -103,7 +105,7 @@ def load_split_with_report(task: Task | str, data_dir: str | Path | None, split:
   if skips.total:
     # Invalid rows the caller chose to skip deserve a warning; policy skips (SNLI "-") are routine.
     level = logging.WARNING if skips.counts["invalid"] else logging.INFO
-    logging.log(level, "%s %s: %d examples read, %d rows left out %s", task.name, split,
+    log.log(level, "%s %s: %d examples read, %d rows left out %s", task.name, split,
                 len(examples), skips.total, dict(skips.counts))
   if not examples:
     raise DataError(str(data_dir), None, None, f"{task.name} split '{split}' has no examples "
@@ -297,5 +299,6 @@ def custom_task(name: str, type: str, path_pattern: str,  # pylint: disable=rede
               splits={s: path_pattern.format(split=s) for s in splits})
 
 
-for _task in _glue_tasks() + _superglue_tasks() + _other_tasks():
+# The offline demo suite is registered like any benchmark (its data is generated on demand).
+for _task in _glue_tasks() + _superglue_tasks() + _other_tasks() + demo.demo_tasks():
   register_task(_task)

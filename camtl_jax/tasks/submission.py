@@ -22,10 +22,12 @@ import math
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from absl import logging
+import logging
 
 from camtl_jax.tasks import base, metrics, registry
 from camtl_jax.tasks.base import Task
+
+log = logging.getLogger(__name__)
 
 GLUE_FILES = {"glue/cola": "CoLA", "glue/sst2": "SST-2", "glue/mrpc": "MRPC", "glue/stsb": "STS-B",
               "glue/qqp": "QQP", "glue/qnli": "QNLI", "glue/rte": "RTE", "glue/wnli": "WNLI",
@@ -61,7 +63,7 @@ def _checked_pairs(task: Task, predictions: Sequence, example_ids: Sequence, nam
   if None in counts:
     raise ValueError(f"{task.name}: an example has no example_id")
   if name in TEST_SIZES and len(predictions) != TEST_SIZES[name]:
-    logging.warning("%s: %d predictions; the official test set has %d", name, len(predictions),
+    log.warning("%s: %d predictions; the official test set has %d", name, len(predictions),
                     TEST_SIZES[name])
   return sorted(zip(example_ids, predictions), key=lambda pair: pair[0])
 
@@ -161,3 +163,17 @@ def write_superglue_submission(task: Task | str, predictions: Sequence, example_
   path.parent.mkdir(parents=True, exist_ok=True)
   path.write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
   return path
+
+
+def has_format(task: Task) -> bool:
+  """Whether the task has a GLUE or SuperGLUE leaderboard file."""
+  return task.name in GLUE_FILES or task.name == "glue/mnli" or task.name in SUPERGLUE_FILES
+
+
+def write_submission(task: Task | str, predictions: Sequence, example_ids: Sequence,
+                     out_dir: str | Path, split: str = "test") -> Path:
+  """The GLUE or SuperGLUE file of a task's test predictions (whichever benchmark it is in)."""
+  task = _resolve(task)
+  if task.name in SUPERGLUE_FILES:
+    return write_superglue_submission(task, predictions, example_ids, out_dir)
+  return write_glue_submission(task, predictions, example_ids, out_dir, split)

@@ -1,10 +1,10 @@
 """CA-MTL on 24 tasks with BERT-large: GLUE (9), SuperGLUE (8), MRQA (6) and WNUT-17.
 
-  python -m camtl_jax.main --config configs/mtl24_large.py --workdir gs://bucket/runs/mtl24 \
+  python -m camtl_jax.main --config mtl24_large --workdir gs://bucket/runs/mtl24 \
       --config.model_path=/data/ckpt/bert-large-uncased --config.data_dir=/data/benchmarks \
       --jax_distributed   # on every worker of a TPU pod (launch/tpu_pod.sh)
 """
-from configs import glue_large
+from camtl_jax.configs import glue_large
 
 MTL24 = ("glue/cola", "glue/sst2", "glue/mrpc", "glue/stsb", "glue/qqp", "glue/mnli", "glue/qnli",
          "glue/rte", "glue/wnli",

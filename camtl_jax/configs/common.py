@@ -13,8 +13,7 @@ def base() -> ml_collections.ConfigDict:
   c.dtype = "float32"           # compute dtype: float32 | bfloat16 (params stay float32)
   c.tasks = ("demo/sentiment",)
   c.data_dir = "data"           # root of the original distribution files (see README)
-  c.data_source = "local"       # local | tfds
-  c.tfds_data_dir = ""
+  c.data_source = "local"       # local | tfds (then data_dir is the TFDS data_dir, may be gs://)
   c.cache_dir = ""              # tokenisation cache; default WORKDIR/cache
   c.max_length = 128
   c.bucket_step = 32            # dynamic padding: batches padded to multiples of this
@@ -53,6 +52,7 @@ def base() -> ml_collections.ConfigDict:
   c.checkpoint_every = 500
   c.keep_checkpoints = 3
   c.async_checkpoint = True
+  c.allow_resume_changes = False  # resume with another seed / batch / lr / steps / sampler
   c.max_bad_steps = 10          # consecutive NaN/Inf steps before training stops with a checkpoint
   c.max_eval_examples = 0       # >0 caps each dev split (quick runs); 0 = the whole split
   return c

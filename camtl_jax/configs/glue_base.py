@@ -1,12 +1,12 @@
 """CA-MTL on the 8 GLUE tasks of the paper with BERT-base (adapter='top').
 
   camtl-convert bert-base-uncased /data/ckpt/bert-base-uncased   # or any local HF dir
-  python -m camtl_jax.main --config configs/glue_base.py --workdir /data/runs/glue_base \
+  python -m camtl_jax.main --config glue_base --workdir /data/runs/glue_base \
       --config.model_path=/data/ckpt/bert-base-uncased --config.data_dir=/data/benchmarks
 
 data_dir holds glue/<Task>/{train,dev,test}.tsv as the GLUE download script lays them out.
 """
-from configs import common
+from camtl_jax.configs import common
 
 GLUE8 = ("glue/cola", "glue/sst2", "glue/mrpc", "glue/stsb", "glue/qqp", "glue/mnli", "glue/qnli",
          "glue/rte")

@@ -6,10 +6,10 @@
   layernorm  + conditional LayerNorm (and conditional alignment)
   mtu        + MT-Uncertainty sampling = full CA-MTL
 
-  python -m camtl_jax.main --config configs/ablation.py:attention --workdir /tmp/abl_attention \
+  python -m camtl_jax.main --config ablation:attention --workdir /tmp/abl_attention \
       --config.model_path=/data/ckpt/bert-base-uncased --config.data_dir=/data/benchmarks
 """
-from configs import glue_base
+from camtl_jax.configs import glue_base
 
 STEPS = ("mtl", "attention", "adapter", "layernorm", "mtu")
 

@@ -1,8 +1,8 @@
 """Tiny config for tests: 2 MiniLM layers, short sequences, a handful of steps.
 
-  python -m camtl_jax.main --config configs/tiny.py --workdir /tmp/camtl_tiny
+  python -m camtl_jax.main --config tiny --workdir /tmp/camtl_tiny
 """
-from configs import demo
+from camtl_jax.configs import demo
 
 
 def get_config(arg=None):

@@ -1,10 +1,10 @@
 """The standard MTL baseline: shared BERT-base + per-task heads, no conditioning, proportional
 task sampling, nothing frozen.
 
-  python -m camtl_jax.main --config configs/mtl_baseline.py --workdir /tmp/mtl \
+  python -m camtl_jax.main --config mtl_baseline --workdir /tmp/mtl \
       --config.model_path=/data/ckpt/bert-base-uncased --config.data_dir=/data/benchmarks
 """
-from configs import glue_base
+from camtl_jax.configs import glue_base
 
 
 def get_config(arg=None):

@@ -1,8 +1,8 @@
 """The built-in offline demo: MiniLM on the generated demo tasks, a few hundred CPU steps.
 
-  python -m camtl_jax.main --config configs/demo.py --workdir /tmp/camtl_demo
+  python -m camtl_jax.main --config demo --workdir /tmp/camtl_demo
 """
-from configs import common
+from camtl_jax.configs import common
 
 DEMO_TASKS = ("demo/sentiment", "demo/similarity", "demo/entities", "demo/choice", "demo/span")
 

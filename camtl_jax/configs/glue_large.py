@@ -1,9 +1,9 @@
 """CA-MTL on the 8 GLUE tasks with BERT-large (adapter='skip', the paper's large setting).
 
-  python -m camtl_jax.main --config configs/glue_large.py --workdir /data/runs/glue_large \
+  python -m camtl_jax.main --config glue_large --workdir /data/runs/glue_large \
       --config.model_path=/data/ckpt/bert-large-uncased --config.data_dir=/data/benchmarks
 """
-from configs import glue_base
+from camtl_jax.configs import glue_base
 
 
 def get_config(arg=None):

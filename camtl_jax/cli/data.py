@@ -18,6 +18,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from camtl_jax.cli import common
 from camtl_jax.tasks import base
 from camtl_jax.tasks import demo
 from camtl_jax.tasks.base import DataError, Example, Task
@@ -39,8 +40,7 @@ def _table(rows: Sequence[Sequence[str]]) -> str:
 
 def _registry():
   # Imported late: the registry pulls in every reader; `camtl-data demo` needs none of them.
-  from camtl_jax.tasks import registry  # pylint: disable=g-import-not-at-top
-  demo.register_demo_tasks()
+  from camtl_jax.tasks import registry  # pylint: disable=import-outside-toplevel
   return registry
 
 
@@ -165,7 +165,7 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def _parser() -> argparse.ArgumentParser:
-  parser = argparse.ArgumentParser(prog="camtl-data", description=__doc__.split("\n")[0])
+  parser = common.new_parser("camtl-data", __doc__)
   sub = parser.add_subparsers(dest="command", required=True)
   sub.add_parser("list", help="list the registered tasks")
   stats = sub.add_parser("stats", help="rows, labels and token lengths of a task's splits")
@@ -187,8 +187,7 @@ _COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
 
 def main(argv: Sequence[str] | None = None) -> int:
   """Console entry point `camtl-data`; returns the exit status."""
-  args = _parser().parse_args(argv)
-  return _COMMANDS[args.command](args)
+  return common.run("camtl-data", _parser(), lambda args: _COMMANDS[args.command](args), argv)
 
 
 if __name__ == "__main__":

@@ -1,9 +1,9 @@
 """Single-task fine-tuning (one task, no task conditioning, whole batch from that task).
 
-  python -m camtl_jax.main --config configs/single_task.py:glue/rte --workdir /tmp/rte \
+  python -m camtl_jax.main --config single_task:glue/rte --workdir /tmp/rte \
       --config.model_path=/data/ckpt/bert-base-uncased --config.data_dir=/data/benchmarks
 """
-from configs import common
+from camtl_jax.configs import common
 
 
 def get_config(arg="glue/rte"):

@@ -1,0 +1,61 @@
+"""`camtl-bench`: time the compiled steps of a config on this machine (plain, CA-MTL, CA-MTL +
+MT-U, the scoring forward, plain forwards), with compile time, memory and FLOPs utilisation
+against a matmul peak measured in the same run.
+
+  camtl-bench --config bench:minilm --steps 5 [--json OUT] [--variants camtl_mtu,score]
+  camtl-bench --config bench:bert-base --steps 3 --json /tmp/bench_base.json
+
+Weights are random and candidates synthetic: only shapes matter for speed.
+"""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Sequence
+
+from camtl_jax.cli import common
+
+# bench.ORDER, written out so that --help imports nothing heavy (a test keeps them equal).
+VARIANTS = ("plain", "camtl", "camtl_mtu", "score", "forward_plain", "forward_camtl",
+            "camtl_all_trainable", "plain_all_trainable")
+
+
+def _variants(text: str) -> tuple[str, ...]:
+  names = tuple(v.strip() for v in text.split(",") if v.strip())
+  unknown = sorted(set(names) - set(VARIANTS))
+  if unknown:
+    raise common.UserError(f"unknown variant(s) {unknown}; choose from {', '.join(VARIANTS)}")
+  return names
+
+
+def _parser():
+  parser = common.new_parser("camtl-bench", __doc__)
+  common.add_config_argument(parser)
+  parser.add_argument("--steps", type=int, default=5,
+                      help="timed calls per program (after one warm-up call)")
+  parser.add_argument("--json", help="also write the report as JSON to this file")
+  parser.add_argument("--matmul_size", "--matmul-size", type=int, default=2048,
+                      help="n of the n x n x n matmul that measures the peak")
+  parser.add_argument("--variants", default=",".join(VARIANTS),
+                      help=f"programs to run, comma-separated, from {', '.join(VARIANTS)}")
+  return parser
+
+
+def _bench(args) -> None:
+  variants = _variants(args.variants)
+  config = common.load_config(args.config, args.overrides)
+  from camtl_jax import bench  # pylint: disable=import-outside-toplevel
+  report = bench.benchmark(config, args.steps, args.matmul_size, variants,
+                           log=lambda s: print(s, flush=True))
+  print(bench.format_table(report))
+  if args.json:
+    Path(args.json).write_text(json.dumps(report, indent=2))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+  return common.run("camtl-bench", _parser(), _bench, argv)
+
+
+if __name__ == "__main__":
+  sys.exit(main())

@@ -1,0 +1,65 @@
+"""Five real GLUE tasks (RTE, MRPC, STS-B, SST-2, CoLA) on MiniLM at 128 tokens: the config for
+your own data on a CPU, and the arms of the paper's comparison.
+
+  python -m camtl_jax.main --config glue5_minilm --workdir /tmp/glue5 \
+      --config.data_dir=/path/to/data          # glue/<Task>/{train,dev}.tsv as GLUE ships them
+  python -m camtl_jax.main --config glue5_minilm:mtl --workdir /tmp/glue5_mtl
+  python -m camtl_jax.main --config glue5_minilm:single_task:glue/rte --workdir /tmp/rte
+
+Arms (ARG): camtl_mtu (default: full CA-MTL + MT-Uncertainty sampling), mtl (configs ablation:mtl
+semantics: shared encoder + heads, lower half frozen, proportional sampling), the ablation steps
+attention / adapter / layernorm, and single_task:TASK (one task, no conditioning, everything
+trainable). data_dir defaults to the workspace's shared/data folder when it exists ($CAMTL_DATA_DIR
+overrides). The step count and learning rate are a CPU-sized starting point, not a tuned result.
+"""
+import os
+from pathlib import Path
+
+from camtl_jax.configs import ablation, common
+
+GLUE5 = ("glue/rte", "glue/mrpc", "glue/stsb", "glue/sst2", "glue/cola")
+ARMS = ("camtl_mtu", "mtl", "attention", "adapter", "layernorm", "single_task")
+# The ablation step of each multi-task arm (configs/ablation.py).
+ABLATION_STEP = {"camtl_mtu": "mtu", "mtl": "mtl", "attention": "attention", "adapter": "adapter",
+                 "layernorm": "layernorm"}
+
+
+def default_data_dir() -> str:
+  """$CAMTL_DATA_DIR, else shared/data beside the repository (a checkout's ../shared/data)."""
+  if os.environ.get("CAMTL_DATA_DIR"):
+    return os.environ["CAMTL_DATA_DIR"]
+  beside_repo = Path(__file__).resolve().parents[3] / "shared" / "data"
+  return str(beside_repo) if beside_repo.is_dir() else "../shared/data"
+
+
+def get_config(arg="camtl_mtu"):
+  arm, _, task = (arg or "camtl_mtu").partition(":")
+  if arm not in ARMS:
+    raise ValueError(f"glue5_minilm arm {arm!r} unknown; choose one of {ARMS} "
+                     "(single_task:TASK for one task)")
+  c = common.base()
+  if arm == "single_task":
+    if task not in GLUE5:
+      raise ValueError(f"glue5_minilm:single_task needs one of {GLUE5}, got {task!r}")
+    c.tasks = (task,)
+    c.model.conditioning = "none"
+    c.sampler = "uniform"
+    c.frozen_layers = (0, 0)
+    c.freeze_embeddings = False
+  else:
+    step = ablation.get_config(ABLATION_STEP[arm])
+    c.model = step.model
+    c.sampler = step.sampler
+    c.tasks = GLUE5
+  c.model_path = "minilm"
+  c.data_dir = default_data_dir()
+  c.max_length = 128
+  c.batch_size = 16
+  c.total_steps = 2000
+  c.learning_rate = 1e-4
+  c.warmup_fraction = 0.1
+  c.log_every = 50
+  c.eval_every = 500
+  c.checkpoint_every = 250
+  c.eval_batch_size = 128
+  return c

@@ -1,0 +1,258 @@
+"""A run's workdir: the files training writes beside its checkpoints, and loading a trained model.
+
+  WORKDIR/config.json    the training config (config.to_json())
+  WORKDIR/tasks.json     per task: name, type, labels, num_choices, metrics, the train split's
+                         regression mean/std (maps outputs back to the task's scale)
+  WORKDIR/checkpoints/   Orbax checkpoints (checkpoint.py)
+
+`load(workdir)` gives a `TrainedModel` (config, tasks, the selected checkpoint's params, the model
+rebuilt from the checkpoint's fingerprint, the tokenizer) without the config file that trained it:
+prediction, export and adaptation start from it. The selected checkpoint is the one with the best
+dev score, else the latest.
+"""
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+import logging
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence
+
+import jax
+import ml_collections
+
+from camtl_jax import checkpoint, evaluate, experiment
+from camtl_jax.models import bert
+from camtl_jax.models import camtl as camtl_lib
+from camtl_jax.tasks import base, registry
+from camtl_jax.tasks.base import Task
+
+log = logging.getLogger(__name__)
+
+CONFIG_FILE = "config.json"
+TASKS_FILE = "tasks.json"
+
+
+# ------------------------------------------------------------------------------------------------
+# Writing
+
+
+def write_config(workdir: Path, config: ml_collections.ConfigDict) -> None:
+  """WORKDIR/config.json."""
+  (workdir / CONFIG_FILE).write_text(config.to_json(indent=2) + "\n")
+
+
+def task_records(tasks: Sequence[Task], stats: Sequence[tuple[float, float]]) -> list[dict]:
+  """What prediction needs about each task beyond the config (custom tasks' labels, and the train
+  split's regression statistics)."""
+  return [{"name": t.name, "type": t.type, "labels": list(t.labels),
+           "num_choices": t.num_choices, "metrics": list(t.metrics),
+           "target_mean": float(mean), "target_std": float(std)}
+          for t, (mean, std) in zip(tasks, stats)]
+
+
+def write_task_records(workdir: Path, tasks: Sequence[Task],
+                       stats: Sequence[tuple[float, float]]) -> None:
+  """WORKDIR/tasks.json."""
+  (workdir / TASKS_FILE).write_text(json.dumps(task_records(tasks, stats), indent=2) + "\n")
+
+
+# ------------------------------------------------------------------------------------------------
+# Reading
+
+
+@dataclasses.dataclass
+class TrainedModel:
+  """A trained workdir, loaded: everything prediction, export and adaptation need.
+
+  stats: per task, the train split's regression (mean, std) ((0, 1) for other types).
+  """
+  workdir: Path
+  config: ml_collections.ConfigDict
+  tasks: list[Task]
+  stats: list[tuple[float, float]]
+  model: camtl_lib.CAMTL
+  params: Any
+  tokenizer: Any
+  step: int
+  meta: dict
+
+  @property
+  def specs(self) -> tuple[camtl_lib.TaskSpec, ...]:
+    return self.model.tasks
+
+  @property
+  def num_choices(self) -> int:
+    """K of every batch: the largest choice count of the model's tasks."""
+    return camtl_lib.num_choices(self.model.tasks)
+
+  def task_id(self, name: str) -> int:
+    """The task's row in the model; ValueError naming the workdir's tasks otherwise."""
+    names = [t.name for t in self.tasks]
+    if name not in names:
+      raise ValueError(f"unknown task {name!r}: the model in {self.workdir} was trained on "
+                       f"{names}")
+    return names.index(name)
+
+  @functools.cached_property
+  def apply(self) -> Callable:
+    """jit(params, batch, head_types=None) -> the model's per-example outputs, deterministic (the
+    eval step); head_types (static): only these heads, see camtl.choice_layout."""
+    return jax.jit(lambda params, batch, head_types=None: self.model.apply(
+        {"params": params}, batch, deterministic=True, head_types=head_types),
+                   static_argnames="head_types")
+
+  def eval_setup(self, batch_size: int | None = None) -> evaluate.EvalSetup:
+    """The training run's eval batching, on this process's device."""
+    return evaluate.eval_setup(self.config, self.specs, batch_size=batch_size)
+
+  def encode(self, task_id: int, examples: Sequence[base.Example], split: str = "predict",
+             cache_dir: str | None = None):
+    """Tokenises examples of one of the model's tasks (regression targets on the train scale)."""
+    task = self.tasks[task_id]
+    stats = self.stats[task_id] if task.type == base.REGRESSION else None
+    return experiment.encode_split(self.config, task, examples, self.tokenizer, cache_dir, split,
+                                   stats)
+
+  def evaluate_split(self, split, task_id: int, params: Any = None
+                     ) -> tuple[dict[str, float], list]:
+    """(the task's official metrics, predictions) on a labelled split."""
+    params = self.params if params is None else params
+    return evaluate.evaluate_split(self.apply, params, split, task_id, self.eval_setup())
+
+
+def check_workdir(workdir: str | Path) -> Path:
+  """The resolved workdir; FileNotFoundError when it is missing or holds no checkpoint."""
+  path = Path(workdir).expanduser().resolve()
+  if not path.is_dir():
+    raise FileNotFoundError(f"workdir {path} does not exist")
+  ckpts = path / "checkpoints"
+  if (path / "learning_curve.csv").exists():
+    raise FileNotFoundError(f"{path} is a learning-curve folder (camtl-adapt --fractions), not a "
+                            "workdir; camtl-adapt with a single --fraction writes a workdir")
+  if not ckpts.is_dir() or not any(p.name.isdigit() for p in ckpts.iterdir()):
+    raise FileNotFoundError(f"workdir {path} holds no checkpoint (expected {ckpts}/<step>); "
+                            "train first: python -m camtl_jax.main --config ... --workdir "
+                            f"{path}")
+  return path
+
+
+def load_config(workdir: Path) -> ml_collections.ConfigDict:
+  """WORKDIR/config.json as a ConfigDict."""
+  path = workdir / CONFIG_FILE
+  if not path.is_file():
+    raise FileNotFoundError(f"{path} not found: the workdir was trained before configs were saved "
+                            "into it; pass the training config (load(workdir, config=...))")
+  return ml_collections.ConfigDict(json.loads(path.read_text()))
+
+
+def select_step(workdir: Path) -> int:
+  """The checkpoint with the best dev score, else the latest. Read-only: safe while a run is
+  writing the workdir."""
+  manager = checkpoint.make_manager(workdir, async_save=False, read_only=True)
+  steps = manager.all_steps()
+  if not steps:
+    raise FileNotFoundError(f"workdir {workdir} holds no checkpoint")
+  best = checkpoint.best_step(manager)
+  manager.close()
+  return best if best is not None else max(steps)
+
+
+def task_from_record(record: Mapping[str, Any]) -> Task:
+  """The registry's Task of that name (checked against the record), else one built from it (a
+  custom task of the training run that is not registered in this process)."""
+  if record["name"] in registry.TASKS:
+    task = registry.TASKS[record["name"]]
+    if task.type != record["type"] or list(task.labels) != list(record["labels"]):
+      raise ValueError(f"task {task.name!r} differs from the one the workdir was trained on: "
+                       f"{task.type} {list(task.labels)} != {record['type']} {record['labels']}")
+    return task
+  return Task(name=record["name"], type=record["type"], labels=tuple(record["labels"]),
+              metrics=tuple(record.get("metrics", ())), splits={}, reader=None,
+              num_choices=record["num_choices"])
+
+
+def load_task_records(workdir: Path) -> tuple[list[Task], list[tuple[float, float]]]:
+  """Tasks and regression statistics from WORKDIR/tasks.json."""
+  path = workdir / TASKS_FILE
+  if not path.is_file():
+    raise FileNotFoundError(f"{path} not found: not a workdir written by camtl_jax training")
+  records = json.loads(path.read_text())
+  return ([task_from_record(r) for r in records],
+          [(float(r["target_mean"]), float(r["target_std"])) for r in records])
+
+
+def model_from_fingerprint(meta: Mapping[str, Any], tasks: Sequence[Task],
+                           config) -> camtl_lib.CAMTL:
+  """The CAMTL module of a checkpoint, from its fingerprint (encoder and model shapes)."""
+  fp = meta.get("fingerprint", {})
+  if [t.name for t in tasks] != list(fp.get("tasks", [])):
+    raise ValueError(f"the checkpoint's tasks {fp.get('tasks')} differ from tasks.json "
+                     f"{[t.name for t in tasks]}")
+  encoder = bert.EncoderConfig(**fp["encoder"], dtype=config.dtype)
+  model_config = camtl_lib.CAMTLConfig.from_config(fp["model"])
+  return camtl_lib.CAMTL(encoder=encoder, config=model_config,
+                         tasks=experiment.task_specs(tasks))
+
+
+def restore(workdir: Path, step: int) -> tuple[Any, dict]:
+  """(params as numpy, meta) of one checkpoint (onto this process's device, whatever devices saved
+  it: checkpoint.load_state)."""
+  _, state = checkpoint.load_state(workdir, step)
+  return state["params"], checkpoint.load_meta(workdir, step)
+
+
+def load(workdir: str | Path, step: int | None = None,
+         config: ml_collections.ConfigDict | None = None) -> TrainedModel:
+  """Loads a trained workdir: config, tasks, the selected checkpoint's params, the tokenizer."""
+  path = check_workdir(workdir)
+  config = config or load_config(path)
+  tasks, stats = load_task_records(path)
+  step = select_step(path) if step is None else step
+  params, meta = restore(path, step)
+  params = jax.device_put(params)  # once, not at every forward
+  model = model_from_fingerprint(meta, tasks, config)
+  log.info("loaded %s step %d (%d tasks)", path, step, len(tasks))
+  return TrainedModel(path, config, tasks, stats, model, params,
+                      experiment.load_tokenizer(config), step, meta)
+
+
+# ------------------------------------------------------------------------------------------------
+# One run per workdir
+
+# Config fields that change the trajectory without changing the fingerprint: a resumed run with
+# other values would silently continue a different run (the data order and the schedule move).
+TRAJECTORY_FIELDS = ("seed", "batch_size", "grad_accum_steps", "learning_rate", "total_steps",
+                     "warmup_fraction", "weight_decay", "clip_norm", "new_param_lr_multiplier",
+                     "sampler", "mt_uncertainty_score", "temperature_alpha")
+
+
+def trajectory(config) -> dict:
+  """The TRAJECTORY_FIELDS of a config (JSON-normalised)."""
+  return json.loads(json.dumps({k: config[k] for k in TRAJECTORY_FIELDS}))
+
+
+def refuse_other_runs(config, path: Path) -> None:
+  """WorkdirMismatch when the workdir's checkpoints belong to another task list or model shape,
+  found from the config alone (no weights, no data) so a refused run writes nothing."""
+  saved = checkpoint.read_fingerprint(path)
+  if saved is None:
+    return
+  model = experiment.build_model(config, experiment.encoder_shape(config),
+                                 experiment.task_specs(experiment.get_tasks(config.tasks)))
+  current = experiment.fingerprint(config, model, saved.get("train_rows", []))
+  checkpoint.check_fingerprint(saved, current, path)
+
+
+def check_trajectory(config, saved_meta: dict, path: Path) -> None:
+  """Refuses a resume with other TRAJECTORY_FIELDS unless config.allow_resume_changes."""
+  saved = saved_meta.get("trajectory")
+  diffs = checkpoint.fingerprint_diff(saved, trajectory(config)) if saved else []
+  if diffs and not config.get("allow_resume_changes", False):
+    raise checkpoint.WorkdirMismatch(
+        f"{path} was trained with other settings that change the run's trajectory: "
+        + "; ".join(diffs) + ". Rerun with the original values, use a new --workdir, or pass "
+        "--config.allow_resume_changes=True")
+  if diffs:
+    log.warning("resuming with changed settings (allow_resume_changes): %s", "; ".join(diffs))

@@ -1,0 +1,83 @@
+"""The commands as a user meets them: --help is fast and lists the flags, a user's mistake is one
+line `camtl-X: error: ...` with exit status 2 (no traceback), configs load from any folder."""
+import os
+import subprocess
+import sys
+import time
+import tomllib
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SCRIPTS = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["scripts"]
+
+
+def _run(module: str, *args: str, cwd=None, timeout=120) -> subprocess.CompletedProcess:
+  env = dict(os.environ, JAX_PLATFORMS="cpu")
+  return subprocess.run([sys.executable, "-m", module, *args], cwd=cwd or REPO, env=env,
+                        capture_output=True, text=True, timeout=timeout)
+
+
+def _module(script: str) -> str:
+  return SCRIPTS[script].partition(":")[0]
+
+
+@pytest.mark.parametrize("script", sorted(SCRIPTS))
+def test_help_exits_0_and_lists_the_flags_within_3_seconds(script, tmp_path):
+  start = time.perf_counter()
+  proc = _run(_module(script), "--help", cwd=tmp_path)
+  seconds = time.perf_counter() - start
+  assert proc.returncode == 0, proc.stderr
+  assert proc.stdout.startswith("usage:") and "--verbose" in proc.stdout
+  assert seconds < 3.0, f"{script} --help took {seconds:.1f} s"
+
+
+def _one_line_error(proc: subprocess.CompletedProcess, prog: str) -> str:
+  lines = [line for line in proc.stderr.splitlines() if line.strip()]
+  assert proc.returncode == 2, proc.stderr
+  assert len(lines) == 1 and lines[0].startswith(f"{prog}: error: "), proc.stderr
+  assert "Traceback" not in proc.stderr
+  return lines[0]
+
+
+@pytest.mark.parametrize("args,expected", [
+    (("--config", "tiny", "--config.tasks=('glue/rtee',)"), "unknown task 'glue/rtee'"),
+    (("--config", "tiny", "--config.batchsize=4"),
+     "unknown config field config.batchsize (did you mean config.batch_size?)"),
+    (("--config", "config_config"), "unknown config 'config_config'"),
+    (("--config", "/nonexistent/config.py"), "config file /nonexistent/config.py not found"),
+    (("--config", "tiny", "--config.frozen_layers=(0, 7)"), "outside the encoder's 2 layers"),
+    (("--config", "tiny", "--config.sampler=most_confident"), "unknown sampler"),
+    (("--config", "tiny", "--config.learning_rate=-1.0"), "must be a finite number > 0"),
+])
+def test_training_mistakes_are_one_line_before_anything_loads(tmp_path, args, expected):
+  start = time.perf_counter()
+  proc = _run("camtl_jax.main", *args, "--workdir", str(tmp_path / "w"), cwd=tmp_path)
+  assert expected in _one_line_error(proc, "camtl-train")
+  assert time.perf_counter() - start < 30  # no weights, no data read
+  assert not (tmp_path / "w").exists()
+
+
+def test_verbose_shows_the_traceback(tmp_path):
+  proc = _run("camtl_jax.main", "--config", "tiny", "--config.tasks=('glue/rtee',)",
+              "--workdir", str(tmp_path / "w"), "--verbose")
+  assert proc.returncode != 0 and "Traceback" in proc.stderr
+
+
+def test_other_commands_report_mistakes_in_one_line(tmp_path):
+  assert "does not exist" in _one_line_error(
+      _run("camtl_jax.cli.predict", "--workdir", str(tmp_path / "none"), "--task", "x",
+           "--text", "hi"), "camtl-predict")
+  assert "unknown variant" in _one_line_error(
+      _run("camtl_jax.cli.bench", "--config", "bench", "--variants", "fast"), "camtl-bench")
+  assert "unknown config" in _one_line_error(
+      _run("camtl_jax.cli.params", "--config", "glue_bse"), "camtl-params")
+
+
+def test_shipped_and_file_configs_load_from_any_folder(tmp_path):
+  by_name = _run("camtl_jax.cli.params", "--config", "tiny", cwd=tmp_path)
+  by_path = _run("camtl_jax.cli.params", "--config", str(REPO / "camtl_jax/configs/tiny.py"),
+                 cwd=tmp_path)
+  assert by_name.returncode == by_path.returncode == 0, by_name.stderr + by_path.stderr
+  assert by_name.stdout == by_path.stdout and "5 tasks" in by_name.stdout

@@ -155,9 +155,8 @@ def check_fingerprint(saved: dict, current: dict, workdir: str | Path) -> None:
   diffs = fingerprint_diff(saved, current)
   if diffs:
     raise WorkdirMismatch(
-        f"{workdir} holds checkpoints of a different run; differing fields (workdir -> config):\n"
-        + "\n".join(f"  {d}" for d in diffs)
-        + "\nUse a new --workdir, or restore the original config.")
+        f"{workdir} holds checkpoints of a different run (workdir -> config): "
+        + "; ".join(diffs) + ". Use a new --workdir, or restore the original config.")
 
 
 class _Absent:
@@ -187,6 +186,20 @@ def fingerprint_diff(old: Any, new: Any, path: str = "") -> list[str]:
 def _short(value: Any, limit: int = 120) -> str:
   text = repr(list(value) if isinstance(value, tuple) else value)
   return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
+def read_latest_meta(workdir: str | Path) -> dict | None:
+  """The meta of the newest checkpoint whose meta is readable (without its checksum); None
+  without one. Reads no state and writes nothing."""
+  directory = checkpoint_dir(workdir)
+  for step in sorted(ocp.utils.checkpoint_steps(directory), reverse=True):
+    try:
+      meta = _read_meta(directory, step)
+    except Exception:  # noqa: BLE001 - any read failure means this checkpoint is unusable
+      continue
+    meta.pop(CHECKSUM, None)
+    return meta
+  return None
 
 
 def read_fingerprint(workdir: str | Path) -> dict | None:

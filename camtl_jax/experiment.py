@@ -132,6 +132,8 @@ def validate_config(config, num_layers: int, mesh) -> None:
   """Contradictions in the config, reported before anything is loaded or compiled."""
   sampling.check_sampler(config.sampler)
   sampling.check_score_mode(config.mt_uncertainty_score)
+  sampling.check_uncertainty_mode(config.get("mtu_uncertainty", "normalised"))
+  _check_shares(config)
   frozen_layers(config, num_layers)
   if not config.tasks:
     raise ValueError("config.tasks is empty")
@@ -327,9 +329,40 @@ class StepContext:
   temperature_alpha: float
   grad_accum_steps: int
   seed: int
+  uncertainty_mode: str = "normalised"   # sampling.UNCERTAINTY_MODES
+  floor_slots: int = 0                   # MT-U floor: slots per step going round the tasks
+  max_per_task: int = 1 << 30            # MT-U cap per task and step (>= b: off)
+  max_bad_steps: int = 1 << 30           # consecutive NaN/Inf steps that halt the state
   # NamedSharding of an example axis over 'data' (set by train.compile_steps): keeps the scoring
   # forward and the selected batch data-parallel after the gather.
   example_sharding: Any = None
+
+
+def max_per_task(config) -> int:
+  """The MT-U cap in candidates per task and step: ceil(share * b) with share =
+  max(mtu_max_share, 2 / T), so the cap never forces an even split (with two tasks and a cap of
+  1/2 every batch would be half and half, whatever the scores)."""
+  share = config.get("mtu_max_share", 1.0)
+  if share < 1.0:
+    share = max(share, 2.0 / len(config.tasks))
+  return math.ceil(min(share, 1.0) * config.batch_size - 1e-9)
+
+
+def floor_slots(config) -> int:
+  """The MT-U floor in slots per step: round(mtu_min_share * b)."""
+  return int(round(config.get("mtu_min_share", 0.0) * config.batch_size))
+
+
+def _check_shares(config) -> None:
+  """The floor and cap must leave a batch of b: floor <= b <= T * cap."""
+  tasks, b = len(config.tasks), config.batch_size
+  floor, share = config.get("mtu_min_share", 0.0), config.get("mtu_max_share", 1.0)
+  if not 0 <= floor <= 1:
+    raise ValueError(f"config.mtu_min_share={floor} must be in [0, 1]")
+  if not 0 < share <= 1 or max_per_task(config) * tasks < b:
+    raise ValueError(f"config.mtu_max_share={share} lets {tasks} tasks fill at most "
+                     f"{max_per_task(config) * tasks} of a batch of {b}; need at least "
+                     f"1 / {tasks} (and at most 1)")
 
 
 def make_context(config, model: camtl_lib.CAMTL, tx, labels,
@@ -340,7 +373,9 @@ def make_context(config, model: camtl_lib.CAMTL, tx, labels,
       num_tasks=len(model.tasks), batch_size=config.batch_size, sampler=config.sampler,
       score_mode=config.mt_uncertainty_score, task_sizes=tuple(int(n) for n in task_sizes),
       temperature_alpha=config.temperature_alpha, grad_accum_steps=config.grad_accum_steps,
-      seed=config.seed)
+      seed=config.seed, uncertainty_mode=config.get("mtu_uncertainty", "normalised"),
+      floor_slots=floor_slots(config),
+      max_per_task=max_per_task(config), max_bad_steps=int(config.max_bad_steps))
 
 
 def check_config(config) -> tuple[bert.EncoderConfig, list[Task]]:

@@ -23,6 +23,41 @@ entropy 0, so they were never picked).
 
 Degenerate supports (C_t = 1, one valid choice, no labelled token) have H = H_max = 0 and u = 0:
 nothing is uncertain about a single outcome. Divisions are guarded, so no NaN appears.
+
+One meaning of u across head types (`mode='calibrated'`, the default; 'normalised' is the list
+above, kept for reproducing earlier runs). The paper defines U for classification only, and
+normalising every head by the log of its support size is not comparable: at the same top-1
+confidence 0.9, H / H_max is 0.47 for a binary task, 0.36 for 3 classes, 0.22 for a 13-tag token
+and 0.15 for a span over 384 positions, and a tagged sentence of 18 confident 'O' tokens (p .999)
+and 2 uncertain entity tokens (p .6) averages to 0.069. Under the hard top-b cut such offsets
+between head types exclude whole tasks. 'calibrated' reads each head's uncertainty as that of a
+binary decision, "is the top prediction right?", from its top-1 probability p1:
+h2(max(p1, 1/2)), the binary entropy in bits (1 at p1 <= 1/2, 0.47 at 0.9, 0.08 at 0.99):
+  classification   unchanged, the paper's H / log C_t (so are multiple-choice tasks, over choices)
+  span             the mean over start and end of h2(max(p1, 1/2)) over the allowed positions:
+                   independent of how many positions the window has
+  tagging          the largest per-token h2(max(p1, 1/2)) over the labelled tokens: the example is
+                   as uncertain as its most uncertain tag, so easy 'O' tokens cannot hide the
+                   entities (18 'O' at .999 and 2 entity tokens at .6 score 0.97, not 0.069)
+  regression       u = h2(1 - v / 2), v = min(r_t * exp(lv_i - max_t lv), 1): the fraction of the
+                   prior variance left (r_t the running MSE, the variance head ranking within the
+                   task, centred on the task's largest log-variance so that v <= r_t) read as a
+                   binary confidence: v = 1 (no better than the prior) is a coin flip, v = 0.2 is
+                   p = 0.9 (u 0.47, a binary classifier at 0.9). No clipping at 1 for candidates
+                   below the task's most uncertain one, so a fresh regression task does not tie at
+                   H_max with half of its candidates (it did: STS-B took 95-97% of the selections
+                   in its first 20 steps).
+For a binary task h2(q) equals the paper's H / log 2, so every head agrees with the paper where the
+paper is defined for two outcomes.
+
+No capture, no starvation (`select_with_shares`): the hard top-b cut turns small systematic
+offsets into total exclusion, and a task whose candidates stay uncertain because it does not learn
+would take the whole budget. Two per-step options (config mtu_min_share, mtu_max_share): a
+fraction of the b slots is a floor that goes round the tasks (each slot takes its task's most
+uncertain candidate; every task gets its turn every few steps), and no task gets more than
+mtu_max_share of the b (a cap; at least 2 / T, so it never forces an even split); the rest is the
+global top-b, by score. Both off (0, 1) is
+exactly `select_top`, the paper's selection.
 """
 from __future__ import annotations
 
@@ -124,6 +159,39 @@ def _regression(outputs: Batch, batch: Batch, num_labels: Array) -> tuple[Array,
   return jnp.exp(jnp.minimum(log_var, 0.0)), jnp.ones_like(log_var)
 
 
+def binary_entropy_bits(q: Array) -> Array:
+  """h2(q) = -(q log q + (1 - q) log(1 - q)) / log 2, in [0, 1], 0 log 0 := 0."""
+  q = jnp.clip(q, 0.0, 1.0)
+  terms = jnp.where(q > 0, q * jnp.log(jnp.maximum(q, 1e-38)), 0.0) + jnp.where(
+      q < 1, (1 - q) * jnp.log(jnp.maximum(1 - q, 1e-38)), 0.0)
+  return -terms / jnp.log(2.0)
+
+
+def _top_one_uncertainty(logits: Array, valid: Array) -> Array:
+  """h2(max(p1, 1/2)), p1 the probability of the most probable valid entry, over the last axis:
+  [..., C] -> [...] in [0, 1]; 0 where fewer than two entries are valid. Depends on the top-1
+  confidence only, so heads of any support size agree at the same confidence."""
+  log_p = jax.nn.log_softmax(jnp.where(valid, logits.astype(jnp.float32), _MASK), axis=-1)
+  p1 = jnp.exp(jnp.max(log_p, axis=-1))
+  return jnp.where(valid.sum(-1) >= 2, binary_entropy_bits(jnp.maximum(p1, 0.5)), 0.0)
+
+
+def _calibrated_span(outputs: Batch, batch: Batch, num_labels: Array) -> tuple[Array, Array]:
+  allowed = (batch["context_mask"] > 0) | (jnp.arange(batch["context_mask"].shape[-1]) == 0)
+  u = 0.5 * (_top_one_uncertainty(outputs["start_logits"], allowed)
+             + _top_one_uncertainty(outputs["end_logits"], allowed))
+  return u, jnp.where(allowed.sum(-1) >= 2, 1.0, 0.0)
+
+
+def _calibrated_tagging(outputs: Batch, batch: Batch, num_labels: Array) -> tuple[Array, Array]:
+  logits = outputs["tag_logits"]  # [B, L, C_tag_max]
+  valid = _class_valid(num_labels, logits.shape[-1])[:, None, :]
+  labelled = batch["token_labels"] >= 0
+  per_token = _top_one_uncertainty(logits, jnp.broadcast_to(valid, logits.shape))  # [B, L]
+  u = jnp.max(jnp.where(labelled, per_token, 0.0), axis=-1)
+  return u, jnp.where(labelled.any(-1) & (num_labels >= 2), 1.0, 0.0)
+
+
 UncertaintyFn = Callable[[Batch, Batch, Array], tuple[Array, Array]]
 UNCERTAINTY: dict[str, UncertaintyFn] = {
     CLASSIFICATION: _classification,
@@ -132,9 +200,20 @@ UNCERTAINTY: dict[str, UncertaintyFn] = {
     TAGGING: _tagging,
     REGRESSION: _regression,
 }
+# mode -> the head types whose definition differs from UNCERTAINTY's (module docstring).
+UNCERTAINTY_MODES: dict[str, dict[str, UncertaintyFn]] = {
+    "normalised": {},
+    "calibrated": {SPAN: _calibrated_span, TAGGING: _calibrated_tagging},
+}
 
 
-def uncertainty(outputs: Batch, batch: Batch, task_info: TaskInfo) -> tuple[Array, Array]:
+def check_uncertainty_mode(mode: str) -> None:
+  if mode not in UNCERTAINTY_MODES:
+    raise ValueError(f"unknown mtu_uncertainty {mode!r}; known: {sorted(UNCERTAINTY_MODES)}")
+
+
+def uncertainty(outputs: Batch, batch: Batch, task_info: TaskInfo,
+                mode: str = "normalised") -> tuple[Array, Array]:
   """Per-example entropy H [B] and its maximum H_max [B] (u = H / H_max in [0, 1]).
 
   outputs: the model's per-example outputs, only the keys of head types present in the run:
@@ -143,9 +222,12 @@ def uncertainty(outputs: Batch, batch: Batch, task_info: TaskInfo) -> tuple[Arra
     is recomputed here from task_info and the batch.
   batch: task_id [B]; attention_mask [B, K, L] (multiple choice), context_mask [B, L] (span),
     token_labels [B, L] (tagging).
+  mode: 'normalised' (H / H_max per head type) or 'calibrated' (module docstring).
   Each head type present is evaluated on all B examples (cheap next to the forward) and each
   example keeps its own type's value; the loop is over head types (<= 5), not over tasks.
   """
+  check_uncertainty_mode(mode)
+  functions = dict(UNCERTAINTY, **UNCERTAINTY_MODES[mode])
   task_id = batch["task_id"]
   num_labels = jnp.asarray(task_info.num_labels, jnp.int32)[task_id]
   type_index = np.array([TASK_TYPES.index(t) for t in task_info.types], np.int32)
@@ -153,7 +235,7 @@ def uncertainty(outputs: Batch, batch: Batch, task_info: TaskInfo) -> tuple[Arra
   h = h_max = jnp.zeros(task_id.shape, jnp.float32)
   for head_type in sorted(set(task_info.types), key=TASK_TYPES.index):
     this = example_type == TASK_TYPES.index(head_type)
-    h_t, h_max_t = UNCERTAINTY[head_type](outputs, batch, num_labels)
+    h_t, h_max_t = functions[head_type](outputs, batch, num_labels)
     h, h_max = jnp.where(this, h_t, h), jnp.where(this, h_max_t, h_max)
   return h, h_max
 
@@ -162,8 +244,8 @@ def uncertainty(outputs: Batch, batch: Batch, task_info: TaskInfo) -> tuple[Arra
 # MT-U scores and selection.
 
 def calibrated_regression_uncertainty(h: Array, h_max: Array, outputs: Batch, task_id: Array,
-                                      task_info: TaskInfo, running_mse: Array
-                                      ) -> tuple[Array, Array]:
+                                      task_info: TaskInfo, running_mse: Array,
+                                      mode: str = "normalised") -> tuple[Array, Array]:
   """Replaces the regression rows of (H, H_max) by u = min(r_t * exp(lv_i - mean_t lv), 1).
 
   r_t [T] is the task's running mean squared error on its standardised targets (train.py keeps it
@@ -176,16 +258,24 @@ def calibrated_regression_uncertainty(h: Array, h_max: Array, outputs: Batch, ta
   twice.
 
   h, h_max: [B] from `uncertainty`; outputs: must hold 'regression_log_var' when a regression task
-  is present; task_id [B]; running_mse [T] float32.
+  is present; task_id [B]; running_mse [T] float32. mode 'calibrated': u = h2(1 - v / 2) with the
+  log-variance centred on the task's largest instead of its mean (module docstring).
   """
   is_regression = np.array([t == REGRESSION for t in task_info.types])
   if not is_regression.any():
     return h, h_max
   rows = jnp.asarray(is_regression)[task_id]
   log_var = outputs["regression_log_var"].astype(jnp.float32)
-  mean_lv, _ = task_means(jnp.where(rows, log_var, 0.0), task_id, len(task_info.types))
-  log_u = jnp.log(jnp.maximum(running_mse[task_id], 1e-12)) + log_var - mean_lv[task_id]
+  num_tasks = len(task_info.types)
+  if mode == "calibrated":
+    centre = jax.ops.segment_max(jnp.where(rows, log_var, -jnp.inf), task_id, num_tasks)
+    centre = jnp.where(jnp.isfinite(centre), centre, 0.0)
+  else:
+    centre, _ = task_means(jnp.where(rows, log_var, 0.0), task_id, num_tasks)
+  log_u = jnp.log(jnp.maximum(running_mse[task_id], 1e-12)) + log_var - centre[task_id]
   u = jnp.exp(jnp.minimum(log_u, 0.0))
+  if mode == "calibrated":
+    u = binary_entropy_bits(1.0 - 0.5 * u)
   return jnp.where(rows, u, h), jnp.where(rows, 1.0, h_max)
 
 
@@ -260,6 +350,46 @@ def select_top(scores: Array, b: int) -> Array:
   """
   scores = jnp.where(jnp.isnan(scores), -jnp.inf, scores)
   return jax.lax.top_k(scores, b)[1]
+
+
+def task_ranks(scores: Array, task_id: Array, num_tasks: int) -> Array:
+  """Rank [B] of each candidate among its own task's by score (0 = the task's highest); NaN last.
+  One sort by (task, -score), O(B log B)."""
+  s = jnp.where(jnp.isnan(scores), -jnp.inf, scores)
+  order = jnp.lexsort((-s, task_id))
+  sorted_tasks = task_id[order]
+  first = jnp.searchsorted(sorted_tasks, jnp.arange(num_tasks), side="left")
+  ranks = jnp.arange(scores.shape[0]) - first[sorted_tasks]
+  return jnp.zeros(scores.shape, jnp.int32).at[order].set(ranks.astype(jnp.int32))
+
+
+def floor_quota(step: Array, floor_slots: int, num_tasks: int) -> Array:
+  """[T] int: how many of this step's `floor_slots` guaranteed slots each task gets. The slots
+  go round the tasks from step to step (slot i of step s to task (s * F + i) % T), so over T
+  steps every task gets F of them: a floor of F / T candidates per step on average, with static
+  shapes whatever F and T are."""
+  owners = (jnp.asarray(step, jnp.int32) * floor_slots + jnp.arange(floor_slots)) % num_tasks
+  return jnp.zeros(num_tasks, jnp.int32).at[owners].add(1)
+
+
+def select_with_shares(scores: Array, task_id: Array, num_tasks: int, b: int, step: Array,
+                       floor_slots: int, max_per_task: int) -> Array:
+  """Indices [b] of the top b scores [B] under a per-task floor and cap (module docstring).
+
+  floor_slots F: this step's F guaranteed slots (floor_quota) each take the owning task's most
+  uncertain candidate not yet taken, before any other; max_per_task: a task's candidates beyond
+  its max_per_task most uncertain are never taken. F = 0 and max_per_task >= b is select_top.
+  Needs F <= b <= max_per_task * T (experiment.validate_config checks).
+  """
+  if floor_slots <= 0 and max_per_task >= b:
+    return select_top(scores, b)
+  ranks = task_ranks(scores, task_id, num_tasks)
+  quota = floor_quota(step, floor_slots, num_tasks)[task_id]
+  s = jnp.where(jnp.isnan(scores), -jnp.inf, scores)
+  floor_bonus = 1.0 + jnp.max(jnp.where(jnp.isfinite(s), jnp.abs(s), 0.0))
+  s = jnp.where(ranks < quota, s + 2 * floor_bonus, s)  # above every other score
+  s = jnp.where(ranks >= max_per_task, -jnp.inf, s)
+  return jax.lax.top_k(s, b)[1]
 
 
 def mt_uncertainty_select(outputs: Batch, candidates: Batch, task_info: TaskInfo, b: int,

@@ -101,8 +101,10 @@ def _group_uncertainty(ctx: StepContext, params, candidates: dict[str, jax.Array
   if "regression" in outputs:
     squared = jnp.square(outputs["regression"] - flat["target"])
     mse = sampling.running_regression_mse(mse, squared, task_id, flat["weight"], info)
-  h, h_max = sampling.uncertainty(outputs, dict(flat, task_id=task_id), info)
-  h, h_max = sampling.calibrated_regression_uncertainty(h, h_max, outputs, task_id, info, mse)
+  h, h_max = sampling.uncertainty(outputs, dict(flat, task_id=task_id), info,
+                                  ctx.uncertainty_mode)
+  h, h_max = sampling.calibrated_regression_uncertainty(h, h_max, outputs, task_id, info, mse,
+                                                        ctx.uncertainty_mode)
   return h.reshape(-1, len(ids)), h_max.reshape(-1, len(ids)), mse
 
 
@@ -134,14 +136,17 @@ def select(ctx: StepContext, params, candidates: dict[str, jax.Array], flat: dic
   updated running regression MSE [T].
 
   MT-Uncertainty: a deterministic forward without gradient over all candidates
-  (score_uncertainty), scores, top-b. Baseline samplers do not look at the model.
+  (score_uncertainty), scores, top-b under the per-task floor and cap
+  (sampling.select_with_shares). Baseline samplers do not look at the model.
   """
   if ctx.sampler == "mt_uncertainty":
     entropy, max_entropy, regression_mse = score_uncertainty(ctx, params, candidates,
                                                              regression_mse)
     scores = sampling.mt_uncertainty_scores(entropy, max_entropy, flat["task_id"], ctx.num_tasks,
                                             ctx.score_mode)
-    return sampling.select_top(scores, ctx.batch_size), entropy, max_entropy, regression_mse
+    idx = sampling.select_with_shares(scores, flat["task_id"], ctx.num_tasks, ctx.batch_size,
+                                      step, ctx.floor_slots, ctx.max_per_task)
+    return idx, entropy, max_entropy, regression_mse
   task_major = sampling.SAMPLERS[ctx.sampler](rng, step, ctx.task_sizes, ctx.batch_size,
                                               alpha=ctx.temperature_alpha)  # t*b + j
   idx = (task_major % ctx.batch_size) * ctx.num_tasks + task_major // ctx.batch_size
@@ -203,7 +208,11 @@ def train_step(ctx: StepContext, state: State, candidates: dict[str, jax.Array]
   # NaN/Inf guard on the loss, the gradient and the updated parameters (a NaN learning rate gives
   # finite gradients but NaN parameters): keep the old trainable parameters and optimizer state
   # and count the skipped step. Frozen leaves are untouched by the update, so no `where` for them.
-  ok = jnp.isfinite(loss) & jnp.isfinite(grad_norm) & jnp.isfinite(optax.global_norm(updated))
+  # After max_bad_steps consecutive bad steps the state halts on the device at once (no step
+  # updates it any more, even a finite one) until the host stops at its next log step.
+  halted = state["bad_run"] >= ctx.max_bad_steps
+  ok = (jnp.isfinite(loss) & jnp.isfinite(grad_norm) & jnp.isfinite(optax.global_norm(updated))
+        & ~halted)
   keep = lambda new, old: jax.tree.map(lambda n, o: jnp.where(ok, n, o), new, old)
   new_state = {
       "step": step + 1,
@@ -341,8 +350,7 @@ class TrainingStopped(RuntimeError):
 
 
 def check_candidates(candidates: dict[str, np.ndarray], specs) -> None:
-  """camtl.validate_batch on this host's candidates [T, b, ...] (numpy, before the device sees
-  them: jitted code cannot raise on bad data)."""
+  """camtl.validate_batch on this host's candidates [T, b, ...] (jitted code cannot raise)."""
   camtl_lib.validate_batch({k: v.reshape((-1,) + v.shape[2:]) for k, v in candidates.items()},
                            specs)
 
@@ -395,7 +403,6 @@ def _train(config, path: Path, is_main: bool) -> dict:
   manager = checkpoint.make_manager(path, config.keep_checkpoints, config.checkpoint_every,
                                     config.async_checkpoint)
   state, tx, labels, shardings, meta = restore_or_init(run, manager)  # refuses another run's dir
-  workdir.check_trajectory(config, meta, path)
   if int(state["bad_run"]) >= config.max_bad_steps:
     raise TrainingStopped(f"the checkpoint in {path} stopped after {int(state['bad_run'])} "
                           "consecutive NaN/Inf steps; lower the learning rate or check the data, "

@@ -225,24 +225,28 @@ def load(workdir: str | Path, step: int | None = None,
 # other values would silently continue a different run (the data order and the schedule move).
 TRAJECTORY_FIELDS = ("seed", "batch_size", "grad_accum_steps", "learning_rate", "total_steps",
                      "warmup_fraction", "weight_decay", "clip_norm", "new_param_lr_multiplier",
-                     "sampler", "mt_uncertainty_score", "temperature_alpha")
+                     "sampler", "mt_uncertainty_score", "temperature_alpha", "mtu_uncertainty",
+                     "mtu_min_share", "mtu_max_share")
 
 
 def trajectory(config) -> dict:
   """The TRAJECTORY_FIELDS of a config (JSON-normalised)."""
-  return json.loads(json.dumps({k: config[k] for k in TRAJECTORY_FIELDS}))
+  return json.loads(json.dumps({k: config.get(k) for k in TRAJECTORY_FIELDS}))
 
 
 def refuse_other_runs(config, path: Path) -> None:
   """WorkdirMismatch when the workdir's checkpoints belong to another task list or model shape,
-  found from the config alone (no weights, no data) so a refused run writes nothing."""
-  saved = checkpoint.read_fingerprint(path)
-  if saved is None:
+  or were trained with other TRAJECTORY_FIELDS (check_trajectory); found from the config alone
+  (no weights, no data) so a refused run writes nothing."""
+  meta = checkpoint.read_latest_meta(path)
+  if meta is None:
     return
+  saved = dict(meta.get("fingerprint") or {})
   model = experiment.build_model(config, experiment.encoder_shape(config),
                                  experiment.task_specs(experiment.get_tasks(config.tasks)))
   current = experiment.fingerprint(config, model, saved.get("train_rows", []))
   checkpoint.check_fingerprint(saved, current, path)
+  check_trajectory(config, meta, path)
 
 
 def check_trajectory(config, saved_meta: dict, path: Path) -> None:

@@ -177,6 +177,38 @@ def test_span_answers_decodes_oracle_logits(tok):
   assert answers == [ex.answers[0][0] for ex in exs]
 
 
+@pytest.mark.parametrize("split", ["train", "dev"])
+def test_demo_span_windows_label_gold_and_oracle_decodes(tok, tmp_path_factory, split):
+  """The demo span task at the demo config's windowing (max_length 48, doc_stride 32): every
+  labelled window's start/end tokens map back through the offsets to exactly the gold text, the
+  others target [CLS] (0, 0), every example has its answer in some window, and one-hot logits at
+  the labels (with [CLS] scored highest everywhere) decode to EM 1.0 through span_answers."""
+  from camtl_jax.tasks import demo, registry
+  from camtl_jax.configs import demo as demo_config
+  config = demo_config.get_config()
+  root = demo.write_demo_data(tmp_path_factory.mktemp("demo_span"), seed=0)
+  task = {t.name: t for t in demo.register_demo_tasks()}["demo/span"]
+  exs = list(registry.load_split(task, root, split))[:500]
+  s = ip.encode_split(task, exs, tok, config.max_length, None, split, doc_stride=config.doc_stride)
+  a = s.arrays
+  assert s.num_rows > s.num_examples  # the demo contexts really are windowed
+  labelled = a["start_position"] > 0
+  assert (a["end_position"][~labelled] == 0).all()
+  for w in np.flatnonzero(labelled):
+    ex = exs[a["example_index"][w]]
+    st, en = a["start_position"][w], a["end_position"][w]
+    assert a["context_mask"][w, st] and a["context_mask"][w, en] and st <= en
+    assert ex.context[a["offsets"][w, st, 0]:a["offsets"][w, en, 1]] == ex.answers[0][0]
+  assert set(a["example_index"][labelled].tolist()) == set(range(len(exs)))
+  start = np.zeros((s.num_rows, config.max_length))
+  end = np.zeros_like(start)
+  rows = np.flatnonzero(labelled)
+  start[rows, a["start_position"][rows]] = end[rows, a["end_position"][rows]] = 50.0
+  start[:, 0] = end[:, 0] = 1000.0  # the no-answer score is never decoded as an answer
+  answers = evaluate.span_answers(s, np.arange(s.num_rows), start, end)
+  assert answers == [ex.answers[0][0] for ex in exs]
+
+
 def test_span_unlabelled_split(tok):
   exs = [dataclasses.replace(ex, answers=()) for ex in _span_examples()]
   s = ip.encode_split(SPAN, exs, tok, 32, None, "test", doc_stride=8)

@@ -148,8 +148,11 @@ def test_changed_task_list_on_same_workdir_is_refused(tiny_run, tmp_path):
 
 @pytest.fixture(scope="module")
 def engine(tmp_path_factory):
+  # The paper's MT-U exactly (no calibration, no floor or cap): the selection test below checks
+  # the compiled step against an independent numpy version of the paper's formula.
   workdir = tmp_path_factory.mktemp("engine")
-  run = experiment.build_run(_config(), workdir)
+  run = experiment.build_run(_config(mtu_uncertainty="normalised", mtu_min_share=0.0,
+                                     mtu_max_share=1.0), workdir)
   state, tx, labels = train.init_state(run)
   shardings = train.state_shardings(run.mesh, run.config.mesh.fsdp, state)
   ctx = train.make_context(run, tx, labels)
@@ -194,6 +197,12 @@ def test_nan_guard_covers_the_updated_parameters(engine):
   jax.tree.map(np.testing.assert_array_equal, before["opt_state"], after["opt_state"])
   assert int(after["skipped"]) == 1 and int(after["bad_run"]) == 1 and int(after["step"]) == 1
   assert float(metrics["skipped"]) == 1.0
+  # At the consecutive-bad-step limit the state halts on the device: a finite step changes nothing.
+  p_halt, _ = train.compile_steps(dataclasses.replace(ctx, max_bad_steps=1), run.mesh, shardings)
+  halted, _ = p_halt(jax.device_put(after, shardings), _candidates(run, 1))
+  halted = jax.device_get(halted)
+  jax.tree.map(np.testing.assert_array_equal, before["params"], halted["params"])
+  assert int(halted["bad_run"]) == 2
   with pytest.raises(ValueError, match="learning_rate=nan must be a finite number > 0"):
     experiment.validate_config(_config(learning_rate=float("nan")), 2, run.mesh)
 

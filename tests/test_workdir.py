@@ -1,0 +1,122 @@
+"""One run per workdir, and the faults around it: a refused run changes no file, trajectory changes
+are refused unless allowed, a locked workdir stops a second run, SIGTERM saves and resumes, the best
+step survives resumes and is the one prediction loads."""
+import hashlib
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import jax
+import numpy as np
+import pytest
+
+from camtl_jax import checkpoint, workdir as workdir_lib
+from tests.test_predict import tiny_workdir
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _cmd(path, *overrides):
+  env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS="--xla_force_host_platform_device_count=1")
+  return [sys.executable, "-m", "camtl_jax.main", "--config", "tiny", "--workdir", str(path),
+          *overrides], env
+
+
+def _train(path, *overrides, timeout=600):
+  cmd, env = _cmd(path, *overrides)
+  return subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def _snapshot(path: Path) -> dict[str, str]:
+  return {str(p.relative_to(path)): hashlib.sha256(p.read_bytes()).hexdigest()
+          for p in sorted(path.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture
+def trained_copy(tmp_path_factory, tmp_path):
+  """A copy of the session's tiny run (all five demo tasks, 12 steps)."""
+  copy = tmp_path / "copy"
+  shutil.copytree(tiny_workdir(tmp_path_factory, "all5"), copy)
+  return copy
+
+
+def _error_line(proc) -> str:
+  lines = [line for line in proc.stderr.splitlines() if line.startswith("camtl-train: error: ")]
+  assert proc.returncode == 2 and len(lines) == 1, proc.stderr[-3000:]
+  return lines[0]
+
+
+@pytest.mark.slow
+def test_a_refused_run_changes_no_file_and_names_the_differing_leaves(trained_copy):
+  before = _snapshot(trained_copy)
+  line = _error_line(_train(trained_copy, "--config.tasks=('demo/sentiment', 'demo/span')",
+                            "--config.max_length=48"))
+  assert "tasks: ['demo/sentiment', 'demo/similarity'" in line and "-> ['demo/sentiment'" in line
+  assert "model.max_length: 32 -> 48" in line
+  assert _snapshot(trained_copy) == before
+  assert workdir_lib.load(trained_copy).step in (6, 12)  # still loads
+
+
+@pytest.mark.slow
+def test_trajectory_changes_are_refused_unless_allowed(trained_copy):
+  before = _snapshot(trained_copy)
+  line = _error_line(_train(trained_copy, "--config.batch_size=4", "--config.seed=3"))
+  assert "batch_size: 8 -> 4" in line and "seed: 0 -> 3" in line
+  assert "allow_resume_changes" in line and _snapshot(trained_copy) == before
+  allowed = _train(trained_copy, "--config.seed=3", "--config.allow_resume_changes=True")
+  assert allowed.returncode == 0, allowed.stderr[-3000:]
+  assert "resuming with changed settings" in allowed.stderr and "seed: 0 -> 3" in allowed.stderr
+
+
+@pytest.mark.slow
+def test_a_second_run_on_a_locked_workdir_stops_with_a_clear_message(trained_copy):
+  with checkpoint.WorkdirLock(trained_copy):
+    line = _error_line(_train(trained_copy))
+  assert "another run" in line and str(os.getpid()) in line
+  assert not (trained_copy / ".lock").exists()
+
+
+@pytest.mark.slow
+def test_sigterm_saves_the_step_and_a_rerun_resumes_bitwise(tmp_path_factory, tmp_path):
+  path = tmp_path / "term"
+  cmd, env = _cmd(path, "--config.checkpoint_every=1000")  # only the stop itself saves mid-run
+  proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                          text=True)
+  history = path / "history.jsonl"
+  deadline = time.time() + 300
+  while time.time() < deadline and proc.poll() is None and not (
+      history.exists() and '"loss"' in history.read_text()):
+    time.sleep(0.05)
+  assert proc.poll() is None, "the run ended before the signal; make it longer"
+  proc.send_signal(signal.SIGTERM)
+  _, err = proc.communicate(timeout=300)
+  assert proc.returncode == 0, err[-3000:]
+  stopped = [line for line in err.splitlines() if "stopped at step" in line]
+  assert stopped and "rerun the same command to resume" in stopped[0], err[-2000:]
+  step = int(stopped[0].split("stopped at step ")[1].split(";")[0])
+  assert 4 <= step < 12 and step in checkpoint.make_manager(path, read_only=True).all_steps()
+  rerun = _train(path, "--config.checkpoint_every=1000")
+  assert rerun.returncode == 0, rerun.stderr[-3000:]
+  _, resumed = checkpoint.load_state(path, 12)
+  _, uninterrupted = checkpoint.load_state(tiny_workdir(tmp_path_factory, "all5"), 12)
+  jax.tree.map(np.testing.assert_array_equal, resumed, uninterrupted)
+
+
+@pytest.mark.slow
+def test_best_step_survives_a_resume_and_is_what_prediction_loads(trained_copy):
+  import json
+  proc = _train(trained_copy, "--config.total_steps=18", "--config.keep_checkpoints=1",
+                "--config.allow_resume_changes=True")
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  results = json.loads((trained_copy / "results.json").read_text())
+  evals = {int(s): e["score"] for s, e in checkpoint.load_meta(
+      trained_copy, max(checkpoint.make_manager(trained_copy, read_only=True).all_steps())
+  )["evals"].items()}
+  assert set(evals) == {6, 12, 18} and results["step"] == max(evals, key=evals.get)
+  assert (trained_copy / "checkpoints" / str(results["step"])).is_dir()
+  assert workdir_lib.select_step(trained_copy) == results["step"]
+  assert workdir_lib.load(trained_copy).step == results["step"]

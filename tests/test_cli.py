@@ -81,3 +81,12 @@ def test_shipped_and_file_configs_load_from_any_folder(tmp_path):
                  cwd=tmp_path)
   assert by_name.returncode == by_path.returncode == 0, by_name.stderr + by_path.stderr
   assert by_name.stdout == by_path.stdout and "5 tasks" in by_name.stdout
+
+
+def test_constants_the_commands_repeat_for_a_fast_help_equal_the_librarys():
+  """cli/ modules spell out a few library constants so --help imports nothing heavy."""
+  from camtl_jax import aot, bench, predict
+  from camtl_jax.cli import bench as cli_bench, compile_tpu, predict as cli_predict
+  assert cli_bench.VARIANTS == bench.ORDER
+  assert compile_tpu.NOMINAL_ROWS_PER_TASK == aot.NOMINAL_ROWS_PER_TASK
+  assert cli_predict.FORMATS == predict.FORMATS and cli_predict.ON_LONG == predict.ON_LONG

@@ -34,11 +34,14 @@ def _parser():
 def _train(args) -> None:
   config = common.load_config(args.config, args.overrides)
   import jax  # pylint: disable=import-outside-toplevel
-  from camtl_jax import experiment, train  # pylint: disable=import-outside-toplevel
+  from camtl_jax import compile_cache, experiment, train  # pylint: disable=import-outside-toplevel
   if args.jax_distributed:  # before anything touches a device
     jax.distributed.initialize(coordinator_address=args.coordinator_address,
                                num_processes=args.num_processes, process_id=args.process_id)
   experiment.check_config(config)  # names, shapes and ranges: fail before any weight is read
+  cache_dir = compile_cache.resolve(config.compile_cache_dir, args.workdir)
+  if cache_dir is not None:  # before the first compilation: JAX reads the setting once
+    compile_cache.enable(cache_dir)
   log.info("JAX process %d/%d, %d local / %d global devices (%s)", jax.process_index(),
            jax.process_count(), jax.local_device_count(), jax.device_count(),
            jax.default_backend())

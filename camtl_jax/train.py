@@ -1,7 +1,6 @@
 """The compiled train step (score -> select -> update), the eval step, and the run loop.
 
-State is a plain pytree {"step", "params", "opt_state", "used", "bad_run", "skipped",
-"regression_mse"}:
+State is a pytree {"step", "params", "opt_state", "used", "bad_run", "skipped", "regression_mse"}:
   used: bool [total train rows], rows ever selected for an update (data accounting);
   bad_run: consecutive NaN/Inf steps; skipped: NaN/Inf steps skipped in all;
   regression_mse: float32 [T], running MSE of each regression task (MT-U's regression uncertainty).
@@ -24,8 +23,8 @@ import ml_collections
 import numpy as np
 import optax
 
-from camtl_jax import checkpoint, evaluate, experiment, optim, reporting, sampling, sharding
-from camtl_jax import workdir
+from camtl_jax import checkpoint, compile_cache, evaluate, experiment, optim, reporting, sampling
+from camtl_jax import sharding, workdir
 from camtl_jax.experiment import StepContext
 from camtl_jax.models import camtl as camtl_lib
 from camtl_jax.tasks.base import MULTIPLE_CHOICE
@@ -462,9 +461,10 @@ def _timed_step(reporter, p_train, state, candidates, first: bool):
   if not first:
     return p_train(state, candidates)
   log.info("compiling the train step ...")
-  start = time.perf_counter()
+  start, hits = time.perf_counter(), compile_cache.hits()
   out = p_train(state, candidates)  # returns once compiled and dispatched
-  log.info("compiled the train step in %.1f s", time.perf_counter() - start)
+  log.info("compiled the train step in %.1f s%s", time.perf_counter() - start,
+           compile_cache.hit_note(hits))
   return out
 
 

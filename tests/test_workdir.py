@@ -99,8 +99,11 @@ def test_sigterm_saves_the_step_and_a_rerun_resumes_bitwise(tmp_path_factory, tm
   assert stopped and "rerun the same command to resume" in stopped[0], err[-2000:]
   step = int(stopped[0].split("stopped at step ")[1].split(";")[0])
   assert 4 <= step < 12 and step in checkpoint.make_manager(path, read_only=True).all_steps()
+  assert (path / "compile_cache").is_dir()  # camtl-train's default: the workdir's own cache
   rerun = _train(path, "--config.checkpoint_every=1000")
   assert rerun.returncode == 0, rerun.stderr[-3000:]
+  # The resumed run does not compile its train step again.
+  assert "(from the persistent compilation cache)" in rerun.stderr, rerun.stderr[-3000:]
   _, resumed = checkpoint.load_state(path, 12)
   _, uninterrupted = checkpoint.load_state(tiny_workdir(tmp_path_factory, "all5"), 12)
   jax.tree.map(np.testing.assert_array_equal, resumed, uninterrupted)
@@ -120,3 +123,28 @@ def test_best_step_survives_a_resume_and_is_what_prediction_loads(trained_copy):
   assert (trained_copy / "checkpoints" / str(results["step"])).is_dir()
   assert workdir_lib.select_step(trained_copy) == results["step"]
   assert workdir_lib.load(trained_copy).step == results["step"]
+
+
+@pytest.mark.slow
+def test_a_repeated_run_loads_its_programs_from_a_shared_compilation_cache(tmp_path):
+  """With config.compile_cache_dir shared, the second run of the same config compiles nothing
+  (and says so) and computes exactly what the first did."""
+  cache = f"--config.compile_cache_dir={tmp_path / 'cache'}"
+  first = _train(tmp_path / "a", "--config.total_steps=2", "--config.eval_every=2", cache)
+  assert first.returncode == 0, first.stderr[-3000:]
+  assert "compiled the train step in" in first.stderr
+  assert "persistent compilation cache" not in first.stderr
+  assert any((tmp_path / "cache").iterdir()) and not (tmp_path / "a" / "compile_cache").exists()
+  second = _train(tmp_path / "b", "--config.total_steps=2", "--config.eval_every=2", cache)
+  assert second.returncode == 0, second.stderr[-3000:]
+  assert "(from the persistent compilation cache)" in second.stderr, second.stderr[-3000:]
+  assert ((tmp_path / "a" / "results.json").read_text()
+          == (tmp_path / "b" / "results.json").read_text())
+
+
+@pytest.mark.slow
+def test_an_empty_compile_cache_dir_turns_the_cache_off(tmp_path):
+  run = _train(tmp_path / "run", "--config.total_steps=1", "--config.eval_every=1",
+               "--config.compile_cache_dir=")
+  assert run.returncode == 0, run.stderr[-3000:]
+  assert not (tmp_path / "run" / "compile_cache").exists()

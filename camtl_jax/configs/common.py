@@ -61,4 +61,7 @@ def base() -> ml_collections.ConfigDict:
   c.allow_resume_changes = False  # resume with another seed / batch / lr / steps / sampler
   c.max_bad_steps = 10          # consecutive NaN/Inf steps before training stops with a checkpoint
   c.max_eval_examples = 0       # >0 caps each dev split (quick runs); 0 = the whole split
+  # JAX's persistent compilation cache, set by camtl-train (compile_cache.py): 'workdir' =
+  # WORKDIR/compile_cache, a directory (share it between runs), or '' (off).
+  c.compile_cache_dir = "workdir"
   return c

@@ -1,6 +1,7 @@
 """JAX's persistent compilation cache for a run: a resumed or repeated run loads its compiled
 programs from disk instead of compiling them again (the MiniLM GLUE-5 train step compiled in 15.1 s
-on 2 CPU cores and loaded from the cache in 4.1 s; the AOT-compiled BERT-large pod steps took minutes).
+on 2 CPU cores and loaded from the cache in 4.1 s; the AOT-compiled BERT-large pod steps took
+minutes).
 
 The cache directory is a process-wide JAX setting that JAX reads once, at the first compilation
 that uses it; so the command line (`camtl-train`) enables it before anything compiles, and library

@@ -62,4 +62,30 @@ def get_config(arg="camtl_mtu"):
   c.eval_every = 500
   c.checkpoint_every = 250
   c.eval_batch_size = 128
+  if arm == "single_task":  # the documented equal budget: 1/5 of the multi-task steps
+    c.total_steps = c.total_steps // len(GLUE5)
   return c
+
+
+def experiment_arms(seeds=(0, 1), total_steps=None):
+  """The runs of `camtl-experiment --experiment glue5_minilm`: (arm, seed, config, overrides).
+
+  Order: the first seed of camtl_mtu, mtl and the five single-task runs, then the other seeds of
+  camtl_mtu and mtl, then the ablation steps (first seed), so a cut-short experiment still holds
+  the paper's main comparison. Single-task budget: each task trains total_steps / 5 steps of b
+  examples, the examples a task gets on average in a multi-task run of total_steps (an equal
+  budget rather than MT-U's own per-task counts, which are only known after that run).
+  """
+  steps = total_steps or get_config().total_steps
+  multi = (f"--config.total_steps={steps}",)
+  single = (f"--config.total_steps={max(1, steps // len(GLUE5))}",)
+  first, rest = seeds[0], seeds[1:]
+  runs = [("camtl_mtu", first, "glue5_minilm:camtl_mtu", multi),
+          ("mtl", first, "glue5_minilm:mtl", multi)]
+  runs += [("single_task", first, f"glue5_minilm:single_task:{t}", single) for t in GLUE5]
+  for seed in rest:
+    runs += [("camtl_mtu", seed, "glue5_minilm:camtl_mtu", multi),
+             ("mtl", seed, "glue5_minilm:mtl", multi)]
+  runs += [(arm, first, f"glue5_minilm:{arm}", multi) for arm in ("attention", "adapter",
+                                                                   "layernorm")]
+  return runs

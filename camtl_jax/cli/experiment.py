@@ -49,6 +49,8 @@ def _experiment(args) -> None:
                                         [f"--config.{o}" for o in args.overrides], command,
                                         arms, args.total_steps)
   except ModuleNotFoundError as e:
+    if not (e.name or "").startswith("camtl_jax.configs"):
+      raise
     raise common.UserError(f"--experiment {args.experiment!r}: no such config ({e})") from e
   print((Path(args.out) / "results.md").read_text())
   return 0 if not summary["unfinished"] else 1

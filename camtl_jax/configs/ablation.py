@@ -27,3 +27,10 @@ def get_config(arg="mtu"):
   m.alignment = "matrix" if level >= 3 else "none"
   c.sampler = "mt_uncertainty" if level >= 4 else "proportional"
   return c
+
+
+def experiment_arms(seeds=(0,), total_steps=None):
+  """`camtl-experiment --experiment ablation`: the five steps on glue_base (BERT-base, 8 GLUE
+  tasks), for a GPU or a TPU pod. (arm, seed, config, overrides) per run, seeds innermost."""
+  overrides = (f"--config.total_steps={total_steps}",) if total_steps else ()
+  return [(step, seed, f"ablation:{step}", overrides) for step in STEPS for seed in seeds]

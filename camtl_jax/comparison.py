@@ -107,12 +107,14 @@ def arm_summary(out: Path, runs: Sequence[ArmRun]) -> dict:
     mains = [main_metric(per_seed[s]["results"][task]) for s in seeds]
     spread[task] = {"min": float(min(mains)), "max": float(max(mains))}
   used = {task: float(np.mean([per_seed[s]["data_used"][task] for s in seeds])) for task in tasks}
-  for s in seeds:  # the overall fraction needs the train sizes, kept in each run's results
+  for s in seeds:
     per_seed[s]["mean"] = float(np.mean([main_metric(per_seed[s]["results"][t]) for t in tasks]))
-  overall = [json.loads((out / r.folder / "results.json").read_text())["data_used"]["overall"]
-             for r in runs]
-  used["overall"] = float(np.mean(overall)) if len({r.arm for r in runs}) == 1 and all(
-      r.config == runs[0].config for r in runs) else None
+  # One overall fraction needs one training set: only an arm whose runs share a config has it
+  # (a single-task arm's tasks have different train sizes; their per-task fractions stand).
+  same_config = len({r.config for r in runs}) == 1
+  used["overall"] = float(np.mean([
+      json.loads((out / r.folder / "results.json").read_text())["data_used"]["overall"]
+      for r in runs])) if same_config else None
   return {"results": results, "mean": float(np.mean([per_seed[s]["mean"] for s in seeds])),
           "main_metric_spread": spread, "data_used": used, "wall_seconds": round(wall, 1),
           "seeds": seeds, "per_seed": [{"seed": s, **per_seed[s]} for s in seeds]}

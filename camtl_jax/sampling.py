@@ -56,8 +56,9 @@ would take the whole budget. Two per-step options (config mtu_min_share, mtu_max
 fraction of the b slots is a floor that goes round the tasks (each slot takes its task's most
 uncertain candidate; every task gets its turn every few steps), and no task gets more than
 mtu_max_share of the b (a cap; at least 2 / T, so it never forces an even split); the rest is the
-global top-b, by score. Both off (0, 1) is
-exactly `select_top`, the paper's selection.
+global top-b, by score. With either option on, scores within 2.4e-4 of each other tie
+(`quantise_scores`) and go to the lower candidate index, so float noise from the device layout
+does not change the selection. Both off (0, 1) is exactly `select_top`, the paper's selection.
 """
 from __future__ import annotations
 
@@ -372,20 +373,35 @@ def floor_quota(step: Array, floor_slots: int, num_tasks: int) -> Array:
   return jnp.zeros(num_tasks, jnp.int32).at[owners].add(1)
 
 
+SCORE_QUANTUM = 2.0 ** -12  # ~2.4e-4 of the [0, 1] score range
+
+
+def quantise_scores(scores: Array) -> Array:
+  """Scores [B] rounded to multiples of SCORE_QUANTUM, so near-equal scores tie exactly and the tie
+  goes to the lower candidate index. Why: the scores carry float noise of ~1e-7 to 1e-6 that
+  depends on the device layout (the order of the gradient all-reduce's sums), and at init many
+  candidates score the same up to that noise (a fresh regression head is constant); unrounded,
+  the top-b cut among them followed the noise, and 2 processes x 4 devices picked other
+  candidates than 1 x 8 from step 6 on. A difference of 2.4e-4 in u carries no information about
+  which example is more useful, so nothing is lost. +-inf pass unchanged."""
+  return jnp.round(scores / SCORE_QUANTUM) * SCORE_QUANTUM
+
+
 def select_with_shares(scores: Array, task_id: Array, num_tasks: int, b: int, step: Array,
                        floor_slots: int, max_per_task: int) -> Array:
   """Indices [b] of the top b scores [B] under a per-task floor and cap (module docstring).
 
   floor_slots F: this step's F guaranteed slots (floor_quota) each take the owning task's most
   uncertain candidate not yet taken, before any other; max_per_task: a task's candidates beyond
-  its max_per_task most uncertain are never taken. F = 0 and max_per_task >= b is select_top.
+  its max_per_task most uncertain are never taken. Scores are compared after quantise_scores
+  (ties to the lower index). F = 0 and max_per_task >= b is exactly select_top (no rounding).
   Needs F <= b <= max_per_task * T (experiment.validate_config checks).
   """
   if floor_slots <= 0 and max_per_task >= b:
     return select_top(scores, b)
-  ranks = task_ranks(scores, task_id, num_tasks)
+  s = quantise_scores(jnp.where(jnp.isnan(scores), -jnp.inf, scores))
+  ranks = task_ranks(s, task_id, num_tasks)
   quota = floor_quota(step, floor_slots, num_tasks)[task_id]
-  s = jnp.where(jnp.isnan(scores), -jnp.inf, scores)
   floor_bonus = 1.0 + jnp.max(jnp.where(jnp.isfinite(s), jnp.abs(s), 0.0))
   s = jnp.where(ranks < quota, s + 2 * floor_bonus, s)  # above every other score
   s = jnp.where(ranks >= max_per_task, -jnp.inf, s)

@@ -381,8 +381,8 @@ def quantise_scores(scores: Array) -> Array:
   goes to the lower candidate index. Why: the scores carry float noise of ~1e-7 to 1e-6 that
   depends on the device layout (the order of the gradient all-reduce's sums), and at init many
   candidates score the same up to that noise (a fresh regression head is constant); unrounded,
-  the top-b cut among them followed the noise, and 2 processes x 4 devices picked other
-  candidates than 1 x 8 from step 6 on. A difference of 2.4e-4 in u carries no information about
+  the top-b cut among them follows the noise (an earlier version's 2 processes x 4 devices picked
+  other candidates than 1 x 8 from step 6 on). A difference of 2.4e-4 in u carries no information about
   which example is more useful, so nothing is lost. +-inf pass unchanged."""
   return jnp.round(scores / SCORE_QUANTUM) * SCORE_QUANTUM
 

@@ -25,7 +25,7 @@ import numpy as np
 import optax
 from flax import traverse_util
 
-from camtl_jax import input_pipeline, optim, sampling, sharding
+from camtl_jax import input_pipeline, optim, packing, sampling, sharding
 from camtl_jax.models import bert
 from camtl_jax.models import camtl as camtl_lib
 from camtl_jax.models.heads import TaskSpec
@@ -312,6 +312,7 @@ class Run:
   pretrained: Any                  # encoder params from the checkpoint
   mesh: jax.sharding.Mesh
   loader: Any                      # input_pipeline.CandidateLoader
+  pack_plan: packing.PackPlan = packing.PackPlan((), 0)  # MT-U candidates packed for scoring
 
 
 @dataclasses.dataclass(frozen=True)
@@ -401,11 +402,30 @@ def build_run(config, workdir: Path) -> Run:
   dev_splits = encode_splits(config, tasks, data_dir, tokenizer, cache_dir, dev_split_names,
                              train_splits)
   model = build_model(config, encoder, task_specs(tasks))
-  buckets = input_pipeline.default_buckets(config.max_length, config.bucket_step)
+  packs = bool(config.get("pack_candidates", False)) and config.sampler == "mt_uncertainty"
+  # Packed scoring: candidates at max_length, so the update batch has one shape (one program).
+  buckets = ((config.max_length,) if packs
+             else input_pipeline.default_buckets(config.max_length, config.bucket_step))
   loader = input_pipeline.CandidateLoader(
       train_splits, config.batch_size, config.seed, buckets=buckets,
       process_index=jax.process_index(), process_count=jax.process_count())
-  return Run(config, workdir, tasks, train_splits, dev_splits, model, pretrained, mesh, loader)
+  pack_plan = plan_packing(config, tasks, train_splits, loader, mesh) if packs else (
+      packing.PackPlan((), 0))
+  return Run(config, workdir, tasks, train_splits, dev_splits, model, pretrained, mesh, loader,
+             pack_plan)
+
+
+def plan_packing(config, tasks, train_splits, loader, mesh) -> packing.PackPlan:
+  """The run's PackPlan (packing.py): the tasks without choices packed into max_length rows."""
+  packed = tuple(i for i, t in enumerate(tasks) if t.type != base.MULTIPLE_CHOICE)
+  pack_plan = packing.plan([s.lengths for s in train_splits], loader.indices, packed,
+                           config.max_length, jax.process_index(), jax.process_count(),
+                           sharding.data_size(mesh))
+  if pack_plan.enabled:
+    log.info("packing the MT-U candidates of %d task(s) for scoring: %d rows of %d tokens per "
+             "step instead of %d", len(packed), pack_plan.rows_per_host * jax.process_count(),
+             config.max_length, len(packed) * config.batch_size)
+  return pack_plan
 
 
 def fingerprint(config, model: camtl_lib.CAMTL, train_rows: Sequence[int]) -> dict:

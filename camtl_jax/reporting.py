@@ -226,3 +226,16 @@ def percent(fraction: float) -> str:
   if value == 0 or value >= 1:
     return f"{value:.1f}%"
   return f"{value:.2g}%" if value >= 0.01 else f"{value:.1e}%"
+
+
+def write_results(workdir: Path, summary: dict[str, Any]) -> None:
+  """WORKDIR/results.json (the summary: step, score, results, aggregates, data_used), the table
+  in results.txt and on stdout, and sampling.png from the history."""
+  (workdir / "results.json").write_text(json.dumps(summary, indent=2))
+  table = results_table(summary["results"], summary["data_used"], summary["score"],
+                        summary["step"])
+  (workdir / "results.txt").write_text(table + "\n")
+  print(table)
+  history = workdir / "history.jsonl"
+  if history.exists():
+    plot_sampling(history, workdir / "sampling.png")

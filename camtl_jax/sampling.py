@@ -531,3 +531,11 @@ def data_usage(used: np.ndarray, sizes: Sequence[int], names: Sequence[str]) -> 
   per_task = {name: 100.0 * float(used[lo:hi].mean()) if hi > lo else 0.0
               for name, lo, hi in zip(names, bounds[:-1], bounds[1:])}
   return DataUsage(per_task, 100.0 * float(used.mean()) if used.size else 0.0)
+
+
+def data_used_fractions(used: np.ndarray, sizes: Sequence[int], names: Sequence[str]
+                        ) -> dict[str, float]:
+  """data_usage as fractions: {task name: share of its rows ever selected, 'overall': ...}."""
+  usage = data_usage(used, sizes, names)
+  return {**{name: pct / 100.0 for name, pct in usage.per_task.items()},
+          "overall": usage.overall / 100.0}

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import json
 import logging
 import time
 from pathlib import Path
@@ -24,7 +23,7 @@ import numpy as np
 import optax
 
 from camtl_jax import checkpoint, compile_cache, evaluate, experiment, optim, reporting, sampling
-from camtl_jax import sharding, workdir
+from camtl_jax import packing, sharding, workdir
 from camtl_jax.experiment import StepContext
 from camtl_jax.models import camtl as camtl_lib
 from camtl_jax.tasks.base import MULTIPLE_CHOICE
@@ -75,12 +74,13 @@ def score_groups(task_info: sampling.TaskInfo) -> tuple[ScoreGroup, ...]:
 
 
 def _group_uncertainty(ctx: StepContext, params, candidates: dict[str, jax.Array],
-                       group: ScoreGroup, regression_mse: jax.Array
+                       group: ScoreGroup, regression_mse: jax.Array, packed_rows=None
                        ) -> tuple[jax.Array, jax.Array, jax.Array]:
   """(H, H_max) [b, T_g] of one group's candidates, and its tasks' updated running MSE [T_g].
 
   The sampling functions see the group's tasks renumbered 0..T_g-1 (their own TaskInfo); the model
-  sees the real task ids.
+  sees the real task ids. packed_rows: the candidates of the group's tasks packed (packing.py),
+  for a group without choices; None: the padded candidates.
   """
   ids = np.asarray(group.task_ids)
   if len(ids) < ctx.num_tasks:
@@ -90,7 +90,7 @@ def _group_uncertainty(ctx: StepContext, params, candidates: dict[str, jax.Array
                   for k, v in candidates.items()}
   flat = constrain(ctx, flatten_candidates(candidates))
   outputs = ctx.model.apply({"params": jax.lax.stop_gradient(params)}, flat, deterministic=True,
-                            head_types=group.head_types)
+                            head_types=group.head_types, packed=packed_rows)
   local = np.zeros(ctx.num_tasks, np.int32)
   local[ids] = np.arange(len(ids))
   task_id = jnp.asarray(local)[flat["task_id"]]
@@ -108,7 +108,8 @@ def _group_uncertainty(ctx: StepContext, params, candidates: dict[str, jax.Array
 
 
 def score_uncertainty(ctx: StepContext, params, candidates: dict[str, jax.Array],
-                      regression_mse: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
+                      regression_mse: jax.Array, packed_rows=None
+                      ) -> tuple[jax.Array, jax.Array, jax.Array]:
   """MT-U's deterministic forward over candidates [T, b, ...] (per score_groups) ->
   H, H_max [b*T] in the flat order of flatten_candidates, and the updated running MSE [T].
 
@@ -118,8 +119,9 @@ def score_uncertainty(ctx: StepContext, params, candidates: dict[str, jax.Array]
   """
   groups = score_groups(ctx.task_info)
   hs, h_maxs = [], []
-  for group in groups:  # one or two static groups
-    h, h_max, mse = _group_uncertainty(ctx, params, candidates, group, regression_mse)
+  for group in groups:  # one or two static groups; packing covers the group without choices
+    rows = packed_rows if group.head_types != (MULTIPLE_CHOICE,) else None
+    h, h_max, mse = _group_uncertainty(ctx, params, candidates, group, regression_mse, rows)
     regression_mse = regression_mse.at[np.asarray(group.task_ids)].set(mse)
     hs.append(h)
     h_maxs.append(h_max)
@@ -129,7 +131,7 @@ def score_uncertainty(ctx: StepContext, params, candidates: dict[str, jax.Array]
 
 
 def select(ctx: StepContext, params, candidates: dict[str, jax.Array], flat: dict[str, jax.Array],
-           step: jax.Array, rng: jax.Array, regression_mse: jax.Array
+           step: jax.Array, rng: jax.Array, regression_mse: jax.Array, packed_rows=None
            ) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array]:
   """Indices [b] into the T*b flat candidates, per-candidate (H, H_max) for logging, and the
   updated running regression MSE [T].
@@ -140,7 +142,7 @@ def select(ctx: StepContext, params, candidates: dict[str, jax.Array], flat: dic
   """
   if ctx.sampler == "mt_uncertainty":
     entropy, max_entropy, regression_mse = score_uncertainty(ctx, params, candidates,
-                                                             regression_mse)
+                                                             regression_mse, packed_rows)
     scores = sampling.mt_uncertainty_scores(entropy, max_entropy, flat["task_id"], ctx.num_tasks,
                                             ctx.score_mode)
     idx = sampling.select_with_shares(scores, flat["task_id"], ctx.num_tasks, ctx.batch_size,
@@ -186,15 +188,20 @@ def _loss_and_grads(ctx: StepContext, trainable, frozen, batch, rng):
   return loss, grads, per_example.reshape(-1)
 
 
-def train_step(ctx: StepContext, state: State, candidates: dict[str, jax.Array]
+def train_step(ctx: StepContext, state: State, candidates: dict[str, jax.Array],
+               packed_rows: dict[str, jax.Array] | None = None
                ) -> tuple[State, dict[str, jax.Array]]:
-  """One MT-U step on candidates [T, b, ...] -> (new state, metric sums for this step)."""
+  """One MT-U step on candidates [T, b, ...] -> (new state, metric sums for this step).
+  packed_rows: the candidates packed for the scoring forward (packing.pack_step, which adds
+  candidates['unpack_index']); None: scored padded."""
   step = state["step"]
   rng = jax.random.fold_in(jax.random.key(ctx.seed), step)
   select_rng, dropout_rng = jax.random.split(rng)
   flat = constrain(ctx, flatten_candidates(candidates))
   idx, entropy, max_entropy, regression_mse = select(ctx, state["params"], candidates, flat, step,
-                                                     select_rng, state["regression_mse"])
+                                                     select_rng, state["regression_mse"],
+                                                     packed_rows)
+  flat.pop("unpack_index", None)
   batch = constrain(ctx, jax.tree.map(lambda x: jnp.take(x, idx, axis=0), flat))
 
   trainable, frozen = optim.split_trainable(state["params"], ctx.labels)
@@ -309,6 +316,16 @@ def compile_steps(ctx: StepContext, mesh: jax.sharding.Mesh, shardings: Any
   return p_train, p_eval
 
 
+def compile_packed_step(ctx: StepContext, mesh: jax.sharding.Mesh, shardings: Any) -> Callable:
+  """train_step jitted with packed rows for scoring, p(state, candidates, rows): the rows split
+  over 'data' on their first axis."""
+  ctx = dataclasses.replace(ctx, example_sharding=sharding.batch_sharding(mesh, example_axis=0))
+  return jax.jit(functools.partial(train_step, ctx),
+                 in_shardings=(shardings, sharding.batch_sharding(mesh, example_axis=1),
+                               sharding.batch_sharding(mesh, example_axis=0)),
+                 out_shardings=(shardings, sharding.replicated(mesh)), donate_argnums=0)
+
+
 def make_context(run: experiment.Run, tx, labels) -> StepContext:
   """The StepContext of a run (its config, model and train split sizes)."""
   return experiment.make_context(run.config, run.model, tx, labels,
@@ -333,13 +350,6 @@ def restore_or_init(run: experiment.Run, manager) -> tuple[State, Any, Any, Any,
   return restored[0], tx, labels, shardings, restored[1]
 
 
-def data_used(run: experiment.Run, used: np.ndarray) -> dict[str, float]:
-  """Fraction of each task's training rows ever selected for an update, and overall."""
-  usage = sampling.data_usage(used, run.loader.num_examples, [t.name for t in run.tasks])
-  return {**{name: pct / 100.0 for name, pct in usage.per_task.items()},
-          "overall": usage.overall / 100.0}
-
-
 # ------------------------------------------------------------------------------------------------
 # The loop
 
@@ -348,23 +358,10 @@ class TrainingStopped(RuntimeError):
   """Too many consecutive NaN/Inf steps; a checkpoint was written first."""
 
 
-def check_candidates(candidates: dict[str, np.ndarray], specs) -> None:
-  """camtl.validate_batch on this host's candidates [T, b, ...] (jitted code cannot raise)."""
-  camtl_lib.validate_batch({k: v.reshape((-1,) + v.shape[2:]) for k, v in candidates.items()},
-                           specs)
-
-
 def _learning_rate(config, step: int) -> float:
   schedule = optim.learning_rate_schedule(config.learning_rate, config.total_steps,
                                           config.warmup_fraction)
   return float(schedule(step))
-
-
-def _write_run_files(run: experiment.Run) -> None:
-  """config.json and tasks.json, once the workdir is known to belong to this run."""
-  workdir.write_config(run.workdir, run.config)
-  workdir.write_task_records(run.workdir, run.tasks,
-                             [(s.target_mean, s.target_std) for s in run.train_splits])
 
 
 class Interrupted(Exception):
@@ -406,9 +403,13 @@ def _train(config, path: Path, is_main: bool) -> dict:
     raise TrainingStopped(f"the checkpoint in {path} stopped after {int(state['bad_run'])} "
                           "consecutive NaN/Inf steps; lower the learning rate or check the data, "
                           "and use a new --workdir")
-  if is_main:
-    _write_run_files(run)
+  if is_main:  # config.json and tasks.json, once the workdir is known to belong to this run
+    workdir.write_config(run.workdir, run.config)
+    workdir.write_task_records(run.workdir, run.tasks,
+                               [(s.target_mean, s.target_std) for s in run.train_splits])
   p_train, p_eval = compile_steps(make_context(run, tx, labels), run.mesh, shardings)
+  p_train = packing.dispatch(compile_packed_step(make_context(run, tx, labels), run.mesh,
+                                                 shardings), p_train, run.pack_plan)
   evaluator = functools.partial(
       evaluate.evaluate, p_eval, tasks=run.tasks, dev_splits=run.dev_splits,
       setup=evaluate.eval_setup(config, run.model.tasks, run.mesh),
@@ -433,9 +434,13 @@ def _loop(run, manager, state, meta, p_train, evaluator, reporter, signals) -> S
   pending = []
   for step in range(int(state["step"]), config.total_steps):
     candidates = run.loader.candidates(step)
-    check_candidates(candidates, run.model.tasks)
+    camtl_lib.validate_candidates(candidates, run.model.tasks)  # jitted code cannot raise
+    rows = packing.pack_step(candidates, run.pack_plan, packing.host_lengths(  # + unpack_index
+        [s.lengths for s in run.train_splits], run.loader.indices(step), jax.process_count()))
     candidates = sharding.global_batch(candidates, run.mesh, example_axis=1)
-    state, metrics = _timed_step(reporter, p_train, state, candidates, first=not pending and
+    if rows is not None:
+      rows = sharding.global_batch(rows, run.mesh, example_axis=0)
+    state, metrics = _timed_step(reporter, p_train, state, candidates, rows, first=not pending and
                                  step == reporter.start_step)
     pending.append(metrics)
     done = step + 1
@@ -456,13 +461,13 @@ def _loop(run, manager, state, meta, p_train, evaluator, reporter, signals) -> S
   return state
 
 
-def _timed_step(reporter, p_train, state, candidates, first: bool):
-  """p_train(state, candidates); the first call of a run compiles, and says so."""
+def _timed_step(reporter, p_train, state, candidates, rows, first: bool):
+  """p_train(state, candidates, rows); the first call of a run compiles, and says so."""
   if not first:
-    return p_train(state, candidates)
+    return p_train(state, candidates, rows)
   log.info("compiling the train step ...")
   start, hits = time.perf_counter(), compile_cache.hits()
-  out = p_train(state, candidates)  # returns once compiled and dispatched
+  out = p_train(state, candidates, rows)  # returns once compiled and dispatched
   log.info("compiled the train step in %.1f s%s", time.perf_counter() - start,
            compile_cache.hit_note(hits))
   return out
@@ -485,16 +490,11 @@ def _finish(run: experiment.Run, state: State, meta: dict, evaluator: Callable) 
   evals = meta["evals"]
   best = max(evals, key=lambda s: evals[s]["score"]) if evals else str(int(state["step"]))
   chosen = evals.get(best) or dict(zip(("results", "score"), evaluator(state["params"])))
-  used = data_used(run, np.asarray(jax.device_get(state["used"])))
+  used = sampling.data_used_fractions(np.asarray(jax.device_get(state["used"])),
+                                      run.loader.num_examples, [t.name for t in run.tasks])
   summary = {"step": int(best), "score": chosen["score"], "results": chosen["results"],
              "aggregates": evaluate.aggregates(run.tasks, chosen["results"]),
              "data_used": used}
   if jax.process_index() == 0:
-    (run.workdir / "results.json").write_text(json.dumps(summary, indent=2))
-    table = reporting.results_table(chosen["results"], used, chosen["score"], int(best))
-    (run.workdir / "results.txt").write_text(table + "\n")
-    print(table)
-    history = run.workdir / "history.jsonl"
-    if history.exists():
-      reporting.plot_sampling(history, run.workdir / "sampling.png")
+    reporting.write_results(run.workdir, summary)
   return summary

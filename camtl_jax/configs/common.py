@@ -17,6 +17,9 @@ def base() -> ml_collections.ConfigDict:
   c.cache_dir = ""              # tokenisation cache; default WORKDIR/cache
   c.max_length = 128
   c.bucket_step = 32            # dynamic padding: batches padded to multiples of this
+  # MT-U scores its candidates packed several to a row of max_length tokens (packing.py), and
+  # the candidates (so the update batch) are then always max_length long: one train program.
+  c.pack_candidates = True
   c.doc_stride = 128
 
   # Sampling: every step draws `batch_size` candidates per task ([T, b]) and trains on b of them.

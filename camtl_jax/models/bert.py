@@ -79,6 +79,15 @@ def position_ids(config: EncoderConfig, input_ids: Array) -> Array:
   return jnp.broadcast_to(jnp.arange(input_ids.shape[1], dtype=jnp.int32), input_ids.shape)
 
 
+def packed_position_ids(config: EncoderConfig, positions: Array, segment_ids: Array) -> Array:
+  """[R, L] position ids of packed rows from each token's position within its own example
+  (0-based) and its segment (0 = padding): BERT reads them as they are, RoBERTa from
+  pad_token_id + 1 with pad_token_id for padding, as position_ids gives for an unpacked row."""
+  if config.model_type == "roberta":
+    return jnp.where(segment_ids > 0, positions + config.pad_token_id + 1, config.pad_token_id)
+  return positions
+
+
 class LayerNorm(nn.Module):
   """LayerNorm in float32 with an optional per-example modulation (conditional LayerNorm).
 
@@ -114,13 +123,15 @@ class Embeddings(nn.Module):
   config: EncoderConfig
 
   @nn.compact
-  def __call__(self, input_ids: Array, token_type_ids: Array, deterministic: bool = True) -> Array:
+  def __call__(self, input_ids: Array, token_type_ids: Array, deterministic: bool = True,
+               positions: Array | None = None) -> Array:
+    """positions: [B, L] position ids (packed rows, packed_position_ids); None: position_ids."""
     cfg = self.config
     embed = functools.partial(nn.Embed, features=cfg.hidden_size, param_dtype=jnp.float32,
                               embedding_init=nn.initializers.normal(0.02))
     words = embed(cfg.vocab_size, name="word_embeddings")(input_ids)
     positions = embed(cfg.max_position_embeddings, name="position_embeddings")(
-        position_ids(cfg, input_ids))
+        position_ids(cfg, input_ids) if positions is None else positions)
     types = embed(cfg.type_vocab_size, name="token_type_embeddings")(token_type_ids)
     h = LayerNorm(cfg.layer_norm_eps, cfg.compute_dtype, name="LayerNorm")(words + positions + types)
     return nn.Dropout(cfg.hidden_dropout)(h, deterministic=deterministic)
@@ -205,6 +216,13 @@ MASK_VALUE = -1e9
 def padding_bias(attention_mask: Array) -> Array:
   """[B, L] 1/0 mask -> [B, 1, L] float32 additive bias (0 for tokens, MASK_VALUE for padding)."""
   return jnp.where(attention_mask[:, None, :] > 0, 0.0, MASK_VALUE).astype(jnp.float32)
+
+
+def segment_bias(segment_ids: Array) -> Array:
+  """[R, L] segment ids of packed rows (0 = padding) -> [R, L, L] float32 additive bias: a token
+  attends only to the tokens of its own segment (MASK_VALUE elsewhere)."""
+  same = (segment_ids[:, :, None] == segment_ids[:, None, :]) & (segment_ids[:, None, :] > 0)
+  return jnp.where(same, 0.0, MASK_VALUE).astype(jnp.float32)
 
 
 class Encoder(nn.Module):

@@ -225,13 +225,22 @@ class ConditionalEncoder(nn.Module):
   config: bert.EncoderConfig
 
   @nn.compact
-  def __call__(self, input_ids: Array, token_type_ids: Array, attention_mask: Array,
-               hooks: EncoderHooks, deterministic: bool = True) -> tuple[Array, Array]:
+  def __call__(self, input_ids: Array, token_type_ids: Array, attention_mask: Array | None,
+               hooks: EncoderHooks, deterministic: bool = True,
+               packed: Mapping[str, Array] | None = None) -> tuple[Array, Array]:
+    """packed: rows of several examples each (packing.py): {'position_ids', 'segment_ids' [R, L],
+    'unpack_index' [B, L]}; attention stays within a segment, and the last hidden state is
+    gathered back to the B examples ([B, L, d], zeros where unpack_index is NO_TOKEN) before the
+    pooler. attention_mask is then not read."""
     cfg = self.config
-    h = bert.Embeddings(cfg, name="embeddings")(input_ids, token_type_ids, deterministic)
+    positions = None if packed is None else bert.packed_position_ids(
+        cfg, packed["position_ids"], packed["segment_ids"])
+    h = bert.Embeddings(cfg, name="embeddings")(input_ids, token_type_ids, deterministic,
+                                                positions)
     if hooks.align is not None:
       h = hooks.align(h)
-    padding = bert.padding_bias(attention_mask)  # [R, 1, L]
+    padding = (bert.padding_bias(attention_mask) if packed is None  # [R, 1, L]
+               else bert.segment_bias(packed["segment_ids"]))      # [R, L, L]
     skip = None
     for i in range(cfg.num_layers):
       bias = padding + hooks.attention_bias[i] if i in hooks.attention_bias else padding
@@ -241,7 +250,26 @@ class ConditionalEncoder(nn.Module):
         skip = hooks.skip[i](h if skip is None else h + skip)
     if skip is not None:
       h = h + skip
+    if packed is not None:
+      h = unpack_rows(h, packed["unpack_index"])
     return h, bert.Pooler(cfg, name="pooler")(h)
+
+
+def unpack_rows(hidden: Array, unpack_index: Array) -> Array:
+  """Packed hidden states [R, L_p, d] -> [B, L, d] per example: position p of example i is flat
+  row position unpack_index[i, p] of `hidden`; negative (NO_TOKEN) gives zeros."""
+  flat = hidden.reshape(-1, hidden.shape[-1])
+  valid = unpack_index >= 0
+  out = jnp.take(flat, jnp.where(valid, unpack_index, 0), axis=0)
+  return jnp.where(valid[..., None], out, jnp.zeros((), out.dtype))
+
+
+def at_positions(bias: Array, positions: Array) -> Array:
+  """Per-row attention bias [R, L, L] over absolute positions -> the bias between the tokens of
+  packed rows [R, L, L]: entry (q, k) is bias[positions[q], positions[k]], each token at its
+  position within its own example (cross-segment entries are masked by bert.segment_bias)."""
+  rows = jnp.arange(bias.shape[0])[:, None, None]
+  return bias[rows, positions[:, :, None], positions[:, None, :]]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -273,26 +301,42 @@ class CAMTL(nn.Module):
 
   @nn.compact
   def __call__(self, batch: Mapping[str, Array], deterministic: bool = True,
-               head_types: tuple[str, ...] | None = None) -> dict[str, Array]:
+               head_types: tuple[str, ...] | None = None,
+               packed: Mapping[str, Array] | None = None) -> dict[str, Array]:
     """head_types: run only these head types, for a batch whose examples are all of them (e.g. no
-    multiple-choice task: then K = 1 suffices, see train.score_groups); None: every type."""
+    multiple-choice task: then K = 1 suffices, see train.score_groups); None: every type.
+
+    packed: the batch's examples packed into rows (packing.py; K = 1): {'input_ids',
+    'token_type_ids', 'segment_ids', 'position_ids' [R, L], 'task_id' [R]}, with
+    batch['unpack_index'] [B, L]. The encoder runs on the rows and the heads on the unpacked
+    examples: the outputs equal the unpacked forward's up to float rounding."""
     tasks = self.tasks if head_types is None else tuple(
         t for t in self.tasks if t.type in head_types)
     check_batch_static(batch, tasks, self.config, self.encoder)
     b, k, length = batch["input_ids"].shape
-    rows = lambda key: batch[key].reshape(b * k, length)  # noqa: E731 [B, K, L] -> [B*K, L]
-    row_task = jnp.repeat(batch["task_id"], k)  # row b*K + j is choice j of example b
-    hidden, pooled = ConditionalEncoder(self.encoder, name="encoder")(
-        rows("input_ids"), rows("token_type_ids"), rows("attention_mask"),
-        self._hooks(row_task, length), deterministic)
+    encoder = ConditionalEncoder(self.encoder, name="encoder")
+    if packed is None:
+      rows = lambda key: batch[key].reshape(b * k, length)  # noqa: E731 [B, K, L] -> [B*K, L]
+      row_task = jnp.repeat(batch["task_id"], k)  # row b*K + j is choice j of example b
+      hidden, pooled = encoder(rows("input_ids"), rows("token_type_ids"),
+                               rows("attention_mask"), self._hooks(row_task, length),
+                               deterministic)
+    else:
+      if k != 1:
+        raise ValueError(f"packed batches hold one sequence per example, got K={k}")
+      hooks = self._hooks(packed["task_id"], packed["input_ids"].shape[1],
+                          packed["position_ids"])
+      hidden, pooled = encoder(packed["input_ids"], packed["token_type_ids"], None, hooks,
+                               deterministic, dict(packed, unpack_index=batch["unpack_index"]))
     hidden = hidden.reshape(b, k, length, -1)
     pooled = pooled.reshape(b, k, -1)
     self.sow("intermediates", "encoder_output", (hidden, pooled))
     return Heads(self.tasks, self.config.head_dropout, name="heads")(
         Features(pooled=pooled, hidden=hidden[:, 0]), batch, deterministic, head_types)
 
-  def _hooks(self, row_task: Array, length: int) -> EncoderHooks:
-    """Builds the enabled conditional modules (task-level [T, ...] once, gathered per row)."""
+  def _hooks(self, row_task: Array, length: int, positions: Array | None = None) -> EncoderHooks:
+    """Builds the enabled conditional modules (task-level [T, ...] once, gathered per row);
+    positions [R, L]: each token's position within its example (packed rows), else None."""
     cfg, enc = self.config, self.encoder
     if not cfg.conditioned:
       return EncoderHooks()
@@ -307,6 +351,8 @@ class CAMTL(nn.Module):
     if layers := cfg.attention_layer_ids(n):
       bias = by_row(ConditionalAttention(layers, cfg.num_blocks(d), cfg.max_length,
                                          name="cond_attention")(z1, length))
+      if positions is not None:
+        bias = {i: at_positions(x, positions) for i, x in bias.items()}
     if layers := cfg.layernorm_layer_ids(n):
       ln = by_row(ConditionalLayerNorms(layers, name="cond_layernorm")(z1))
     if layers := cfg.adapter_layer_ids(n):
@@ -462,7 +508,7 @@ _DATA_CHECKS: dict[str, Callable[..., None]] = {
 def validate_batch(batch: Mapping[str, Any], tasks: Sequence[TaskSpec]) -> None:
   """Host-side check of a batch's data against the task list (shapes, task ids, labels, targets,
   span positions, tags). Raises ValueError naming the field and the offending rows. Cheap (numpy);
-  the train loop calls it on every candidate set it feeds (train.check_candidates); jitted code
+  the train loop calls it on every candidate set it feeds (validate_candidates); jitted code
   cannot raise on data.
 
   Padding rows (weight 0) only need a valid task id: the model gathers by it, and the heads clamp
@@ -482,6 +528,12 @@ def validate_batch(batch: Mapping[str, Any], tasks: Sequence[TaskSpec]) -> None:
   for head_type in layout.types:
     active = real & (layout.task_type[task_id] == layout.types.index(head_type))
     _DATA_CHECKS[head_type](batch, tasks, active, num)
+
+
+def validate_candidates(candidates: Mapping[str, Any], tasks: Sequence[TaskSpec]) -> None:
+  """validate_batch on MT-U candidates [T, b, ...] (one host's)."""
+  validate_batch({k: np.asarray(v).reshape((-1,) + np.shape(v)[2:])
+                  for k, v in candidates.items()}, tasks)
 
 
 def example_batch(tasks: Sequence[TaskSpec], batch_size: int = 1,

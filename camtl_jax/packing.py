@@ -1,0 +1,181 @@
+"""Sequence packing of MT-U candidates for the scoring forward (host side, numpy).
+
+MT-U scores T*b candidates per step, and padded to the longest of them most of that forward is
+padding (GLUE-5's mean lengths are 11-67 tokens at max_length 128). Packing puts several
+candidates of one task into a row of L = max_length tokens:
+
+  rows [R, L]: input_ids, token_type_ids; segment_ids (1, 2, ... per candidate in the row, 0 for
+               padding), position_ids (restarting at 0 in every segment); task_id [R]
+  unpack_index [T, b, L] (a candidate key, laid out and sharded like input_ids): the flat
+               position r * L + p in the global rows of each candidate token, NO_TOKEN where the
+               candidate has no token.
+
+The encoder masks attention across segments, reads positions (and the conditional attention
+bias) by the position within each candidate, and conditions each row on its one task; unpacking
+gathers each candidate's hidden states back to [T*b, L, d], so the heads and the uncertainty run
+unchanged (models/camtl.py). Rows hold one task each so that every conditional module stays per
+row.
+
+The number of rows is static: `rows_needed` (first-fit decreasing per task) over the first steps
+of the run, the most any host needed, rounded up to the data devices. A later step that needs more
+returns None from `pack`, and the loop scores it unpacked (a second program).
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+from typing import Callable, Sequence
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+NO_TOKEN = -1  # unpack_index of a candidate position without a token (gathered as zeros)
+ROW_KEYS = ("input_ids", "token_type_ids", "segment_ids", "position_ids")
+
+
+def first_fit_decreasing(lengths: Sequence[int], capacity: int) -> list[list[int]]:
+  """Bins of item indices, each summing to <= capacity; longest items placed first, each in the
+  first bin with room. Items of length 0 are left out."""
+  bins: list[list[int]] = []
+  room: list[int] = []
+  for i in sorted(range(len(lengths)), key=lambda i: -lengths[i]):
+    n = int(lengths[i])
+    if n <= 0:
+      continue
+    if n > capacity:
+      raise ValueError(f"a candidate of {n} tokens does not fit a packed row of {capacity}")
+    slot = next((k for k, r in enumerate(room) if r >= n), None)
+    if slot is None:
+      bins.append([])
+      room.append(capacity)
+      slot = len(bins) - 1
+    bins[slot].append(i)
+    room[slot] -= n
+  return bins
+
+
+def rows_needed(lengths: np.ndarray, packed_tasks: Sequence[int], capacity: int) -> int:
+  """Rows of `capacity` tokens that pack the candidates [T, b] of lengths, one task per row."""
+  return sum(len(first_fit_decreasing(lengths[t], capacity)) for t in packed_tasks)
+
+
+def rows_per_host(host_lengths: Sequence[np.ndarray], packed_tasks: Sequence[int],
+                  capacity: int, process_count: int, data_devices: int) -> int:
+  """Rows each host packs into: the most that any of `host_lengths` (candidate lengths [T, b_local]
+  of some steps on every host) needs, rounded up so that the global rows (process_count times
+  this) split evenly over the data devices."""
+  most = max(rows_needed(lengths, packed_tasks, capacity) for lengths in host_lengths)
+  multiple = max(1, data_devices // max(process_count, 1))
+  return -(-max(most, 1) // multiple) * multiple
+
+
+def pack(candidates: dict[str, np.ndarray], packed_tasks: Sequence[int], rows_per_host: int,
+         process_index: int = 0, process_count: int = 1
+         ) -> tuple[dict[str, np.ndarray], np.ndarray] | None:
+  """This host's candidates [T, b_local, K, L] -> (rows, unpack_index) or None if they need more
+  than rows_per_host rows.
+
+  rows: the ROW_KEYS [rows_per_host, L] int32 and task_id [rows_per_host]; unpack_index int32
+  [T, b_local, L] into the global rows (this host's start at process_index * rows_per_host), with
+  NO_TOKEN for the tasks not packed and for positions past each candidate's tokens.
+  """
+  mask = candidates["attention_mask"][:, :, 0]  # [T, b_local, L]; packed tasks have K = 1 rows
+  num_tasks, b_local, length = mask.shape
+  lengths = mask.sum(-1)
+  if not np.array_equal(mask > 0, np.arange(length) < lengths[..., None]):
+    raise ValueError("packing needs every candidate's tokens first and its padding after them")
+  rows = {key: np.zeros((rows_per_host, length), np.int32) for key in ROW_KEYS}
+  rows["task_id"] = np.zeros(rows_per_host, np.int32)
+  unpack = np.full((num_tasks, b_local, length), NO_TOKEN, np.int32)
+  first_row = process_index * rows_per_host
+  r = 0
+  for t in packed_tasks:
+    for members in first_fit_decreasing(lengths[t], length):
+      if r == rows_per_host:
+        return None
+      offset = 0
+      for segment, j in enumerate(members, start=1):
+        n = int(lengths[t, j])
+        span = slice(offset, offset + n)
+        rows["input_ids"][r, span] = candidates["input_ids"][t, j, 0, :n]
+        rows["token_type_ids"][r, span] = candidates["token_type_ids"][t, j, 0, :n]
+        rows["segment_ids"][r, span] = segment
+        rows["position_ids"][r, span] = np.arange(n)
+        unpack[t, j, :n] = (first_row + r) * length + offset + np.arange(n)
+        offset += n
+      rows["task_id"][r] = t
+      r += 1
+  return rows, unpack
+
+
+def padding_fraction(rows: dict[str, np.ndarray]) -> float:
+  """Share of the packed token slots that hold no token."""
+  return float(np.mean(rows["segment_ids"] == 0))
+
+
+@dataclasses.dataclass(frozen=True)
+class PackPlan:
+  """How a run packs its MT-U candidates: the task ids packed (the tasks without choices), the
+  rows per host and this host's place. rows_per_host 0: no packing."""
+  tasks: tuple[int, ...]
+  rows_per_host: int
+  process_index: int = 0
+  process_count: int = 1
+
+  @property
+  def enabled(self) -> bool:
+    return self.rows_per_host > 0 and bool(self.tasks)
+
+
+def plan(lengths: Sequence[np.ndarray], candidate_indices: Callable[[int], np.ndarray],
+         packed_tasks: Sequence[int], capacity: int, process_index: int, process_count: int,
+         data_devices: int, steps: int = 256) -> PackPlan:
+  """The PackPlan of a run: rows_per_host from the candidate lengths of its first `steps` steps
+  on every host (lengths[t]: the token counts of task t's train rows; candidate_indices(step):
+  the global candidate rows [T, b] of a step), so every host computes the same plan."""
+  per_host = [x for step in range(steps)
+              for x in host_lengths(lengths, candidate_indices(step), process_count)]
+  rows = rows_per_host(per_host, packed_tasks, capacity, process_count, data_devices)
+  return PackPlan(tuple(packed_tasks), rows, process_index, process_count)
+
+
+def host_lengths(lengths: Sequence[np.ndarray], idx: np.ndarray, process_count: int
+                 ) -> list[np.ndarray]:
+  """Token counts [T, b_local] of each host's candidates, from the global candidate rows [T, b]."""
+  local = idx.shape[1] // process_count
+  return [np.stack([np.asarray(lengths[t])[idx[t, p * local:(p + 1) * local]]
+                    for t in range(len(idx))]) for p in range(process_count)]
+
+
+def pack_step(candidates: dict[str, np.ndarray], pack_plan: PackPlan,
+              step_lengths: Sequence[np.ndarray]) -> dict[str, np.ndarray] | None:
+  """This host's packed rows for a step, adding candidates['unpack_index'] (in place); None
+  (candidates unchanged) when packing is off or the step needs more rows than planned on ANY host
+  (step_lengths: host_lengths of the step), so that every host runs the same program."""
+  if not pack_plan.enabled or any(
+      rows_needed(x, pack_plan.tasks, candidates["input_ids"].shape[-1]) > pack_plan.rows_per_host
+      for x in step_lengths):
+    return None
+  packed = pack(candidates, pack_plan.tasks, pack_plan.rows_per_host, pack_plan.process_index,
+                pack_plan.process_count)
+  if packed is None:
+    return None
+  rows, candidates["unpack_index"] = packed
+  return rows
+
+
+def dispatch(p_packed: Callable, p_padded: Callable, pack_plan: PackPlan) -> Callable:
+  """p(state, candidates, rows): the packed train step, or with rows None the padded one (a second
+  program, compiled at its first use, which a packed run says once)."""
+  said = []
+
+  def step(state, candidates, rows):
+    if rows is not None:
+      return p_packed(state, candidates, rows)
+    if pack_plan.enabled and not said:
+      said.append(True)
+      log.warning("a candidate set needs more than the %d packed rows per host planned: it and "
+                  "any such later one are scored padded (compiling that program once)",
+                  pack_plan.rows_per_host)
+    return p_padded(state, candidates)
+  return step

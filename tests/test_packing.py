@@ -1,0 +1,177 @@
+"""Packed MT-U scoring (packing.py): several candidates per row of max_length tokens, attention
+within each candidate, positions and the conditional attention bias by the position within the
+candidate. The packed forward must give what the padded one gives: the same uncertainties (1e-5)
+and so the same selection, on real GLUE candidates and on the demo tasks of every head type."""
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from camtl_jax import experiment, packing, sharding, train
+from camtl_jax.cli import common
+
+DEMO_TASKS = "demo/sentiment,demo/similarity,demo/entities,demo/choice,demo/span"
+GLUE5 = "glue/rte,glue/mrpc,glue/stsb,glue/sst2,glue/cola"
+
+
+def test_first_fit_decreasing_fills_rows_within_capacity():
+  lengths = [60, 10, 70, 5, 0, 33, 64, 128]
+  bins = packing.first_fit_decreasing(lengths, 128)
+  placed = sorted(i for b in bins for i in b)
+  assert placed == [0, 1, 2, 3, 5, 6, 7]  # the empty candidate is left out, the rest once each
+  assert all(sum(lengths[i] for i in b) <= 128 for b in bins)
+  assert len(bins) == 3  # 128 | 70 + 33 + 10 + 5 | 64 + 60
+  with pytest.raises(ValueError, match="129 tokens"):
+    packing.first_fit_decreasing([129], 128)
+
+
+def _candidates(rng, num_tasks=3, b=4, length=16):
+  lengths = rng.integers(1, length + 1, (num_tasks, b))
+  mask = (np.arange(length) < lengths[..., None]).astype(np.int32)[:, :, None]
+  ids = rng.integers(1, 1000, mask.shape).astype(np.int32) * mask
+  return {"input_ids": ids, "token_type_ids": (ids % 2) * mask, "attention_mask": mask,
+          "task_id": np.repeat(np.arange(num_tasks), b).reshape(num_tasks, b)}
+
+
+def test_unpack_index_gives_back_every_candidate_token():
+  rng = np.random.default_rng(0)
+  cands = _candidates(rng)
+  needed = packing.rows_needed(cands["attention_mask"][:, :, 0].sum(-1), (0, 2), 16)
+  assert packing.pack(cands, (0, 2), needed - 1) is None  # more rows needed than planned
+  rows, unpack = packing.pack(cands, (0, 2), needed + 1, process_index=1, process_count=2)
+  first = needed + 1  # this host's rows start after host 0's
+  mask = cands["attention_mask"][:, :, 0] > 0
+  assert np.all(unpack[1] == packing.NO_TOKEN)  # task 1 not packed
+  for t in (0, 2):
+    local = unpack[t][mask[t]] - first * 16
+    assert np.array_equal(rows["input_ids"].reshape(-1)[local], cands["input_ids"][t, :, 0][mask[t]])
+    assert np.all(unpack[t][~mask[t]] == packing.NO_TOKEN)
+    seg_rows = local // 16
+    assert np.all(rows["task_id"][seg_rows] == t)  # one task per row
+  # Positions restart at 0 in every segment and count up within it.
+  starts = rows["position_ids"] == 0
+  assert np.all((rows["segment_ids"] > 0) <= (rows["position_ids"] >= 0))
+  assert np.sum(starts & (rows["segment_ids"] > 0)) == mask[[0, 2]].any(-1).sum()
+  assert 0 < packing.padding_fraction(rows) < 1
+
+
+def _run(tmp_path, tasks, *overrides):
+  config = common.load_config("tiny", [f"tasks={tasks}", "pack_candidates=True", *overrides])
+  return experiment.build_run(config, tmp_path)
+
+
+def _select(run, state, ctx, step, packed: bool):
+  cands = run.loader.candidates(step)
+  rows = packing.pack_step(cands, run.pack_plan, packing.host_lengths(
+      [s.lengths for s in run.train_splits], run.loader.indices(step), 1)) if packed else None
+  if packed:
+    assert rows is not None
+  else:
+    cands.pop("unpack_index", None)
+  flat = train.flatten_candidates(cands)
+  fn = jax.jit(lambda p, c, f, r: train.select(ctx, p, c, f, jnp.int32(step), jax.random.key(0),
+                                               state["regression_mse"], r))
+  idx, h, h_max, mse = fn(state["params"], cands, flat, rows)
+  return np.asarray(idx), np.asarray(h), np.asarray(h_max), np.asarray(mse)
+
+
+def _perturbed(params, scale=0.1):
+  """Every conditional module away from its identity at init (a zero attention bias, FiLM
+  gamma = beta = 0): otherwise a wrong bias index or row task would go unseen."""
+  keys = iter(jax.random.split(jax.random.key(1), len(jax.tree.leaves(params))))
+  return {group: tree if group == "encoder" else jax.tree.map(
+      lambda x: x + scale * jax.random.normal(next(keys), x.shape, x.dtype), tree)
+          for group, tree in params.items()}
+
+
+def _assert_same_outputs(run, params, step):
+  """Every output of the model's forward, packed and padded, at the positions that carry one."""
+  cands = run.loader.candidates(step)
+  rows = packing.pack_step(cands, run.pack_plan, packing.host_lengths(
+      [s.lengths for s in run.train_splits], run.loader.indices(step), 1))
+  flat = train.flatten_candidates(cands)
+  mc = np.asarray([run.model.tasks[t].type == "multiple_choice" for t in flat["task_id"]])
+  flat = {k: v[~mc] for k, v in flat.items()}  # multiple choice is never packed
+  flat = dict(flat, input_ids=flat["input_ids"][:, :1], token_type_ids=flat["token_type_ids"][:, :1],
+              attention_mask=flat["attention_mask"][:, :1])
+  apply = jax.jit(lambda p, f, r: run.model.apply({"params": p}, f, deterministic=True,
+                                                  head_types=("classification", "regression",
+                                                              "span", "tagging"), packed=r))
+  padded = apply(params, {k: v for k, v in flat.items() if k != "unpack_index"}, None)
+  packed = apply(params, flat, rows)
+  tokens = flat["attention_mask"][:, 0] > 0
+  for key, want in padded.items():
+    want, got = np.asarray(want), np.asarray(packed[key])
+    carried = np.abs(want) < 1e8  # masked logits are -1e9 in both
+    if key == "tag_logits":
+      carried &= tokens[..., None]
+    np.testing.assert_allclose(np.where(carried, got, 0), np.where(carried, want, 0), atol=1e-5,
+                               rtol=1e-5, err_msg=key)
+
+
+def _assert_same_selection(run, steps):
+  state, tx, labels = train.init_state(run)
+  state = dict(state, params=_perturbed(state["params"]))
+  ctx = train.make_context(run, tx, labels)
+  for step in steps:
+    _assert_same_outputs(run, state["params"], step)
+    padded = _select(run, state, ctx, step, packed=False)
+    packed = _select(run, state, ctx, step, packed=True)
+    np.testing.assert_array_equal(packed[0], padded[0])
+    for got, want in zip(packed[1:], padded[1:]):
+      np.testing.assert_allclose(got, want, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.slow
+def test_packed_scoring_equals_padded_on_real_glue(shared_data, minilm_path, tmp_path):
+  run = _run(tmp_path, GLUE5, f"data_dir={shared_data}", "max_length=128", "batch_size=16")
+  assert run.loader.candidates(0)["input_ids"].shape[-1] == 128  # one update shape
+  rows = run.pack_plan.rows_per_host
+  assert rows <= 40, rows  # of 80 candidate rows: GLUE-5's mean lengths are 11-67 of 128
+  _assert_same_selection(run, steps=(0, 1, 2))
+
+
+def test_packed_scoring_equals_padded_on_every_demo_head_type(minilm_path, tmp_path):
+  # Multiple choice is scored padded in its own group; the other four head types packed.
+  run = _run(tmp_path, DEMO_TASKS)
+  assert run.pack_plan.tasks == (0, 1, 2, 4)
+  _assert_same_selection(run, steps=(0, 3))
+
+
+@pytest.mark.multidevice
+def test_packed_train_step_is_one_program_and_equals_padded(minilm_path, tmp_path):
+  """The compiled packed step on the mesh (8 devices in the multidevice run): one program over
+  several steps, and each step's new state and metrics equal the padded step's from the same
+  state (same selection, so the same update)."""
+  run = _run(tmp_path, "demo/sentiment,demo/similarity,demo/entities,demo/span")
+  state, tx, labels = train.init_state(run)
+  shardings = train.state_shardings(run.mesh, run.config.mesh.fsdp, state)
+  ctx = train.make_context(run, tx, labels)
+  p_train, _ = train.compile_steps(ctx, run.mesh, shardings)
+  p_packed = train.compile_packed_step(ctx, run.mesh, shardings)
+  state = jax.device_put(state, shardings)
+  for step in range(3):
+    cands = run.loader.candidates(step)
+    rows = packing.pack_step(cands, run.pack_plan, packing.host_lengths(
+        [s.lengths for s in run.train_splits], run.loader.indices(step), 1))
+    padded = {k: v for k, v in cands.items() if k != "unpack_index"}
+    copy = jax.tree.map(jnp.copy, state)  # both steps donate their state
+    want_state, want = p_train(copy, sharding.global_batch(padded, run.mesh, example_axis=1))
+    state, got = p_packed(state, sharding.global_batch(cands, run.mesh, example_axis=1),
+                          sharding.global_batch(rows, run.mesh, example_axis=0))
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-5, rtol=1e-5), got, want)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-5), state["params"],
+                 want_state["params"])
+  assert p_packed._cache_size() == 1  # pylint: disable=protected-access
+
+
+def test_a_step_that_needs_more_rows_than_planned_is_scored_padded(minilm_path, tmp_path):
+  run = _run(tmp_path, "demo/sentiment,demo/span")
+  small = dataclasses.replace(run.pack_plan, rows_per_host=1)
+  cands = run.loader.candidates(0)
+  lengths = packing.host_lengths([s.lengths for s in run.train_splits], run.loader.indices(0), 1)
+  assert packing.pack_step(cands, small, lengths) is None and "unpack_index" not in cands
+  assert packing.pack_step(cands, run.pack_plan, lengths) is not None
+  assert "unpack_index" in cands

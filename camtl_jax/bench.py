@@ -216,7 +216,7 @@ def compile_program(name: str, jitted, args: tuple, examples: int,
   return program
 
 
-def _matmul(mesh: jax.sharding.Mesh, n: int, dtype: str) -> Program:
+def matmul_program(mesh: jax.sharding.Mesh, n: int, dtype: str) -> Program:
   """A jitted [n*D, n] @ [n, n] split over the D devices of 'data': the peak we compare with."""
   d = sharding.data_size(mesh)
   rows = sharding.batch_sharding(mesh, 0)
@@ -315,7 +315,7 @@ def benchmark(config: ml_collections.ConfigDict, steps: int = 5, matmul_size: in
                                   config.seed)
   cands = sharding.global_batch(cands_np, mesh, example_axis=1)
   flat = sharding.global_batch(_flat(cands_np), mesh, example_axis=0)
-  matmul = _matmul(mesh, matmul_size, config.dtype)
+  matmul = matmul_program(mesh, matmul_size, config.dtype)
   programs: list[Program] = []
   for name in [v for v in ORDER if v in STEP_VARIANTS and v in variants]:
     forwards = tuple(f for f, (owner, _) in FORWARD_VARIANTS.items()

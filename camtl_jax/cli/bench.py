@@ -4,8 +4,10 @@ against a matmul peak measured in the same run.
 
   camtl-bench --config bench:minilm --steps 5 [--json OUT] [--variants camtl_mtu,score]
   camtl-bench --config bench:bert-base --steps 3 --json /tmp/bench_base.json
+  camtl-bench --config bench:glue5 --steps 6 --json /tmp/bench_glue5.json
 
-Weights are random and candidates synthetic: only shapes matter for speed.
+Weights are random and candidates synthetic: only shapes matter for speed. bench:glue5 instead
+times the CA-MTL + MT-U step on real GLUE candidate sets, packed against padded (bench_real.py).
 """
 from __future__ import annotations
 
@@ -45,6 +47,14 @@ def _parser():
 def _bench(args) -> None:
   variants = _variants(args.variants)
   config = common.load_config(args.config, args.overrides)
+  if config.get("bench_real_data", False):  # bench:glue5: real candidates, packed vs padded
+    from camtl_jax import bench_real  # pylint: disable=import-outside-toplevel
+    report = bench_real.real_data_benchmark(config, args.steps, args.matmul_size,
+                                            log=lambda s: print(s, flush=True))
+    print(bench_real.format_table(report))
+    if args.json:
+      Path(args.json).write_text(json.dumps(report, indent=2))
+    return
   from camtl_jax import bench  # pylint: disable=import-outside-toplevel
   report = bench.benchmark(config, args.steps, args.matmul_size, variants,
                            log=lambda s: print(s, flush=True))

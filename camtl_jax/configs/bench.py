@@ -4,23 +4,34 @@ classification, regression, tagging, span, so K=1), b=32, L=128, the CA-MTL defa
   camtl-bench --config bench:minilm --steps 5 --json /tmp/bench_minilm.json
   camtl-bench --config bench:bert-base --steps 3 --json /tmp/bench_base.json
 
+`glue5` times the MT-U step on real GLUE candidate sets instead (camtl_jax/bench_real.py).
 `minilm` reads the shape of the all-MiniLM-L6-v2 checkpoint (6 layers, d=384); `bert-base` is the
 BERT-base shape built in code (models/camtl.py NAMED_ENCODERS), so no checkpoint is needed.
 Weights are random and the candidates synthetic: only shapes matter for speed.
 """
-from camtl_jax.configs import common
+from camtl_jax.configs import common, glue5_minilm
 
 BENCH_TASKS = ("demo/sentiment", "demo/similarity", "demo/entities", "demo/span")
 MODELS = {"minilm": "minilm", "bert-base": "bert-base", "bert-large": "bert-large"}
 
 
 def get_config(arg="minilm"):
+  if arg == "glue5":
+    return glue5()
   if arg not in MODELS:
-    raise ValueError(f"bench model {arg!r} unknown; choose one of {sorted(MODELS)}")
+    raise ValueError(f"bench model {arg!r} unknown; choose one of {sorted(MODELS)} or 'glue5'")
   c = common.base()
   c.model_path = MODELS[arg]
   c.tasks = BENCH_TASKS
   c.max_length = 128
   c.batch_size = 32
   c.data_dir = ""
+  return c
+
+
+def glue5():
+  """Real candidate sets: the CA-MTL + MT-U step of configs/glue5_minilm.py (RTE, MRPC, STS-B,
+  SST-2, CoLA from config.data_dir, MiniLM, b=16, L=128), packed against padded (bench_real.py)."""
+  c = glue5_minilm.get_config("camtl_mtu")
+  c.bench_real_data = True
   return c

@@ -1,0 +1,186 @@
+"""The MT-U train step on REAL candidate sets (camtl-bench --config bench:glue5): packed scoring
+against the padded step, timed in turn on the same candidates of the same steps.
+
+  camtl-bench --config bench:glue5 --steps 6 --json /tmp/bench_glue5.json
+
+Variants (each a CA-MTL + MT-U train step of the config, from the same initial state):
+  packed        the default: candidates at max_length, scored packed (packing.py)
+  padded_128    the same candidates scored padded: every one of the T*b rows is max_length long
+  bucketed      the step before packing: candidates padded to the bucket of the step's longest
+                (bucket_step), a program per bucket length
+
+Step s of every variant sees the candidates of step s; the variants are called in turn, step by
+step, so a busy moment of a shared machine hits all of them. Step 0 is the warm-up (compiles).
+Reported per variant: seconds per step (median, min, max over the timed steps, compiling calls
+left out and counted in compile_seconds), examples/s (b per step), padding_fraction (the share of
+the token slots that hold no token, in the scoring forward and the update batch together; the
+update's selection is read from an untimed call of the selection), programs_compiled over all
+steps, compile_seconds, the compiled FLOPs of the step and their fraction of the matmul peak
+measured in the same run, and XLA's memory_analysis.
+"""
+from __future__ import annotations
+
+import dataclasses
+import statistics
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from camtl_jax import aot, bench, experiment, input_pipeline, packing, sharding, train
+
+VARIANTS = ("packed", "padded_128", "bucketed")
+
+
+@dataclasses.dataclass
+class Variant:
+  """One step variant's program, state and what was measured. signatures: the distinct input
+  shapes it was called with; jit compiles one program for each."""
+  name: str
+  step: Callable
+  state: Any
+  step_s: list[float] = dataclasses.field(default_factory=list)
+  compile_s: float = 0.0
+  slots: int = 0
+  tokens: int = 0
+  signatures: set = dataclasses.field(default_factory=set)
+
+
+def _inputs(run, bucketed_loader, step: int) -> dict[str, Any]:
+  """The candidates of `step` for every variant (the same rows), with token counts."""
+  cands = run.loader.candidates(step)
+  rows = packing.pack_step(cands, run.pack_plan, packing.host_lengths(
+      [s.lengths for s in run.train_splits], run.loader.indices(step), jax.process_count()))
+  padded = {k: v for k, v in cands.items() if k != "unpack_index"}
+  bucketed = bucketed_loader.candidates(step)
+  glob = lambda c, axis=1: sharding.global_batch(c, run.mesh, example_axis=axis)  # noqa: E731
+  return {"packed": (glob(cands), None if rows is None else glob(rows, 0)),
+          "padded_128": (glob(padded),), "bucketed": (glob(bucketed),),
+          "rows": rows, "cands": cands, "lengths": {"padded_128": padded["input_ids"].shape[-1],
+                                                    "bucketed": bucketed["input_ids"].shape[-1]}}
+
+
+def _selected_tokens(run, ctx, state, inputs) -> int:
+  """Tokens of the b examples this step's selection picks (untimed; for padding_fraction)."""
+  cands = inputs["padded_128"][0]
+  flat = train.flatten_candidates(cands)
+  idx, _, _, _ = jax.jit(lambda p, c, f, s, m: train.select(ctx, p, c, f, s, jax.random.key(0),
+                                                            m))(
+      state["params"], cands, flat, state["step"], state["regression_mse"])
+  return int(np.asarray(jax.device_get(flat["attention_mask"]))[np.asarray(idx), 0].sum())
+
+
+def _call(variant: Variant, args: tuple) -> None:
+  """One blocked step; a call with new input shapes compiles, and counts as compile time."""
+  signature = tuple(jax.tree.map(lambda x: tuple(x.shape), jax.tree.leaves(args)))
+  start = time.perf_counter()
+  variant.state, metrics = variant.step(variant.state, *args)
+  jax.block_until_ready(metrics)
+  seconds = time.perf_counter() - start
+  if signature in variant.signatures:
+    variant.step_s.append(seconds)
+  else:
+    variant.signatures.add(signature)
+    variant.compile_s += seconds
+
+
+def real_data_benchmark(config, steps: int = 6, matmul_size: int = 2048,
+                        log: Callable[[str], None] = print) -> dict[str, Any]:
+  """Runs the VARIANTS on the config's real data (see the module docstring); returns the report."""
+  # The tokenisation cache (config.cache_dir, else under this folder) is reused by later runs.
+  run = experiment.build_run(config, Path(tempfile.gettempdir()) / "camtl_bench_real")
+  state, tx, labels = train.init_state(run)
+  shardings = train.state_shardings(run.mesh, run.config.mesh.fsdp, state)
+  ctx = dataclasses.replace(train.make_context(run, tx, labels),
+                            example_sharding=sharding.batch_sharding(run.mesh, 0))
+  p_padded, _ = train.compile_steps(ctx, run.mesh, shardings)
+  p_packed = train.compile_packed_step(ctx, run.mesh, shardings)
+  p_bucketed, _ = train.compile_steps(ctx, run.mesh, shardings)  # its own program cache
+  state = jax.device_put(state, shardings)
+  bucketed_loader = input_pipeline.CandidateLoader(
+      run.train_splits, config.batch_size, config.seed,
+      buckets=input_pipeline.default_buckets(config.max_length, config.bucket_step),
+      process_index=jax.process_index(), process_count=jax.process_count())
+  copy = lambda: jax.tree.map(jnp.copy, state)  # noqa: E731 every step donates its state
+  variants = {
+      "packed": Variant("packed", packing.dispatch(p_packed, p_padded, run.pack_plan), copy()),
+      "padded_128": Variant("padded_128", lambda s, c: p_padded(s, c), copy()),
+      "bucketed": Variant("bucketed", lambda s, c: p_bucketed(s, c), copy()),
+  }
+  b, num_tasks = config.batch_size, len(run.tasks)
+  for step in range(steps + 1):
+    inputs = _inputs(run, bucketed_loader, step)
+    inputs["packed"] = inputs["packed"] if inputs["packed"][1] is not None else (
+        inputs["packed"][0], None)
+    update = _selected_tokens(run, ctx, variants["padded_128"].state, inputs)
+    real = int(inputs["cands"]["attention_mask"].sum())
+    for name, variant in variants.items():
+      _call(variant, inputs[name])
+      if step == 0:
+        continue
+      if name == "packed" and inputs["rows"] is not None:
+        variant.slots += inputs["rows"]["segment_ids"].size + b * config.max_length
+      else:
+        length = inputs["lengths"].get(name, config.max_length)
+        variant.slots += num_tasks * b * length + b * length
+      variant.tokens += real + update
+    log(f"step {step}: " + ", ".join(f"{n} {v.step_s[-1]:.2f} s" if v.step_s and step else
+                                     f"{n} compiled" for n, v in variants.items()))
+  matmul = bench.matmul_program(run.mesh, matmul_size, config.dtype)
+  for _ in range(3):
+    matmul.step_s.append(matmul.call()[0])
+  peak = 2.0 * sharding.data_size(run.mesh) * matmul_size ** 3 / min(matmul.step_s)
+  inputs = _inputs(run, bucketed_loader, 1)
+  compiled = {"packed": p_packed.lower(variants["packed"].state, *inputs["packed"]).compile(),
+              "padded_128": p_padded.lower(variants["padded_128"].state,
+                                           *inputs["padded_128"]).compile()}
+  rows = {}
+  for name, v in variants.items():
+    # None when every call of the variant compiled (a new bucket length at each step).
+    median = statistics.median(v.step_s) if v.step_s else None
+    flops = aot.cost_report(compiled[name]).get("flops", 0.0) * run.mesh.size if (
+        name in compiled) else None
+    rows[name] = {
+        "seconds_per_step": median, "seconds_min": min(v.step_s, default=None),
+        "seconds_max": max(v.step_s, default=None),
+        "examples_per_s": b / median if median else None,
+        "padding_fraction": 1.0 - v.tokens / v.slots,
+        "programs_compiled": len(v.signatures),
+        "compile_seconds": v.compile_s, "flops_per_step": flops,
+        "peak_fraction": None if flops is None or not median else flops / median / peak,
+        "memory_per_device": aot.memory_report(compiled[name]) if name in compiled else None}
+  packed_over = [a / c for a, c in zip(variants["packed"].step_s, variants["padded_128"].step_s)]
+  return {"config": {"tasks": list(config.tasks), "b": b, "L": config.max_length,
+                     "model_path": config.model_path, "dtype": config.dtype,
+                     "packed_rows_per_step": run.pack_plan.rows_per_host * jax.process_count(),
+                     "candidate_rows_per_step": num_tasks * b},
+          "backend": jax.default_backend(), "devices": run.mesh.size, "timed_steps": steps,
+          "matmul_peak_flops_per_s": peak, "variants": rows,
+          "packed_over_padded_128": {"median": statistics.median(packed_over),
+                                     "min": min(packed_over), "max": max(packed_over)}}
+
+
+def format_table(report: dict[str, Any]) -> str:
+  c = report["config"]
+  lines = [f"{c['model_path']} on {len(c['tasks'])} real tasks, b={c['b']} L={c['L']}, "
+           f"{report['backend']} x{report['devices']}; packed rows per step "
+           f"{c['packed_rows_per_step']} of {c['candidate_rows_per_step']} candidates; "
+           f"median of {report['timed_steps']} steps",
+           f"{'variant':<12}{'s/step':>8}{'min':>7}{'max':>7}{'ex/s':>7}{'padding':>9}"
+           f"{'programs':>9}{'compile s':>10}{'%peak':>7}"]
+  num = lambda x, width, digits: (f"{x:>{width}.{digits}f}" if x is not None  # noqa: E731
+                                  else f"{'-':>{width}}")
+  for name, r in report["variants"].items():
+    peak = None if r["peak_fraction"] is None else 100 * r["peak_fraction"]
+    lines.append(f"{name:<12}{num(r['seconds_per_step'], 8, 3)}{num(r['seconds_min'], 7, 3)}"
+                 f"{num(r['seconds_max'], 7, 3)}{num(r['examples_per_s'], 7, 1)}"
+                 f"{r['padding_fraction']:>9.3f}{r['programs_compiled']:>9d}"
+                 f"{r['compile_seconds']:>10.1f}{num(peak, 7, 1)}")
+  ratio = report["packed_over_padded_128"]
+  lines.append(f"packed / padded_128 step time: median {ratio['median']:.3f} "
+               f"[{ratio['min']:.3f}, {ratio['max']:.3f}]")
+  return "\n".join(lines)

@@ -56,7 +56,7 @@ would take the whole budget. Two per-step options (config mtu_min_share, mtu_max
 fraction of the b slots is a floor that goes round the tasks (each slot takes its task's most
 uncertain candidate; every task gets its turn every few steps), and no task gets more than
 mtu_max_share of the b (a cap; at least 2 / T, so it never forces an even split); the rest is the
-global top-b, by score. With either option on, scores within 2.4e-4 of each other tie
+global top-b, by score. With either option on, scores within 1.5e-5 of each other tie
 (`quantise_scores`) and go to the lower candidate index, so float noise from the device layout
 does not change the selection. Both off (0, 1) is exactly `select_top`, the paper's selection.
 """
@@ -373,7 +373,7 @@ def floor_quota(step: Array, floor_slots: int, num_tasks: int) -> Array:
   return jnp.zeros(num_tasks, jnp.int32).at[owners].add(1)
 
 
-SCORE_QUANTUM = 2.0 ** -12  # ~2.4e-4 of the [0, 1] score range
+SCORE_QUANTUM = 2.0 ** -16  # ~1.5e-5: 10x the float noise of the scores, far below real gaps
 
 
 def quantise_scores(scores: Array) -> Array:
@@ -382,8 +382,8 @@ def quantise_scores(scores: Array) -> Array:
   depends on the device layout (the order of the gradient all-reduce's sums), and at init many
   candidates score the same up to that noise (a fresh regression head is constant); unrounded,
   the top-b cut among them follows the noise (an earlier version's 2 processes x 4 devices picked
-  other candidates than 1 x 8 from step 6 on). A difference of 2.4e-4 in u carries no information about
-  which example is more useful, so nothing is lost. +-inf pass unchanged."""
+  other candidates than 1 x 8 from step 6 on). A difference of 1.5e-5 in u carries no information
+  about which example is more useful, so nothing is lost. +-inf pass unchanged."""
   return jnp.round(scores / SCORE_QUANTUM) * SCORE_QUANTUM
 
 

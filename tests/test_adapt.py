@@ -166,16 +166,12 @@ def test_bad_input_gives_clear_errors(base_workdir, tmp_path, capsys):
 # Real data: superglue/rte + glue/mrpc -> superglue/cb with '--train new' (about 3.5 minutes on 2
 # CPU cores). Measured (seed 0, 100 steps of 8): accuracy 0.643 at 10% (25 examples) and 0.714 at
 # 100% (250) with --learning-rate 3e-2; 0.536 / 0.732 at the default 1e-2; majority class 0.500.
-# The base is trained with padded MT-U scoring (pack_candidates=False), the setting these numbers
-# were measured with: packing only changes the float rounding of the base's steps (its candidates
-# are then always max_length long), but 25 examples are noisy, and with the packed base the 10%
-# point measured 0.571 (32 of CB's 56 dev rows; the assertion below needs 33).
 
 REAL_BASE = ("--config.tasks=('superglue/rte', 'glue/mrpc')", BASE_LAYERS,
              "--config.max_length=64", "--config.bucket_step=32", "--config.batch_size=8",
              "--config.total_steps=100", "--config.eval_every=100", "--config.checkpoint_every=100",
              "--config.log_every=100", "--config.max_eval_examples=128",
-             "--config.learning_rate=1e-4", "--config.pack_candidates=False")
+             "--config.learning_rate=1e-4")
 
 
 @pytest.mark.slow

@@ -64,13 +64,19 @@ def _inputs(run, bucketed_loader, step: int) -> dict[str, Any]:
                                                     "bucketed": bucketed["input_ids"].shape[-1]}}
 
 
-def _selected_tokens(run, ctx, state, inputs) -> int:
-  """Tokens of the b examples this step's selection picks (untimed; for padding_fraction)."""
-  cands = inputs["padded_128"][0]
-  flat = train.flatten_candidates(cands)
-  idx, _, _, _ = jax.jit(lambda p, c, f, s, m: train.select(ctx, p, c, f, s, jax.random.key(0),
-                                                            m))(
-      state["params"], cands, flat, state["step"], state["regression_mse"])
+def _selection(ctx) -> Callable:
+  """select(params, candidates, step, regression_mse) -> (indices [b], flat candidates), jitted
+  once: the step's MT-U selection, read untimed for the update's padding_fraction."""
+  def select(params, cands, step, mse):
+    flat = train.flatten_candidates(cands)
+    return train.select(ctx, params, cands, flat, step, jax.random.key(0), mse)[0], flat
+  return jax.jit(select)
+
+
+def _selected_tokens(select, state, inputs) -> int:
+  """Tokens of the b examples this step's selection picks."""
+  idx, flat = select(state["params"], inputs["padded_128"][0], state["step"],
+                     state["regression_mse"])
   return int(np.asarray(jax.device_get(flat["attention_mask"]))[np.asarray(idx), 0].sum())
 
 
@@ -112,11 +118,12 @@ def real_data_benchmark(config, steps: int = 6, matmul_size: int = 2048,
       "bucketed": Variant("bucketed", lambda s, c: p_bucketed(s, c), copy()),
   }
   b, num_tasks = config.batch_size, len(run.tasks)
+  select = _selection(ctx)
   for step in range(steps + 1):
     inputs = _inputs(run, bucketed_loader, step)
     inputs["packed"] = inputs["packed"] if inputs["packed"][1] is not None else (
         inputs["packed"][0], None)
-    update = _selected_tokens(run, ctx, variants["padded_128"].state, inputs)
+    update = _selected_tokens(select, variants["padded_128"].state, inputs)
     real = int(inputs["cands"]["attention_mask"].sum())
     for name, variant in variants.items():
       _call(variant, inputs[name])

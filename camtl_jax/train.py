@@ -435,11 +435,11 @@ def _loop(run, manager, state, meta, p_train, evaluator, reporter, signals) -> S
   for step in range(int(state["step"]), config.total_steps):
     candidates = run.loader.candidates(step)
     camtl_lib.validate_candidates(candidates, run.model.tasks)  # jitted code cannot raise
-    rows = packing.pack_step(candidates, run.pack_plan, packing.host_lengths(  # + unpack_index
-        [s.lengths for s in run.train_splits], run.loader.indices(step), jax.process_count()))
+    rows = run.pack_plan.enabled and packing.pack_step(  # adds candidates['unpack_index']
+        candidates, run.pack_plan, packing.host_lengths(
+            [s.lengths for s in run.train_splits], run.loader.indices(step), jax.process_count()))
     candidates = sharding.global_batch(candidates, run.mesh, example_axis=1)
-    if rows is not None:
-      rows = sharding.global_batch(rows, run.mesh, example_axis=0)
+    rows = sharding.global_batch(rows, run.mesh, example_axis=0) if rows else None
     state, metrics = _timed_step(reporter, p_train, state, candidates, rows, first=not pending and
                                  step == reporter.start_step)
     pending.append(metrics)

@@ -61,21 +61,27 @@ def _cmd(workdir, steps: int) -> list[str]:
           "--config.allow_resume_changes=True", *OVERRIDES]
 
 
-def _two_processes(workdir, steps: int, timeout: int = 600) -> list[str]:
+def _two_processes(workdir, steps: int, timeout: int = 600, extra: tuple[str, ...] = (),
+                   while_running=None) -> list[str]:
+  """Runs the two processes to their end (while_running(procs) is called once both started);
+  asserts both exit 0 and returns their logs."""
   port = _free_port()
   procs = [subprocess.Popen(
-      _cmd(workdir, steps) + ["--jax_distributed", f"--coordinator_address=127.0.0.1:{port}",
-                              "--num_processes=2", f"--process_id={i}"],
+      _cmd(workdir, steps) + [*extra, "--jax_distributed",
+                              f"--coordinator_address=127.0.0.1:{port}", "--num_processes=2",
+                              f"--process_id={i}"],
       cwd=REPO, env=_env(4), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
       for i in range(2)]
   try:
+    if while_running is not None:
+      while_running(procs)
     logs = [p.communicate(timeout=timeout)[0] for p in procs]
   finally:
     for p in procs:
       if p.poll() is None:
         p.kill()
   for i, (p, log) in enumerate(zip(procs, logs)):
-    assert p.returncode == 0, f"process {i} failed:\n{log[-4000:]}"
+    assert p.returncode == 0, f"process {i}: rc {p.returncode}\n{log[-4000:]}"
   return logs
 
 
@@ -128,23 +134,14 @@ def _wait_for_logged_step(workdir: Path, procs, timeout: float = 600) -> None:
 def test_sigterm_to_one_process_stops_both_at_one_saved_step(tmp_path, signalled):
   # A preemption notice reaches one host of a pod; every process must save the same step and
   # exit 0 (Orbax's preemption sync point), never train on or die without a checkpoint.
-  workdir, port = tmp_path / "run", _free_port()
-  cmd = _cmd(workdir, 400) + ["--config.log_every=1", "--config.checkpoint_every=1000",
-                              "--jax_distributed", f"--coordinator_address=127.0.0.1:{port}",
-                              "--num_processes=2"]
-  procs = [subprocess.Popen(cmd + [f"--process_id={i}"], cwd=REPO, env=_env(4),
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-           for i in range(2)]
-  try:
+  workdir = tmp_path / "run"
+
+  def sigterm_one(procs):
     _wait_for_logged_step(workdir, procs)
     procs[signalled].send_signal(signal.SIGTERM)
-    logs = [p.communicate(timeout=300)[0] for p in procs]
-  finally:
-    for p in procs:
-      if p.poll() is None:
-        p.kill()
-  for i, (p, log) in enumerate(zip(procs, logs)):
-    assert p.returncode == 0, f"process {i}: rc {p.returncode}\n{log[-4000:]}"
+  logs = _two_processes(workdir, 400, timeout=300,
+                        extra=("--config.log_every=1", "--config.checkpoint_every=1000"),
+                        while_running=sigterm_one)
   stopped = [re.findall(r"stopped at step (\d+); rerun", log) for log in logs]
   assert stopped[0] and stopped[0] == stopped[1], [log[-2000:] for log in logs]
   step = int(stopped[0][0])

@@ -1,22 +1,26 @@
 """The MT-U train step on REAL candidate sets (camtl-bench --config bench:glue5): packed scoring
-against the padded step, timed in turn on the same candidates of the same steps.
+and update against the padded step, timed in turn on the same candidates of the same steps.
 
   camtl-bench --config bench:glue5 --steps 6 --json /tmp/bench_glue5.json
 
 Variants (each a CA-MTL + MT-U train step of the config, from the same initial state):
-  packed        the default: candidates at max_length, scored packed (packing.py)
-  padded_128    the same candidates scored padded: every one of the T*b rows is max_length long
+  packed        the default: candidates at max_length, scored packed (packing.py) and the update
+                packed on the device, in chunks of rows (update.py)
+  padded_128    the same candidates scored and updated padded: every one of the T*b + b rows is
+                max_length long
   bucketed      the step before packing: candidates padded to the bucket of the step's longest
-                (bucket_step), a program per bucket length
+                (bucket_step), a program per bucket length, the update padded
 
 Step s of every variant sees the candidates of step s; the variants are called in turn, step by
 step, so a busy moment of a shared machine hits all of them. Step 0 is the warm-up (compiles).
 Reported per variant: seconds per step (median, min, max over the timed steps, compiling calls
 left out and counted in compile_seconds), examples/s (b per step), padding_fraction (the share of
-the token slots that hold no token, in the scoring forward and the update batch together; the
-update's selection is read from an untimed call of the selection), programs_compiled over all
-steps, compile_seconds, the compiled FLOPs of the step and their fraction of the matmul peak
-measured in the same run, and XLA's memory_analysis.
+the token slots that hold no token, in the scoring forward and the update batch together, counting
+the packed update's chunks actually run; each variant's selection is read from an untimed call of
+the selection on its own state), programs_compiled over all steps, compile_seconds, the compiled
+FLOPs of the step and their fraction of the matmul peak measured in the same run, and XLA's
+memory_analysis. XLA counts a while loop's body once: the packed step's FLOPs add (mean chunks
+run - 1) times the FLOPs of one chunk, compiled on its own.
 """
 from __future__ import annotations
 
@@ -31,7 +35,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from camtl_jax import aot, bench, experiment, input_pipeline, packing, sharding, train
+from camtl_jax import aot, bench, experiment, input_pipeline, optim, packing, sharding, train
+from camtl_jax import update
 
 VARIANTS = ("packed", "padded_128", "bucketed")
 
@@ -73,11 +78,33 @@ def _selection(ctx) -> Callable:
   return jax.jit(select)
 
 
-def _selected_tokens(select, state, inputs) -> int:
-  """Tokens of the b examples this step's selection picks."""
+def _selected(select, state, inputs) -> dict[str, np.ndarray]:
+  """The b examples this step's selection picks from the candidates (host arrays [b, ...])."""
   idx, flat = select(state["params"], inputs["padded_128"][0], state["step"],
                      state["regression_mse"])
-  return int(np.asarray(jax.device_get(flat["attention_mask"]))[np.asarray(idx), 0].sum())
+  return {k: np.asarray(jax.device_get(v))[np.asarray(idx)] for k, v in flat.items()}
+
+
+def update_chunks(batch: dict[str, np.ndarray], chunk_rows: int) -> int:
+  """Chunks of chunk_rows rows the packed update runs for the batch (first-fit decreasing per
+  task into rows of L tokens, as packing.pack_rows does on the device)."""
+  lengths = batch["attention_mask"][:, 0].sum(-1)
+  capacity = batch["input_ids"].shape[-1]
+  rows = sum(len(packing.first_fit_decreasing(lengths[batch["task_id"] == t], capacity))
+             for t in np.unique(batch["task_id"]))
+  return -(-rows // chunk_rows)
+
+
+def _chunk_flops(ctx, labels, state, batch: dict[str, np.ndarray]) -> float:
+  """Compiled FLOPs of one chunk of the packed update (update.chunk_loss_and_grads)."""
+  trainable, frozen = optim.split_trainable(state["params"], labels)
+
+  def one_chunk(trainable, batch):
+    packed = update.pack_update(ctx, batch)
+    return update.chunk_loss_and_grads(ctx, trainable, frozen, batch, packed, jnp.int32(0),
+                                       jax.random.key(0))
+  compiled = jax.jit(one_chunk).lower(trainable, batch).compile()
+  return aot.cost_report(compiled).get("flops", 0.0)
 
 
 def _call(variant: Variant, args: tuple) -> None:
@@ -103,9 +130,11 @@ def real_data_benchmark(config, steps: int = 6, matmul_size: int = 2048,
   shardings = train.state_shardings(run.mesh, run.config.mesh.fsdp, state)
   ctx = dataclasses.replace(train.make_context(run, tx, labels),
                             example_sharding=sharding.batch_sharding(run.mesh, 0))
-  p_padded, _ = train.compile_steps(ctx, run.mesh, shardings)
+  padded_ctx = dataclasses.replace(ctx, update_chunk_rows=0)
+  p_padded, _ = train.compile_steps(padded_ctx, run.mesh, shardings)
   p_packed = train.compile_packed_step(ctx, run.mesh, shardings)
-  p_bucketed, _ = train.compile_steps(ctx, run.mesh, shardings)  # its own program cache
+  p_fallback, _ = train.compile_steps(ctx, run.mesh, shardings)  # packed update, scored padded
+  p_bucketed, _ = train.compile_steps(padded_ctx, run.mesh, shardings)  # its own program cache
   state = jax.device_put(state, shardings)
   bucketed_loader = input_pipeline.CandidateLoader(
       run.train_splits, config.batch_size, config.seed,
@@ -113,28 +142,30 @@ def real_data_benchmark(config, steps: int = 6, matmul_size: int = 2048,
       process_index=jax.process_index(), process_count=jax.process_count())
   copy = lambda: jax.tree.map(jnp.copy, state)  # noqa: E731 every step donates its state
   variants = {
-      "packed": Variant("packed", packing.dispatch(p_packed, p_padded, run.pack_plan), copy()),
+      "packed": Variant("packed", packing.dispatch(p_packed, p_fallback, run.pack_plan), copy()),
       "padded_128": Variant("padded_128", lambda s, c: p_padded(s, c), copy()),
       "bucketed": Variant("bucketed", lambda s, c: p_bucketed(s, c), copy()),
   }
   b, num_tasks = config.batch_size, len(run.tasks)
   select = _selection(ctx)
+  chunks = []
   for step in range(steps + 1):
     inputs = _inputs(run, bucketed_loader, step)
-    inputs["packed"] = inputs["packed"] if inputs["packed"][1] is not None else (
-        inputs["packed"][0], None)
-    update = _selected_tokens(select, variants["padded_128"].state, inputs)
     real = int(inputs["cands"]["attention_mask"].sum())
     for name, variant in variants.items():
+      selected = _selected(select, variant.state, inputs)
       _call(variant, inputs[name])
       if step == 0:
         continue
-      if name == "packed" and inputs["rows"] is not None:
-        variant.slots += inputs["rows"]["segment_ids"].size + b * config.max_length
+      length = inputs["lengths"].get(name, config.max_length)
+      if name == "packed":
+        chunks.append(update_chunks(selected, ctx.update_chunk_rows))
+        scoring = (inputs["rows"]["segment_ids"].size if inputs["rows"] is not None
+                   else num_tasks * b * length)
+        variant.slots += scoring + chunks[-1] * ctx.update_chunk_rows * config.max_length
       else:
-        length = inputs["lengths"].get(name, config.max_length)
         variant.slots += num_tasks * b * length + b * length
-      variant.tokens += real + update
+      variant.tokens += real + int(selected["attention_mask"].sum())
     log(f"step {step}: " + ", ".join(f"{n} {v.step_s[-1]:.2f} s" if v.step_s and step else
                                      f"{n} compiled" for n, v in variants.items()))
   matmul = bench.matmul_program(run.mesh, matmul_size, config.dtype)
@@ -145,25 +176,31 @@ def real_data_benchmark(config, steps: int = 6, matmul_size: int = 2048,
   compiled = {"packed": p_packed.lower(variants["packed"].state, *inputs["packed"]).compile(),
               "padded_128": p_padded.lower(variants["padded_128"].state,
                                            *inputs["padded_128"]).compile()}
+  flops = {name: aot.cost_report(c).get("flops", 0.0) * run.mesh.size
+           for name, c in compiled.items()}
+  flops["packed"] += (statistics.mean(chunks) - 1) * run.mesh.size * _chunk_flops(
+      ctx, labels, variants["packed"].state, _selected(select, variants["packed"].state, inputs))
   rows = {}
   for name, v in variants.items():
     # None when every call of the variant compiled (a new bucket length at each step).
     median = statistics.median(v.step_s) if v.step_s else None
-    flops = aot.cost_report(compiled[name]).get("flops", 0.0) * run.mesh.size if (
-        name in compiled) else None
+    flops_per_step = flops.get(name)
     rows[name] = {
         "seconds_per_step": median, "seconds_min": min(v.step_s, default=None),
         "seconds_max": max(v.step_s, default=None),
         "examples_per_s": b / median if median else None,
         "padding_fraction": 1.0 - v.tokens / v.slots,
         "programs_compiled": len(v.signatures),
-        "compile_seconds": v.compile_s, "flops_per_step": flops,
-        "peak_fraction": None if flops is None or not median else flops / median / peak,
+        "compile_seconds": v.compile_s, "flops_per_step": flops_per_step,
+        "peak_fraction": (None if flops_per_step is None or not median
+                          else flops_per_step / median / peak),
         "memory_per_device": aot.memory_report(compiled[name]) if name in compiled else None}
   packed_over = [a / c for a, c in zip(variants["packed"].step_s, variants["padded_128"].step_s)]
   return {"config": {"tasks": list(config.tasks), "b": b, "L": config.max_length,
                      "model_path": config.model_path, "dtype": config.dtype,
                      "packed_rows_per_step": run.pack_plan.rows_per_host * jax.process_count(),
+                     "update_chunk_rows": ctx.update_chunk_rows,
+                     "update_chunks_per_step": statistics.mean(chunks),
                      "candidate_rows_per_step": num_tasks * b},
           "backend": jax.default_backend(), "devices": run.mesh.size, "timed_steps": steps,
           "matmul_peak_flops_per_s": peak, "variants": rows,

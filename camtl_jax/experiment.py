@@ -334,6 +334,7 @@ class StepContext:
   floor_slots: int = 0                   # MT-U floor: slots per step going round the tasks
   max_per_task: int = 1 << 30            # MT-U cap per task and step (>= b: off)
   max_bad_steps: int = 1 << 30           # consecutive NaN/Inf steps that halt the state
+  update_chunk_rows: int = 0             # >0: the update packed, in chunks of this many rows
   # NamedSharding of an example axis over 'data' (set by train.compile_steps): keeps the scoring
   # forward and the selected batch data-parallel after the gather.
   example_sharding: Any = None
@@ -376,7 +377,24 @@ def make_context(config, model: camtl_lib.CAMTL, tx, labels,
       temperature_alpha=config.temperature_alpha, grad_accum_steps=config.grad_accum_steps,
       seed=config.seed, uncertainty_mode=config.get("mtu_uncertainty", "normalised"),
       floor_slots=floor_slots(config),
-      max_per_task=max_per_task(config), max_bad_steps=int(config.max_bad_steps))
+      max_per_task=max_per_task(config), max_bad_steps=int(config.max_bad_steps),
+      update_chunk_rows=update_chunk_rows(config, model.tasks))
+
+
+def update_chunk_rows(config, tasks: Sequence[TaskSpec]) -> int:
+  """Rows per chunk of the packed update (update.py); 0: the update stays padded.
+
+  Packed when config.pack_update and no task has choices (packed rows hold one sequence per
+  example). config.update_chunk_rows, 0 = auto: ceil(b / max(4, grad_accum_steps)) rows (the
+  chunk is the update's unit of memory, as a micro-batch is), rounded up to a multiple of the
+  data devices so that every chunk splits evenly over them.
+  """
+  if not config.get("pack_update", False) or any(t.type == base.MULTIPLE_CHOICE for t in tasks):
+    return 0
+  rows = int(config.get("update_chunk_rows", 0)) or -(-config.batch_size
+                                                      // max(4, config.grad_accum_steps))
+  data = jax.device_count() // config.mesh.model
+  return -(-rows // data) * data
 
 
 def check_config(config) -> tuple[bert.EncoderConfig, list[Task]]:

@@ -1,4 +1,5 @@
-"""Sequence packing of MT-U candidates for the scoring forward (host side, numpy).
+"""Sequence packing: MT-U's candidates for the scoring forward (host, numpy) and the selected
+update batch (on the device, jnp).
 
 MT-U scores T*b candidates per step, and padded to the longest of them most of that forward is
 padding (GLUE-5's mean lengths are 11-67 tokens at max_length 128). Packing puts several
@@ -19,6 +20,12 @@ row.
 The number of rows is static: `rows_needed` (first-fit decreasing per task) over the first steps
 of the run, the most any host needed, rounded up to the data devices. A later step that needs more
 returns None from `pack`, and the loop scores it unpacked (a second program).
+
+The update batch is data-dependent (MT-U picks b of the T*b candidates inside the compiled step),
+so it is packed on the device: `pack_rows` places the b examples first-fit decreasing per task
+into b rows (the most b examples can need), and the update runs over chunks of those rows with a
+trip count of ceil(rows used / chunk rows) (update.py): the compute follows the tokens selected,
+with static shapes and one program.
 """
 from __future__ import annotations
 
@@ -26,6 +33,8 @@ import dataclasses
 import logging
 from typing import Callable, Sequence
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 
 log = logging.getLogger(__name__)
@@ -179,3 +188,82 @@ def dispatch(p_packed: Callable, p_padded: Callable, pack_plan: PackPlan) -> Cal
                   pack_plan.rows_per_host)
     return p_padded(state, candidates)
   return step
+
+
+# ------------------------------------------------------------------------------------------------
+# On the device: the selected update batch
+
+
+def first_fit_rows(lengths: jax.Array, task_id: jax.Array, capacity: int, num_rows: int
+                   ) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array]:
+  """First-fit decreasing per task, traced: examples [B] of `lengths` tokens into rows of
+  `capacity`, one task per row, rows opened in order.
+
+  Returns (row [B], offset [B], segment [B] (1-based within the row), rows used []); examples of
+  length 0 get row -1. The same bins as `first_fit_decreasing` on each task's lengths (longest
+  first, ties in index order), only numbered in the order they are opened.
+  """
+  order = jnp.argsort(-lengths, stable=True)
+
+  def place(carry, i):
+    row_task, row_fill, row_segments, used = carry
+    n, t = lengths[i], task_id[i]
+    fits = (row_task == t) & (row_fill + n <= capacity)
+    row = jnp.where(jnp.any(fits), jnp.argmax(fits), used)
+    row = jnp.where(n > 0, row, num_rows)  # out of range: the updates below are dropped
+    offset, segment = row_fill.at[row].get(mode="fill", fill_value=0), row_segments.at[row].get(
+        mode="fill", fill_value=0) + 1
+    carry = (row_task.at[row].set(t, mode="drop"), row_fill.at[row].add(n, mode="drop"),
+             row_segments.at[row].add(1, mode="drop"), used + ((row == used) & (n > 0)).astype(used.dtype))
+    return carry, (jnp.where(n > 0, row, -1), offset, segment)
+
+  init = (jnp.full((num_rows,), -1, jnp.int32), jnp.zeros((num_rows,), jnp.int32),
+          jnp.zeros((num_rows,), jnp.int32), jnp.zeros((), jnp.int32))
+  (row_task, _, _, used), placed = jax.lax.scan(place, init, order)
+  row, offset, segment = (jnp.zeros_like(x).at[order].set(x) for x in placed)
+  return row, offset, segment, used
+
+
+def pack_rows(batch: dict[str, jax.Array], num_rows: int
+              ) -> tuple[dict[str, jax.Array], jax.Array, jax.Array, jax.Array]:
+  """The examples of an update batch (input_ids, token_type_ids, attention_mask [B, 1, L], task_id
+  [B]; each example's tokens first) packed into num_rows (>= B) rows of L tokens, traced.
+
+  Returns (rows: the ROW_KEYS [num_rows, L] and task_id [num_rows]; unpack_index [B, L] into the
+  flat rows, NO_TOKEN past each example's tokens; row [B] of each example (-1: no tokens); the
+  number of rows used []).
+  """
+  mask = batch["attention_mask"][:, 0]
+  length = mask.shape[-1]
+  lengths = jnp.sum(mask > 0, axis=-1).astype(jnp.int32)
+  row, offset, segment, used = first_fit_rows(lengths, batch["task_id"], length, num_rows)
+  pos = jnp.arange(length, dtype=jnp.int32)
+  valid = (pos[None, :] < lengths[:, None]) & (row[:, None] >= 0)
+  flat = row[:, None] * length + offset[:, None] + pos[None, :]  # [B, L]
+  target = jnp.where(valid, flat, num_rows * length).reshape(-1)  # out of range: dropped
+
+  def scatter(values: jax.Array) -> jax.Array:
+    values = jnp.broadcast_to(values, valid.shape).astype(jnp.int32).reshape(-1)
+    empty = jnp.zeros((num_rows * length,), jnp.int32)
+    return empty.at[target].set(values, mode="drop").reshape(num_rows, length)
+
+  rows = {"input_ids": scatter(batch["input_ids"][:, 0]),
+          "token_type_ids": scatter(batch["token_type_ids"][:, 0]),
+          "segment_ids": scatter(segment[:, None]), "position_ids": scatter(pos[None, :])}
+  rows["task_id"] = jnp.zeros((num_rows,), jnp.int32).at[jnp.where(row >= 0, row, num_rows)].set(
+      batch["task_id"].astype(jnp.int32), mode="drop")
+  return rows, jnp.where(valid, flat, NO_TOKEN), row, used
+
+
+def chunk_of(rows: dict[str, jax.Array], unpack_index: jax.Array, example_row: jax.Array,
+             chunk: jax.Array, chunk_rows: int) -> tuple[dict[str, jax.Array], jax.Array, jax.Array]:
+  """Rows [chunk * chunk_rows, (chunk + 1) * chunk_rows) of pack_rows' rows, traced.
+
+  Returns (the chunk's rows [chunk_rows, L] and task_id [chunk_rows]; unpack_index [B, L] into
+  them, NO_TOKEN for the examples in other chunks; in_chunk [B] bool).
+  """
+  start = chunk * chunk_rows
+  part = {k: jax.lax.dynamic_slice_in_dim(v, start, chunk_rows, axis=0) for k, v in rows.items()}
+  in_chunk = (example_row >= start) & (example_row < start + chunk_rows)
+  local = unpack_index - start * rows["input_ids"].shape[1]
+  return part, jnp.where(in_chunk[:, None] & (unpack_index >= 0), local, NO_TOKEN), in_chunk

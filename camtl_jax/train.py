@@ -23,7 +23,7 @@ import numpy as np
 import optax
 
 from camtl_jax import checkpoint, compile_cache, evaluate, experiment, optim, reporting, sampling
-from camtl_jax import packing, sharding, workdir
+from camtl_jax import packing, sharding, update, workdir
 from camtl_jax.experiment import StepContext
 from camtl_jax.models import camtl as camtl_lib
 from camtl_jax.tasks.base import MULTIPLE_CHOICE
@@ -155,39 +155,6 @@ def select(ctx: StepContext, params, candidates: dict[str, jax.Array], flat: dic
   return idx, zeros, jnp.ones_like(zeros), regression_mse
 
 
-def example_weights(task_id: jax.Array, weight: jax.Array, num_tasks: int) -> jax.Array:
-  """[B] weights w_i = 1 / (n_{t(i)} * P): sum_i w_i loss_i is the mean over the P tasks present of
-  each task's mean loss. Written per example so micro-batches (grad accumulation) add up exactly."""
-  counts = jax.ops.segment_sum(weight, task_id, num_segments=num_tasks)
-  present = jnp.maximum(jnp.sum(counts > 0), 1)
-  return weight / (jnp.maximum(counts[task_id], 1.0) * present)
-
-
-def _loss_and_grads(ctx: StepContext, trainable, frozen, batch, rng):
-  """Gradient of the weighted loss w.r.t. the trainable leaves only, scanned over micro-batches."""
-  weights = example_weights(batch["task_id"], batch["weight"], ctx.num_tasks)
-  k = ctx.grad_accum_steps
-  micro = jax.tree.map(lambda x: x.reshape((k, -1) + x.shape[1:]), dict(batch, _w=weights))
-
-  def loss_fn(train_params, mb, key):
-    params = optim.merge(train_params, frozen)
-    out = ctx.model.apply({"params": params}, mb, deterministic=False, rngs={"dropout": key})
-    per_example = out["loss"] + out["aux_loss"]
-    return jnp.sum(per_example * mb["_w"]), out["loss"]
-
-  grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
-
-  def body(carry, xs):
-    loss_acc, grad_acc = carry
-    mb, i = xs
-    (loss, per_example), grads = grad_fn(trainable, mb, jax.random.fold_in(rng, i))
-    return (loss_acc + loss, jax.tree.map(jnp.add, grad_acc, grads)), per_example
-
-  init = (jnp.zeros((), jnp.float32), jax.tree.map(jnp.zeros_like, trainable))
-  (loss, grads), per_example = jax.lax.scan(body, init, (micro, jnp.arange(k)))
-  return loss, grads, per_example.reshape(-1)
-
-
 def train_step(ctx: StepContext, state: State, candidates: dict[str, jax.Array],
                packed_rows: dict[str, jax.Array] | None = None
                ) -> tuple[State, dict[str, jax.Array]]:
@@ -205,7 +172,7 @@ def train_step(ctx: StepContext, state: State, candidates: dict[str, jax.Array],
   batch = constrain(ctx, jax.tree.map(lambda x: jnp.take(x, idx, axis=0), flat))
 
   trainable, frozen = optim.split_trainable(state["params"], ctx.labels)
-  loss, grads, per_example = _loss_and_grads(ctx, trainable, frozen, batch, dropout_rng)
+  loss, grads, per_example = update.loss_and_grads(ctx, trainable, frozen, batch, dropout_rng)
   grad_norm = optax.global_norm(grads)
   params, opt_state = optim.apply_gradients(ctx.tx, state["params"], state["opt_state"], grads,
                                             frozen)

@@ -1,7 +1,9 @@
-"""Packed MT-U scoring (packing.py): several candidates per row of max_length tokens, attention
+"""Packing (packing.py, update.py): several candidates per row of max_length tokens, attention
 within each candidate, positions and the conditional attention bias by the position within the
-candidate. The packed forward must give what the padded one gives: the same uncertainties (1e-5)
-and so the same selection, on real GLUE candidates and on the demo tasks of every head type."""
+candidate. The packed scoring forward must give what the padded one gives: the same
+uncertainties (1e-5) and so the same selection; the packed update (packed on the device, run in
+chunks of rows) the same loss, per-example losses and gradients (1e-5, dropout off); on real GLUE
+candidates and on the demo tasks of every head type."""
 import dataclasses
 
 import jax
@@ -9,7 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from camtl_jax import experiment, packing, sharding, train
+from camtl_jax import experiment, optim, packing, sharding, train, update
 from camtl_jax.cli import common
 
 DEMO_TASKS = "demo/sentiment,demo/similarity,demo/entities,demo/choice,demo/span"
@@ -140,16 +142,89 @@ def test_packed_scoring_equals_padded_on_every_demo_head_type(minilm_path, tmp_p
   _assert_same_selection(run, steps=(0, 3))
 
 
+def test_device_packing_equals_host_first_fit_and_keeps_every_token():
+  rng = np.random.default_rng(3)
+  cands = _candidates(rng, num_tasks=3, b=6, length=16)
+  batch = {k: v.reshape((-1,) + v.shape[2:]) for k, v in cands.items()}  # [18, 1, 16], task-major
+  batch["attention_mask"][4] = 0  # an example without tokens gets no row
+  rows, unpack, row, used = jax.jit(packing.pack_rows, static_argnums=1)(batch, 20)
+  rows, unpack, row = jax.tree.map(np.asarray, (rows, unpack, row))
+  lengths = batch["attention_mask"][:, 0].sum(-1)
+  want = sum(len(packing.first_fit_decreasing(lengths[t * 6:(t + 1) * 6], 16)) for t in range(3))
+  assert int(used) == want and row[4] == -1 and np.all(unpack[4] == packing.NO_TOKEN)
+  assert np.all(rows["segment_ids"][int(used):] == 0)  # rows are opened in order
+  for i in range(18):
+    n = lengths[i]
+    assert np.array_equal(rows["input_ids"].reshape(-1)[unpack[i, :n]], batch["input_ids"][i, 0, :n])
+    assert np.array_equal(rows["position_ids"].reshape(-1)[unpack[i, :n]], np.arange(n))
+    assert np.all(unpack[i, n:] == packing.NO_TOKEN)
+    if n:
+      assert rows["task_id"][row[i]] == batch["task_id"][i]
+      assert len(set(rows["segment_ids"].reshape(-1)[unpack[i, :n]])) == 1
+  assert np.bincount(unpack[unpack >= 0]).max() == 1  # no slot holds two tokens
+
+
+def _no_dropout(model):
+  """The model with every dropout rate 0: packed and padded draw different dropout masks."""
+  encoder = dataclasses.replace(model.encoder, hidden_dropout=0.0, attention_dropout=0.0)
+  return model.clone(encoder=encoder, config=model.config.replace(head_dropout=0.0))
+
+
+def _assert_same_update(run, steps, chunk_rows=(1, 3, 0)):
+  """The packed update (chunks of 1, 3 and the default rows) against the padded one, on the
+  batches MT-U selects from the run's candidates: loss, per-example loss, every gradient leaf."""
+  state, tx, labels = train.init_state(run)
+  params = _perturbed(state["params"])
+  ctx = dataclasses.replace(train.make_context(run, tx, labels), model=_no_dropout(run.model))
+  assert ctx.update_chunk_rows > 0  # the default packs the update
+  trainable, frozen = optim.split_trainable(params, labels)
+  for step in steps:
+    idx = _select(run, state, ctx, step, packed=False)[0]
+    cands = run.loader.candidates(step)
+    batch = {k: v[idx] for k, v in train.flatten_candidates(cands).items()}
+    results = []
+    for rows in (0, *(r or ctx.update_chunk_rows for r in chunk_rows)):  # 0 first: padded
+      c = dataclasses.replace(ctx, update_chunk_rows=rows)
+      fn = jax.jit(lambda t, b, c=c: update.loss_and_grads(c, t, frozen, b, jax.random.key(0)))
+      results.append(jax.tree.map(np.asarray, fn(trainable, batch)))
+    (want_loss, want_grads, want_per_example), counted = results[0], batch["weight"] > 0
+    for loss, grads, per_example in results[1:]:
+      np.testing.assert_allclose(loss, want_loss, rtol=1e-5, atol=1e-6)
+      np.testing.assert_allclose(per_example[counted], want_per_example[counted], rtol=1e-5,
+                                 atol=1e-5)
+      jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5), grads,
+                   want_grads)
+
+
+@pytest.mark.slow
+def test_packed_update_equals_padded_on_real_glue(shared_data, minilm_path, tmp_path):
+  run = _run(tmp_path, GLUE5, f"data_dir={shared_data}", "max_length=128", "batch_size=16")
+  _assert_same_update(run, steps=(0, 1))
+
+
+def test_packed_update_equals_padded_on_the_demo_head_types(minilm_path, tmp_path):
+  run = _run(tmp_path, "demo/sentiment,demo/similarity,demo/entities,demo/span")
+  _assert_same_update(run, steps=(0, 2))
+
+
+def test_a_multiple_choice_task_keeps_the_update_padded(minilm_path, tmp_path):
+  run = _run(tmp_path, DEMO_TASKS)
+  state, tx, labels = train.init_state(run)
+  assert train.make_context(run, tx, labels).update_chunk_rows == 0
+
+
 @pytest.mark.multidevice
 def test_packed_train_step_is_one_program_and_equals_padded(minilm_path, tmp_path):
-  """The compiled packed step on the mesh (8 devices in the multidevice run): one program over
-  several steps, and each step's new state and metrics equal the padded step's from the same
-  state (same selection, so the same update)."""
+  """The compiled packed step (scoring and update packed) on the mesh (8 devices in the
+  multidevice run): one program over several steps, and each step's new state and metrics equal
+  the padded step's from the same state (same selection, so the same update; dropout off)."""
   run = _run(tmp_path, "demo/sentiment,demo/similarity,demo/entities,demo/span")
   state, tx, labels = train.init_state(run)
   shardings = train.state_shardings(run.mesh, run.config.mesh.fsdp, state)
-  ctx = train.make_context(run, tx, labels)
-  p_train, _ = train.compile_steps(ctx, run.mesh, shardings)
+  ctx = dataclasses.replace(train.make_context(run, tx, labels), model=_no_dropout(run.model))
+  assert ctx.update_chunk_rows % sharding.data_size(run.mesh) == 0
+  p_train, _ = train.compile_steps(dataclasses.replace(ctx, update_chunk_rows=0), run.mesh,
+                                   shardings)
   p_packed = train.compile_packed_step(ctx, run.mesh, shardings)
   state = jax.device_put(state, shardings)
   for step in range(3):

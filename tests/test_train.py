@@ -12,7 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from camtl_jax import checkpoint, experiment, optim, sampling, sharding, train
+from camtl_jax import checkpoint, experiment, optim, sampling, sharding, train, update
 from camtl_jax.configs import tiny
 
 REPO = Path(__file__).resolve().parents[1]
@@ -79,7 +79,7 @@ def test_tiny_run_lowers_the_loss_on_its_training_candidates(tiny_run, tmp_path)
     for step in range(4):
       flat = train.flatten_candidates(run.loader.candidates(step))
       out = run.model.apply({"params": params}, flat, deterministic=True)
-      weights = train.example_weights(flat["task_id"], flat["weight"], len(run.tasks))
+      weights = update.example_weights(flat["task_id"], flat["weight"], len(run.tasks))
       total += float(jnp.sum(weights * out["loss"]))
     return total / 4
 
@@ -271,7 +271,7 @@ def test_mixed_batch_loss_is_mean_of_per_task_means():
   loss = rng.random(40).astype(np.float32)
   weight = np.ones(40, np.float32)
   weight[-3:] = 0  # padding rows
-  w = np.asarray(train.example_weights(jnp.asarray(task), jnp.asarray(weight), 5))
+  w = np.asarray(update.example_weights(jnp.asarray(task), jnp.asarray(weight), 5))
   present = [t for t in range(5) if np.any((task == t) & (weight > 0))]
   expected = np.mean([loss[(task == t) & (weight > 0)].mean() for t in present])
   np.testing.assert_allclose(np.sum(w * loss), expected, rtol=1e-6)

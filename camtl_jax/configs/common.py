@@ -20,6 +20,11 @@ def base() -> ml_collections.ConfigDict:
   # MT-U scores its candidates packed several to a row of max_length tokens (packing.py), and
   # the candidates (so the update batch) are then always max_length long: one train program.
   c.pack_candidates = True
+  # The update batch packed on the device the same way, and run in chunks of update_chunk_rows
+  # rows (0: auto), only as many chunks as the selected examples fill (update.py). Not with a
+  # multiple-choice task (its choices stay padded).
+  c.pack_update = True
+  c.update_chunk_rows = 0
   c.doc_stride = 128
 
   # Sampling: every step draws `batch_size` candidates per task ([T, b]) and trains on b of them.

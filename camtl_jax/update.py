@@ -1,0 +1,124 @@
+"""The update's loss and gradient over the b selected examples.
+
+Two ways, the same gradient (tests/test_packing.py):
+  padded: the batch [b, K, L] as it is, scanned over grad_accum_steps micro-batches;
+  packed: the examples packed on the device into rows of L tokens (packing.pack_rows), and the
+          gradient summed over chunks of `chunk_rows` rows in a while_loop whose trip count is
+          ceil(rows used / chunk_rows): the encoder runs on the selected tokens, not on b * L slots.
+          Each chunk's gradient is taken inside the loop body, so nothing is differentiated
+          through the loop. Only for batches with one sequence per example (no multiple choice).
+
+The loss is sum_i w_i * (loss_i + aux_loss_i) with w_i = 1 / (n_t(i) * P) (example_weights): the
+mean over the P tasks present of each task's mean loss.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+from camtl_jax import optim, packing
+
+
+def example_weights(task_id: jax.Array, weight: jax.Array, num_tasks: int) -> jax.Array:
+  """[B] weights w_i = 1 / (n_{t(i)} * P): sum_i w_i loss_i is the mean over the P tasks present of
+  each task's mean loss. Written per example so micro-batches and chunks add up exactly."""
+  counts = jax.ops.segment_sum(weight, task_id, num_segments=num_tasks)
+  present = jnp.maximum(jnp.sum(counts > 0), 1)
+  return weight / (jnp.maximum(counts[task_id], 1.0) * present)
+
+
+def _loss_fn(ctx, frozen):
+  """(trainable params, batch with '_w' [B], dropout key, packed rows or None) ->
+  (weighted loss, per-example loss [B])."""
+
+  def loss_fn(train_params, batch, key, packed_rows=None):
+    params = optim.merge(train_params, frozen)
+    out = ctx.model.apply({"params": params}, batch, deterministic=False, rngs={"dropout": key},
+                          packed=packed_rows)
+    per_example = out["loss"] + out["aux_loss"]
+    return jnp.sum(per_example * batch["_w"]), out["loss"]
+  return loss_fn
+
+
+def padded_loss_and_grads(ctx, trainable, frozen, batch: dict[str, jax.Array], rng: jax.Array
+                          ) -> tuple[jax.Array, Any, jax.Array]:
+  """(loss, gradient w.r.t. the trainable leaves, per-example loss [b]) of the batch [b, K, L],
+  scanned over ctx.grad_accum_steps micro-batches."""
+  weights = example_weights(batch["task_id"], batch["weight"], ctx.num_tasks)
+  k = ctx.grad_accum_steps
+  micro = jax.tree.map(lambda x: x.reshape((k, -1) + x.shape[1:]), dict(batch, _w=weights))
+  grad_fn = jax.value_and_grad(_loss_fn(ctx, frozen), has_aux=True)
+
+  def body(carry, xs):
+    loss_acc, grad_acc = carry
+    mb, i = xs
+    (loss, per_example), grads = grad_fn(trainable, mb, jax.random.fold_in(rng, i))
+    return (loss_acc + loss, jax.tree.map(jnp.add, grad_acc, grads)), per_example
+
+  init = (jnp.zeros((), jnp.float32), jax.tree.map(jnp.zeros_like, trainable))
+  (loss, grads), per_example = jax.lax.scan(body, init, (micro, jnp.arange(k)))
+  return loss, grads, per_example.reshape(-1)
+
+
+def packed_loss_and_grads(ctx, trainable, frozen, batch: dict[str, jax.Array], rng: jax.Array
+                          ) -> tuple[jax.Array, Any, jax.Array]:
+  """The same as padded_loss_and_grads for a batch [b, 1, L], over packed row chunks of
+  ctx.update_chunk_rows rows (chunk c's dropout key: fold_in(rng, c))."""
+  packed = pack_update(ctx, batch)
+  num_chunks = (packed["rows_used"] + ctx.update_chunk_rows - 1) // ctx.update_chunk_rows
+
+  def body(carry):
+    chunk, loss_acc, grad_acc, per_example_acc = carry
+    loss, grads, per_example = chunk_loss_and_grads(ctx, trainable, frozen, batch, packed, chunk,
+                                                    jax.random.fold_in(rng, chunk))
+    return (chunk + 1, loss_acc + loss, jax.tree.map(jnp.add, grad_acc, grads),
+            per_example_acc + per_example)
+
+  init = (jnp.zeros((), jnp.int32), jnp.zeros((), jnp.float32),
+          jax.tree.map(jnp.zeros_like, trainable), jnp.zeros(batch["task_id"].shape, jnp.float32))
+  _, loss, grads, per_example = jax.lax.while_loop(lambda c: c[0] < num_chunks, body, init)
+  return loss, grads, per_example
+
+
+def pack_update(ctx, batch: dict[str, jax.Array]) -> dict[str, Any]:
+  """The batch [b, 1, L] packed into ceil(b / chunk rows) chunks of rows (b examples never need
+  more than b rows): {'rows', 'unpack_index', 'example_row', 'rows_used'} (packing.pack_rows) and
+  'weights' [b] (example_weights)."""
+  b = batch["input_ids"].shape[0]
+  num_rows = -(-b // ctx.update_chunk_rows) * ctx.update_chunk_rows
+  rows, unpack_index, example_row, rows_used = packing.pack_rows(batch, num_rows)
+  return {"rows": rows, "unpack_index": unpack_index, "example_row": example_row,
+          "rows_used": rows_used,
+          "weights": example_weights(batch["task_id"], batch["weight"], ctx.num_tasks)}
+
+
+def chunk_loss_and_grads(ctx, trainable, frozen, batch: dict[str, jax.Array],
+                         packed: dict[str, Any], chunk: jax.Array, key: jax.Array
+                         ) -> tuple[jax.Array, Any, jax.Array]:
+  """One chunk of the packed update (pack_update): its weighted loss, gradient and per-example
+  loss [b] (0 for the examples of other chunks)."""
+  part, local_index, in_chunk = packing.chunk_of(packed["rows"], packed["unpack_index"],
+                                                 packed["example_row"], chunk,
+                                                 ctx.update_chunk_rows)
+  mb = dict(batch, unpack_index=local_index, _w=jnp.where(in_chunk, packed["weights"], 0.0))
+  grad_fn = jax.value_and_grad(_loss_fn(ctx, frozen), has_aux=True)
+  (loss, per_example), grads = grad_fn(trainable, mb, key, constrain_rows(ctx, part))
+  return loss, grads, jnp.where(in_chunk, per_example, 0.0)
+
+
+def constrain_rows(ctx, rows: dict[str, jax.Array]) -> dict[str, jax.Array]:
+  """A chunk's rows split over 'data' on their first axis (ctx.example_sharding), if set."""
+  if ctx.example_sharding is None:
+    return rows
+  return jax.lax.with_sharding_constraint(rows, ctx.example_sharding)
+
+
+def loss_and_grads(ctx, trainable, frozen, batch: dict[str, jax.Array], rng: jax.Array
+                   ) -> tuple[jax.Array, Any, jax.Array]:
+  """(loss, gradient w.r.t. the trainable leaves, per-example loss [b]): packed when the context
+  says so (ctx.update_chunk_rows > 0), else padded."""
+  if ctx.update_chunk_rows > 0:
+    return packed_loss_and_grads(ctx, trainable, frozen, batch, rng)
+  return padded_loss_and_grads(ctx, trainable, frozen, batch, rng)

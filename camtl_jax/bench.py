@@ -18,6 +18,11 @@ For one config (T = len(config.tasks), b = config.batch_size, L = config.max_len
                  cost (with the lower layers frozen, camtl also back-propagates through them to
                  reach the trainable alignment and conditional attention below and inside them)
 
+Optional (--variants ...,hf_forward,hf_train; torch and transformers installed): HF transformers'
+PyTorch BertForSequenceClassification of the same encoder shape doing forward_plain's and
+plain_all_trainable's work, in a resident process called in the same rounds (hf_reference.py);
+targets hf_forward_over_ours and hf_train_over_ours (>= 1: ours at least as fast).
+
 The baseline sampler is the config's when it is not 'mt_uncertainty', else 'proportional'. Each
 program is lowered and compiled once (compile time reported separately) and run once to warm up
 (its peak memory is taken then). Then --steps rounds each call every program once, blocked with
@@ -52,7 +57,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from camtl_jax import aot, experiment, sharding, train
+from camtl_jax import aot, experiment, hf_reference, sharding, train
 from camtl_jax.models import bert
 from camtl_jax.models.heads import TaskSpec
 from camtl_jax.tasks import base
@@ -99,6 +104,7 @@ FORWARD_VARIANTS: dict[str, tuple[str, str]] = {
 }
 ORDER = ("plain", "camtl", "camtl_mtu", "score", "forward_plain", "forward_camtl",
          "camtl_all_trainable", "plain_all_trainable")
+OPTIONAL = hf_reference.VARIANTS  # the PyTorch reference programs, run only when asked for
 
 
 # ------------------------------------------------------------------------------------------------
@@ -258,6 +264,15 @@ def _row(p: Program, devices: int, peak: float) -> dict[str, Any]:
   }
 
 
+def _reference_row(p: hf_reference.HFProgram) -> dict[str, Any]:
+  """A PyTorch reference program's times (no XLA FLOPs or memory analysis for it)."""
+  best = min(p.step_s)
+  return {"name": p.name, "examples": p.examples, "seconds_per_step": best,
+          "seconds_per_step_median": statistics.median(p.step_s),
+          "seconds_per_step_mean": statistics.fmean(p.step_s), "step_seconds": p.step_s,
+          "cpu_seconds_per_step": statistics.median(p.cpu_s), "examples_per_s": p.examples / best}
+
+
 def _state(setup: aot.StepSetup, seed: int):
   return jax.jit(setup.init, out_shardings=setup.shardings)(jax.random.key(seed))
 
@@ -322,12 +337,24 @@ def benchmark(config: ml_collections.ConfigDict, steps: int = 5, matmul_size: in
                      if owner == name and f in variants)
     programs += variant_programs(name, config, mesh, encoder, cands, flat, forwards)
     log(f"compiled {', '.join(p.name for p in programs[-1 - len(forwards):])}")
-  time_round_robin(programs, matmul, steps)
+  worker, references = None, []
+  if wanted := tuple(v for v in OPTIONAL if v in variants):
+    worker, references = hf_reference.programs(hf_reference.ReferenceShape(
+        encoder.hidden_size, encoder.num_layers, encoder.num_heads, encoder.intermediate_size,
+        encoder.vocab_size, config.max_length, len(specs) * config.batch_size,
+        config.batch_size), wanted)
+    log(f"started the PyTorch reference process for {', '.join(wanted)}")
+  try:
+    time_round_robin(programs + references, matmul, steps)
+  finally:
+    if worker:
+      worker.close()
   d = sharding.data_size(mesh)
   peak = {"n": matmul_size, "dtype": config.dtype, "devices": d, "best_s": min(matmul.step_s),
           "median_s": statistics.median(matmul.step_s),
           "flops_per_s": 2.0 * d * matmul_size ** 3 / min(matmul.step_s)}
   rows = {p.name: _row(p, mesh.size, peak["flops_per_s"]) for p in programs}
+  rows.update({p.name: _reference_row(p) for p in references})
   k = cands_np["input_ids"].shape[2]
   return {
       "config": {"tasks": list(config.tasks), "T": len(specs), "b": config.batch_size, "K": k,
@@ -382,6 +409,14 @@ def _targets(rows) -> dict[str, Any]:
         "value": score, "limit": 1.0, "met": score <= 1.0,
         "flops": _ratio(rows, "score", "forward_plain", "flops_per_step"),
         "vs_camtl_forward": _ratio(rows, "score", "forward_camtl", "seconds_per_step")}
+  for ref, ours in (("hf_forward", "forward_plain"), ("hf_train", "plain_all_trainable")):
+    if ref in rows and ours in rows:  # per round: the two programs ran side by side
+      per_round = [a / b for a, b in zip(rows[ref]["step_seconds"], rows[ours]["step_seconds"])]
+      value = _ratio(rows, ref, ours, "seconds_per_step")
+      out[f"{ref}_over_ours"] = {"value": value, "limit": 1.0, "met": value >= 1.0,
+                                 "per_round_median": statistics.median(per_round),
+                                 "per_round_min": min(per_round),
+                                 "per_round_max": max(per_round)}
   for name in ("plain", "camtl", "camtl_mtu"):
     if name in rows:
       fraction = rows[name]["peak_fraction"]
@@ -419,6 +454,9 @@ def format_table(report: dict[str, Any]) -> str:
       HEADER]
   lines += [_format_row(report["variants"][name]) for name in ORDER
             if name in report["variants"]]
+  lines += [f"{r['name']:<20}{r['seconds_per_step']:>8.3f}{r['seconds_per_step_median']:>8.3f}"
+            f"{r['cpu_seconds_per_step']:>7.2f}{r['examples_per_s']:>8.1f}   (PyTorch, HF)"
+            for name, r in report["variants"].items() if name in OPTIONAL]
   fe = report["frozen_effect"]
   if fe:
     lines.append(f"frozen layers: step FLOPs {fe['flops_frozen'] / 1e9:.1f} G vs "

@@ -19,8 +19,9 @@ the token slots that hold no token, in the scoring forward and the update batch 
 the packed update's chunks actually run; each variant's selection is read from an untimed call of
 the selection on its own state), programs_compiled over all steps, compile_seconds, the compiled
 FLOPs of the step and their fraction of the matmul peak measured in the same run, and XLA's
-memory_analysis. XLA counts a while loop's body once: the packed step's FLOPs add (mean chunks
-run - 1) times the FLOPs of one chunk, compiled on its own.
+memory_analysis. XLA counts a while loop's body once: the packed step's FLOPs add, for the
+scoring forward and for the update, (mean chunks run - 1) times the FLOPs of one chunk, each
+compiled on its own.
 """
 from __future__ import annotations
 
@@ -86,13 +87,33 @@ def _selected(select, state, inputs) -> dict[str, np.ndarray]:
 
 
 def update_chunks(batch: dict[str, np.ndarray], chunk_rows: int) -> int:
-  """Chunks of chunk_rows rows the packed update runs for the batch (first-fit decreasing per
-  task into rows of L tokens, as packing.pack_rows does on the device)."""
+  """Chunks of chunk_rows rows the packed update runs for the batch (first-fit decreasing into
+  rows of L tokens, as packing.pack_rows does on the device)."""
   lengths = batch["attention_mask"][:, 0].sum(-1)
-  capacity = batch["input_ids"].shape[-1]
-  rows = sum(len(packing.first_fit_decreasing(lengths[batch["task_id"] == t], capacity))
-             for t in np.unique(batch["task_id"]))
+  rows = len(packing.first_fit_decreasing(lengths, batch["input_ids"].shape[-1]))
   return -(-rows // chunk_rows)
+
+
+def score_chunks(rows: dict[str, np.ndarray], chunk_rows: int) -> int:
+  """Chunks of chunk_rows rows the packed scoring forward runs (up to the last row in use)."""
+  used = np.flatnonzero((rows["segment_ids"] > 0).any(axis=1))
+  return max(1, -(-(int(used[-1]) + 1 if used.size else 0) // chunk_rows))
+
+
+def _score_chunk_flops(ctx, state, cands: dict[str, np.ndarray], rows: dict[str, np.ndarray]
+                       ) -> float:
+  """Compiled FLOPs of one chunk of the packed scoring forward (of the group without choices)."""
+  group = train.score_groups(ctx.task_info)[0]
+
+  def one_chunk(params, flat, rows):
+    example_row = jnp.maximum(flat["unpack_index"][:, 0], 0) // rows["input_ids"].shape[1]
+    part, local, _ = packing.chunk_of(rows, flat["unpack_index"], example_row, jnp.int32(0),
+                                      ctx.score_chunk_rows)
+    return ctx.model.apply({"params": params}, dict(flat, unpack_index=local), packed=part,
+                           head_types=group.head_types)
+  flat = {k: np.asarray(v) for k, v in train.flatten_candidates(cands).items()}
+  compiled = jax.jit(one_chunk).lower(state["params"], flat, rows).compile()
+  return aot.cost_report(compiled).get("flops", 0.0)
 
 
 def _chunk_flops(ctx, labels, state, batch: dict[str, np.ndarray]) -> float:
@@ -148,7 +169,7 @@ def real_data_benchmark(config, steps: int = 6, matmul_size: int = 2048,
   }
   b, num_tasks = config.batch_size, len(run.tasks)
   select = _selection(ctx)
-  chunks = []
+  chunks, scored = [], []
   for step in range(steps + 1):
     inputs = _inputs(run, bucketed_loader, step)
     real = int(inputs["cands"]["attention_mask"].sum())
@@ -160,8 +181,10 @@ def real_data_benchmark(config, steps: int = 6, matmul_size: int = 2048,
       length = inputs["lengths"].get(name, config.max_length)
       if name == "packed":
         chunks.append(update_chunks(selected, ctx.update_chunk_rows))
-        scoring = (inputs["rows"]["segment_ids"].size if inputs["rows"] is not None
-                   else num_tasks * b * length)
+        if inputs["rows"] is not None:
+          scored.append(score_chunks(inputs["rows"], ctx.score_chunk_rows))
+        scoring = (scored[-1] * ctx.score_chunk_rows * config.max_length
+                   if inputs["rows"] is not None else num_tasks * b * length)
         variant.slots += scoring + chunks[-1] * ctx.update_chunk_rows * config.max_length
       else:
         variant.slots += num_tasks * b * length + b * length
@@ -180,6 +203,9 @@ def real_data_benchmark(config, steps: int = 6, matmul_size: int = 2048,
            for name, c in compiled.items()}
   flops["packed"] += (statistics.mean(chunks) - 1) * run.mesh.size * _chunk_flops(
       ctx, labels, variants["packed"].state, _selected(select, variants["packed"].state, inputs))
+  if scored and inputs["rows"] is not None:
+    flops["packed"] += (statistics.mean(scored) - 1) * run.mesh.size * _score_chunk_flops(
+        ctx, variants["packed"].state, inputs["cands"], inputs["rows"])
   rows = {}
   for name, v in variants.items():
     # None when every call of the variant compiled (a new bucket length at each step).
@@ -201,6 +227,8 @@ def real_data_benchmark(config, steps: int = 6, matmul_size: int = 2048,
                      "packed_rows_per_step": run.pack_plan.rows_per_host * jax.process_count(),
                      "update_chunk_rows": ctx.update_chunk_rows,
                      "update_chunks_per_step": statistics.mean(chunks),
+                     "score_chunk_rows": ctx.score_chunk_rows,
+                     "score_chunks_per_step": statistics.mean(scored) if scored else None,
                      "candidate_rows_per_step": num_tasks * b},
           "backend": jax.default_backend(), "devices": run.mesh.size, "timed_steps": steps,
           "matmul_peak_flops_per_s": peak, "variants": rows,

@@ -335,6 +335,7 @@ class StepContext:
   max_per_task: int = 1 << 30            # MT-U cap per task and step (>= b: off)
   max_bad_steps: int = 1 << 30           # consecutive NaN/Inf steps that halt the state
   update_chunk_rows: int = 0             # >0: the update packed, in chunks of this many rows
+  score_chunk_rows: int = 0              # >0: the packed scoring forward in chunks of this many
   # NamedSharding of an example axis over 'data' (set by train.compile_steps): keeps the scoring
   # forward and the selected batch data-parallel after the gather.
   example_sharding: Any = None
@@ -378,23 +379,43 @@ def make_context(config, model: camtl_lib.CAMTL, tx, labels,
       seed=config.seed, uncertainty_mode=config.get("mtu_uncertainty", "normalised"),
       floor_slots=floor_slots(config),
       max_per_task=max_per_task(config), max_bad_steps=int(config.max_bad_steps),
-      update_chunk_rows=update_chunk_rows(config, model.tasks))
+      update_chunk_rows=update_chunk_rows(config, model.tasks),
+      score_chunk_rows=score_chunk_rows(config))
+
+
+# Rows per chunk of the packed scoring forward and update when the config says 0. CPU: 2, the
+# fastest and least padded of 2 and 4 on real GLUE-5 (docs/results/bench_glue5.md); elsewhere 16
+# rows per chunk, a guess not yet measured (small chunks leave an accelerator idle).
+AUTO_CHUNK_ROWS = {"cpu": 2}
+ACCELERATOR_CHUNK_ROWS = 16
+
+
+def chunk_rows(config, requested: int, limit: int | None = None) -> int:
+  """Rows per chunk: `requested`, or 0 = the backend's AUTO_CHUNK_ROWS, at most `limit`, rounded
+  up to a multiple of the data devices so that every chunk splits evenly over them."""
+  rows = requested or AUTO_CHUNK_ROWS.get(jax.default_backend(), ACCELERATOR_CHUNK_ROWS)
+  rows = min(rows, limit) if limit else rows
+  data = jax.device_count() // config.mesh.model
+  return -(-rows // data) * data
+
+
+def score_chunk_rows(config) -> int:
+  """Rows per chunk of the packed scoring forward (packing.chunked_forward)."""
+  return chunk_rows(config, int(config.get("score_chunk_rows", 0)))
 
 
 def update_chunk_rows(config, tasks: Sequence[TaskSpec]) -> int:
   """Rows per chunk of the packed update (update.py); 0: the update stays padded.
 
   Packed when config.pack_update and no task has choices (packed rows hold one sequence per
-  example). config.update_chunk_rows, 0 = auto: ceil(b / max(4, grad_accum_steps)) rows (the
-  chunk is the update's unit of memory, as a micro-batch is), rounded up to a multiple of the
-  data devices so that every chunk splits evenly over them.
+  example). With grad_accum_steps k > 1 a chunk holds at most ceil(b / k) rows: the chunk is the
+  update's unit of memory, as a micro-batch is.
   """
   if not config.get("pack_update", False) or any(t.type == base.MULTIPLE_CHOICE for t in tasks):
     return 0
-  rows = int(config.get("update_chunk_rows", 0)) or -(-config.batch_size
-                                                      // max(4, config.grad_accum_steps))
-  data = jax.device_count() // config.mesh.model
-  return -(-rows // data) * data
+  k = config.grad_accum_steps
+  return chunk_rows(config, int(config.get("update_chunk_rows", 0)),
+                    -(-config.batch_size // k) if k > 1 else None)
 
 
 def check_config(config) -> tuple[bert.EncoderConfig, list[Task]]:
@@ -427,18 +448,18 @@ def build_run(config, workdir: Path) -> Run:
   loader = input_pipeline.CandidateLoader(
       train_splits, config.batch_size, config.seed, buckets=buckets,
       process_index=jax.process_index(), process_count=jax.process_count())
-  pack_plan = plan_packing(config, tasks, train_splits, loader, mesh) if packs else (
+  pack_plan = plan_packing(config, tasks, train_splits, loader) if packs else (
       packing.PackPlan((), 0))
   return Run(config, workdir, tasks, train_splits, dev_splits, model, pretrained, mesh, loader,
              pack_plan)
 
 
-def plan_packing(config, tasks, train_splits, loader, mesh) -> packing.PackPlan:
+def plan_packing(config, tasks, train_splits, loader) -> packing.PackPlan:
   """The run's PackPlan (packing.py): the tasks without choices packed into max_length rows."""
   packed = tuple(i for i, t in enumerate(tasks) if t.type != base.MULTIPLE_CHOICE)
   pack_plan = packing.plan([s.lengths for s in train_splits], loader.indices, packed,
                            config.max_length, jax.process_index(), jax.process_count(),
-                           sharding.data_size(mesh))
+                           score_chunk_rows(config))  # a multiple of the data devices
   if pack_plan.enabled:
     log.info("packing the MT-U candidates of %d task(s) for scoring: %d rows of %d tokens per "
              "step instead of %d", len(packed), pack_plan.rows_per_host * jax.process_count(),

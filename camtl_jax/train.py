@@ -89,8 +89,14 @@ def _group_uncertainty(ctx: StepContext, params, candidates: dict[str, jax.Array
     candidates = {k: v[:, :, :group.num_choices] if k in camtl_lib.CHOICE_KEYS else v
                   for k, v in candidates.items()}
   flat = constrain(ctx, flatten_candidates(candidates))
-  outputs = ctx.model.apply({"params": jax.lax.stop_gradient(params)}, flat, deterministic=True,
-                            head_types=group.head_types, packed=packed_rows)
+  apply = functools.partial(ctx.model.apply, {"params": jax.lax.stop_gradient(params)},
+                            deterministic=True, head_types=group.head_types)
+  if packed_rows is None or not ctx.score_chunk_rows:
+    outputs = apply(flat, packed=packed_rows)
+  else:  # only the chunks of rows in use (packing.chunked_forward)
+    outputs = packing.chunked_forward(
+        lambda rows, index: apply(dict(flat, unpack_index=index), packed=rows), packed_rows,
+        flat["unpack_index"], ctx.score_chunk_rows)
   local = np.zeros(ctx.num_tasks, np.int32)
   local[ids] = np.arange(len(ids))
   task_id = jnp.asarray(local)[flat["task_id"]]

@@ -95,3 +95,25 @@ def test_glue5_bench_on_real_candidates_reports_packing(shared_data, minilm_path
   assert rows["packed"]["programs_compiled"] == rows["padded_128"]["programs_compiled"] == 1
   assert report["config"]["packed_rows_per_step"] < report["config"]["candidate_rows_per_step"]
   assert "packed / padded_128" in proc.stdout
+
+
+@pytest.mark.slow
+def test_bench_times_hf_pytorch_reference_in_lockstep(tmp_path):
+  """--variants ...,hf_forward,hf_train: HF's BertForSequenceClassification of the same shape in
+  a resident process, called in the same rounds, with the ratios against our programs."""
+  out = tmp_path / "bench.json"
+  proc = subprocess.run(
+      [sys.executable, "-m", "camtl_jax.cli.bench", "--config", "tiny", "--steps", "2",
+       "--matmul_size", "256", "--json", str(out),
+       "--variants", "forward_plain,plain_all_trainable,hf_forward,hf_train"],
+      cwd=REPO, capture_output=True, text=True, timeout=900)
+  assert proc.returncode == 0, proc.stderr[-4000:]
+  report = json.loads(out.read_text())
+  assert set(report["variants"]) == {"plain_all_trainable", "forward_plain", "hf_forward",
+                                     "hf_train"}
+  for name in ("hf_forward", "hf_train"):
+    row = report["variants"][name]
+    assert len(row["step_seconds"]) == 2 and row["examples_per_s"] > 0
+    target = report["targets"][f"{name}_over_ours"]
+    assert target["value"] > 0 and target["per_round_min"] <= target["per_round_max"]
+  assert "(PyTorch, HF)" in proc.stdout

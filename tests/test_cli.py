@@ -87,6 +87,6 @@ def test_constants_the_commands_repeat_for_a_fast_help_equal_the_librarys():
   """cli/ modules spell out a few library constants so --help imports nothing heavy."""
   from camtl_jax import aot, bench, predict
   from camtl_jax.cli import bench as cli_bench, compile_tpu, predict as cli_predict
-  assert cli_bench.VARIANTS == bench.ORDER
+  assert cli_bench.VARIANTS == bench.ORDER and cli_bench.OPTIONAL == bench.OPTIONAL
   assert compile_tpu.NOMINAL_ROWS_PER_TASK == aot.NOMINAL_ROWS_PER_TASK
   assert cli_predict.FORMATS == predict.FORMATS and cli_predict.ON_LONG == predict.ON_LONG

@@ -18,16 +18,19 @@ from typing import Sequence
 
 from camtl_jax.cli import common
 
-# bench.ORDER, written out so that --help imports nothing heavy (a test keeps them equal).
+# bench.ORDER and bench.OPTIONAL, written out so that --help imports nothing heavy (a test keeps
+# them equal).
 VARIANTS = ("plain", "camtl", "camtl_mtu", "score", "forward_plain", "forward_camtl",
             "camtl_all_trainable", "plain_all_trainable")
+OPTIONAL = ("hf_forward", "hf_train")
 
 
 def _variants(text: str) -> tuple[str, ...]:
   names = tuple(v.strip() for v in text.split(",") if v.strip())
-  unknown = sorted(set(names) - set(VARIANTS))
+  unknown = sorted(set(names) - set(VARIANTS + OPTIONAL))
   if unknown:
-    raise common.UserError(f"unknown variant(s) {unknown}; choose from {', '.join(VARIANTS)}")
+    raise common.UserError(f"unknown variant(s) {unknown}; choose from "
+                           f"{', '.join(VARIANTS + OPTIONAL)}")
   return names
 
 
@@ -40,7 +43,9 @@ def _parser():
   parser.add_argument("--matmul_size", "--matmul-size", type=int, default=2048,
                       help="n of the n x n x n matmul that measures the peak")
   parser.add_argument("--variants", default=",".join(VARIANTS),
-                      help=f"programs to run, comma-separated, from {', '.join(VARIANTS)}")
+                      help=f"programs to run, comma-separated, from {', '.join(VARIANTS)}; "
+                           f"optional: {', '.join(OPTIONAL)} (HF transformers' PyTorch model "
+                           "doing forward_plain's and plain_all_trainable's work, in lockstep)")
   return parser
 
 

@@ -20,6 +20,9 @@ def base() -> ml_collections.ConfigDict:
   # MT-U scores its candidates packed several to a row of max_length tokens (packing.py), and
   # the candidates (so the update batch) are then always max_length long: one train program.
   c.pack_candidates = True
+  # The packed scoring forward runs in chunks of rows, only those in use (0: auto,
+  # experiment.AUTO_CHUNK_ROWS).
+  c.score_chunk_rows = 0
   # The update batch packed on the device the same way, and run in chunks of update_chunk_rows
   # rows (0: auto), only as many chunks as the selected examples fill (update.py). Not with a
   # multiple-choice task (its choices stay padded).

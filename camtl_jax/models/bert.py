@@ -6,7 +6,7 @@ Softmax and LayerNorm statistics are always computed in float32.
 
 Hooks for CA-MTL (models/camtl.py) without duplicating the layer:
   * every attention layer takes an additive bias [B, L, L] shared across heads (conditional attention);
-  * every LayerNorm takes an optional per-example modulation (gamma, beta) [B, d]:
+  * every LayerNorm takes an optional modulation (gamma, beta) [B, 1, d] or [B, L, d]:
     scale * (1 + gamma) + (bias + beta), i.e. conditional LayerNorm; None is the plain LayerNorm;
   * a layer takes an optional `adapter` callable applied to the FFN output before the residual.
 """
@@ -91,7 +91,8 @@ def packed_position_ids(config: EncoderConfig, positions: Array, segment_ids: Ar
 class LayerNorm(nn.Module):
   """LayerNorm in float32 with an optional per-example modulation (conditional LayerNorm).
 
-  With modulation (gamma, beta) [B, d]: y = norm(x) * scale * (1 + gamma) + bias + beta.
+  With modulation (gamma, beta) [B, 1, d] (per row) or [B, L, d] (per token):
+  y = norm(x) * scale * (1 + gamma) + bias + beta.
   """
   epsilon: float
   dtype: jnp.dtype = jnp.float32
@@ -108,8 +109,8 @@ class LayerNorm(nn.Module):
     if modulation is None:
       y = y * scale + bias
     else:
-      gamma, beta = modulation  # [B, d]; broadcast over the sequence axis.
-      y = y * (scale * (1.0 + gamma[:, None, :])) + (bias + beta[:, None, :])
+      gamma, beta = modulation  # [B, 1, d] broadcast over the sequence axis, or [B, L, d]
+      y = y * (scale * (1.0 + gamma)) + (bias + beta)
     return y.astype(self.dtype)
 
 

@@ -201,11 +201,13 @@ def default_config(size: str = "base") -> CAMTLConfig:
 
 @dataclasses.dataclass(frozen=True)
 class EncoderHooks:
-  """What the conditional modules change in the encoder, per encoder row (R = B * K rows).
+  """What the conditional modules change in the encoder, per encoder row (R = B * K rows), or per
+  token in packed rows.
 
   align: embeddings [R, L, d] -> [R, L, d], between the embeddings and layer 0.
   attention_bias: layer -> [R, L, L] additive attention bias (shared across heads).
-  ln_modulation: layer -> ((gamma1, beta1), (gamma2, beta2)), each [R, d] (conditional LayerNorm).
+  ln_modulation: layer -> ((gamma1, beta1), (gamma2, beta2)), each [R, 1, d] per row or [R, L, d]
+    per token (conditional LayerNorm).
   adapter: layer -> a(h), bert.Layer's adapter hook ('top').
   skip: layer -> a_l for the chain f_l = a_l(h_l + f_{l-1}); the output is h_n + f_n ('skip').
   """
@@ -264,12 +266,13 @@ def unpack_rows(hidden: Array, unpack_index: Array) -> Array:
   return jnp.where(valid[..., None], out, jnp.zeros((), out.dtype))
 
 
-def at_positions(bias: Array, positions: Array) -> Array:
-  """Per-row attention bias [R, L, L] over absolute positions -> the bias between the tokens of
-  packed rows [R, L, L]: entry (q, k) is bias[positions[q], positions[k]], each token at its
-  position within its own example (cross-segment entries are masked by bert.segment_bias)."""
-  rows = jnp.arange(bias.shape[0])[:, None, None]
-  return bias[rows, positions[:, :, None], positions[:, None, :]]
+def at_positions(bias: Array, token_task: Array, positions: Array) -> Array:
+  """Per-task attention bias [T, L, L] over absolute positions -> the bias between the tokens of
+  packed rows [R, L, L]: entry (q, k) is bias[token_task[q], positions[q], positions[k]], each
+  token at its position within its own example and under its own example's task (cross-segment
+  entries, the only ones where q and k can belong to different tasks, are masked by
+  bert.segment_bias)."""
+  return bias[token_task[:, :, None], positions[:, :, None], positions[:, None, :]]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -307,7 +310,8 @@ class CAMTL(nn.Module):
     multiple-choice task: then K = 1 suffices, see train.score_groups); None: every type.
 
     packed: the batch's examples packed into rows (packing.py; K = 1): {'input_ids',
-    'token_type_ids', 'segment_ids', 'position_ids' [R, L], 'task_id' [R]}, with
+    'token_type_ids', 'segment_ids', 'position_ids', 'task_id' [R, L]} (task_id: each token's
+    task; a row may hold examples of several tasks), with
     batch['unpack_index'] [B, L]. The encoder runs on the rows and the heads on the unpacked
     examples: the outputs equal the unpacked forward's up to float rounding."""
     tasks = self.tasks if head_types is None else tuple(
@@ -335,8 +339,9 @@ class CAMTL(nn.Module):
         Features(pooled=pooled, hidden=hidden[:, 0]), batch, deterministic, head_types)
 
   def _hooks(self, row_task: Array, length: int, positions: Array | None = None) -> EncoderHooks:
-    """Builds the enabled conditional modules (task-level [T, ...] once, gathered per row);
-    positions [R, L]: each token's position within its example (packed rows), else None."""
+    """Builds the enabled conditional modules (task-level [T, ...] once, gathered per row).
+    row_task [R]; for packed rows each token's task [R, L], with positions [R, L] each token's
+    position within its example (else None)."""
     cfg, enc = self.config, self.encoder
     if not cfg.conditioned:
       return EncoderHooks()
@@ -349,10 +354,10 @@ class CAMTL(nn.Module):
     by_row = lambda tree: jax.tree.map(lambda x: gather_rows(x, row_task), tree)  # noqa: E731
     bias, ln, adapters = {}, {}, {}
     if layers := cfg.attention_layer_ids(n):
-      bias = by_row(ConditionalAttention(layers, cfg.num_blocks(d), cfg.max_length,
-                                         name="cond_attention")(z1, length))
-      if positions is not None:
-        bias = {i: at_positions(x, positions) for i, x in bias.items()}
+      bias = ConditionalAttention(layers, cfg.num_blocks(d), cfg.max_length,
+                                  name="cond_attention")(z1, length)  # {layer: [T, L, L]}
+      bias = {i: (jnp.take(x, row_task, axis=0) if positions is None
+                  else at_positions(x, row_task, positions)) for i, x in bias.items()}
     if layers := cfg.layernorm_layer_ids(n):
       ln = by_row(ConditionalLayerNorms(layers, name="cond_layernorm")(z1))
     if layers := cfg.adapter_layer_ids(n):

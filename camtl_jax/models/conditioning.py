@@ -34,8 +34,11 @@ ADAPTER_ACTIVATIONS: dict[str, Callable[[Array], Array]] = {
 
 
 def gather_rows(per_task: Array, row_task: Array) -> Array:
-  """[T, ...] per-task values -> [R, ...] one per encoder row, by the row's task id [R]."""
-  return jnp.take(per_task, row_task, axis=0)
+  """Per-task vectors [T, k] -> [R, 1, k] by each encoder row's task (row_task [R]), or [R, L, k]
+  by each token's task (row_task [R, L]: packed rows holding examples of several tasks); either
+  broadcasts against activations [R, L, k]."""
+  out = jnp.take(per_task, row_task, axis=0)
+  return out[:, None, :] if row_task.ndim == 1 else out
 
 
 def film(x: Array, gamma: Array, beta: Array) -> Array:
@@ -84,14 +87,14 @@ class ConditionalAlignment(nn.Module):
     pulls R towards I, not 0.
   'film': E' = (1 + gamma(z)) * E + beta(z).
 
-  __call__(embeddings [R, L, d], z [T, d], row_task [R]) -> [R, L, d].
+  __call__(embeddings [R, L, d], z [T, d], row_task [R] or [R, L] (gather_rows)) -> [R, L, d].
   """
   mode: str  # 'matrix' | 'film'
 
   @nn.compact
   def __call__(self, embeddings: Array, z: Array, row_task: Array) -> Array:
     d = embeddings.shape[-1]
-    gamma, beta = (gather_rows(x, row_task)[:, None, :] for x in FiLM(d, name="film")(z))
+    gamma, beta = (gather_rows(x, row_task) for x in FiLM(d, name="film")(z))
     h = embeddings
     if self.mode == "matrix":
       delta = self.param("delta", nn.initializers.zeros, (d, d), jnp.float32)
@@ -186,7 +189,7 @@ class ConditionalLayerNorms(nn.Module):
 class Bottleneck(nn.Module):
   """a(h) = W_up(act(W_down(FiLM(z'')(h)))), W_up zero-initialised so a(h) = 0 at init (DESIGN 3.5).
 
-  __call__(h [R, L, d], z2 [T, d], row_task [R]) -> [R, L, d].
+  __call__(h [R, L, d], z2 [T, d], row_task [R] or [R, L] (gather_rows)) -> [R, L, d].
   """
   reduction: int
   activation: str
@@ -195,8 +198,7 @@ class Bottleneck(nn.Module):
   @nn.compact
   def __call__(self, h: Array, z2: Array, row_task: Array) -> Array:
     d = h.shape[-1]
-    gamma, beta = (gather_rows(x, row_task)[:, None, :].astype(h.dtype)
-                   for x in FiLM(d, name="film")(z2))
+    gamma, beta = (gather_rows(x, row_task).astype(h.dtype) for x in FiLM(d, name="film")(z2))
     dense = functools.partial(nn.Dense, dtype=self.dtype, param_dtype=jnp.float32)
     x = dense(d // self.reduction, kernel_init=nn.initializers.normal(0.02), name="down")(
         film(h, gamma, beta))

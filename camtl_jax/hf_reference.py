@@ -16,6 +16,7 @@ threads as the machine has cores, as XLA's CPU backend does. Requests and replie
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import json
 import os
 import subprocess
@@ -84,6 +85,9 @@ class Worker:
 
 def programs(shape: ReferenceShape, names: tuple[str, ...]) -> tuple[Worker, list[HFProgram]]:
   """The worker and the requested reference programs (each warmed up once)."""
+  if importlib.util.find_spec("torch") is None:
+    raise ValueError(f"{', '.join(names)} need PyTorch: pip install torch==2.13.0 (the CPU "
+                     "build), or leave them out of --variants")
   worker = Worker(shape)
   made = [HFProgram(n, shape.forward_examples if n == "hf_forward" else shape.train_examples,
                     worker) for n in names]

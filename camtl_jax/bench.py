@@ -294,8 +294,10 @@ def _forward_fn(setup: aot.StepSetup, kind: str):
 
 
 def variant_programs(name: str, config, mesh, encoder, cands: dict[str, jax.Array],
-                     flat: dict[str, jax.Array], forwards: tuple[str, ...]) -> list[Program]:
-  """The compiled step variant `name` and the forward-only programs that use its model."""
+                     flat: dict[str, jax.Array], forwards: tuple[str, ...],
+                     with_step: bool = True) -> list[Program]:
+  """The compiled step variant `name` (unless with_step is False) and the forward-only programs
+  that use its model."""
   setup = aot.build_step(STEP_VARIANTS[name](config), mesh, encoder)
   b, t = config.batch_size, len(config.tasks)
   state = _state(setup, config.seed)
@@ -304,8 +306,9 @@ def variant_programs(name: str, config, mesh, encoder, cands: dict[str, jax.Arra
                               (jax.tree.map(jnp.copy, state["params"]),
                                inputs[FORWARD_VARIANTS[fwd][1]]), t * b)
               for fwd in forwards]
-  programs.append(compile_program(name, setup.p_train, (state, cands), b,
-                                  carry=lambda out, a: (out[0], a[1])))
+  if with_step:
+    programs.append(compile_program(name, setup.p_train, (state, cands), b,
+                                    carry=lambda out, a: (out[0], a[1])))
   return programs
 
 
@@ -332,11 +335,15 @@ def benchmark(config: ml_collections.ConfigDict, steps: int = 5, matmul_size: in
   flat = sharding.global_batch(_flat(cands_np), mesh, example_axis=0)
   matmul = matmul_program(mesh, matmul_size, config.dtype)
   programs: list[Program] = []
-  for name in [v for v in ORDER if v in STEP_VARIANTS and v in variants]:
+  for name in [v for v in ORDER if v in STEP_VARIANTS]:
     forwards = tuple(f for f, (owner, _) in FORWARD_VARIANTS.items()
                      if owner == name and f in variants)
-    programs += variant_programs(name, config, mesh, encoder, cands, flat, forwards)
-    log(f"compiled {', '.join(p.name for p in programs[-1 - len(forwards):])}")
+    if name not in variants and not forwards:
+      continue
+    made = variant_programs(name, config, mesh, encoder, cands, flat, forwards,
+                            with_step=name in variants)
+    programs += made
+    log(f"compiled {', '.join(p.name for p in made)}")
   worker, references = None, []
   if wanted := tuple(v for v in OPTIONAL if v in variants):
     worker, references = hf_reference.programs(hf_reference.ReferenceShape(

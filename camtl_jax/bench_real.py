@@ -36,8 +36,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from camtl_jax import aot, bench, experiment, input_pipeline, optim, packing, sharding, train
-from camtl_jax import update
+from camtl_jax import aot, bench, experiment, input_pipeline, optim, packing, profiling, sharding
+from camtl_jax import train, update
 
 VARIANTS = ("packed", "padded_128", "bucketed")
 
@@ -143,8 +143,11 @@ def _call(variant: Variant, args: tuple) -> None:
 
 
 def real_data_benchmark(config, steps: int = 6, matmul_size: int = 2048,
-                        log: Callable[[str], None] = print) -> dict[str, Any]:
-  """Runs the VARIANTS on the config's real data (see the module docstring); returns the report."""
+                        log: Callable[[str], None] = print, profile_dir: str | None = None,
+                        profile_steps: int = 3) -> dict[str, Any]:
+  """Runs the VARIANTS on the config's real data (see the module docstring); returns the report.
+  profile_dir: also trace profile_steps further packed steps there (jax.profiler) and add the
+  report's `profile` (profiling.summarize: time per part of the step, the matmuls' FLOP rate)."""
   # The tokenisation cache (config.cache_dir, else under this folder) is reused by later runs.
   run = experiment.build_run(config, Path(tempfile.gettempdir()) / "camtl_bench_real")
   state, tx, labels = train.init_state(run)
@@ -206,6 +209,15 @@ def real_data_benchmark(config, steps: int = 6, matmul_size: int = 2048,
   if scored and inputs["rows"] is not None:
     flops["packed"] += (statistics.mean(scored) - 1) * run.mesh.size * _score_chunk_flops(
         ctx, variants["packed"].state, inputs["cands"], inputs["rows"])
+  profile = None
+  if profile_dir:
+    packed = variants["packed"]
+    def profiled_call(i):
+      packed.state, metrics = packed.step(packed.state, *_inputs(run, bucketed_loader,
+                                                                  steps + 1 + i)["packed"])
+      return metrics
+    profile = profiling.profile_calls(profiled_call, profile_steps, profile_dir,
+                                      compiled["packed"].as_text(), peak)
   rows = {}
   for name, v in variants.items():
     # None when every call of the variant compiled (a new bucket length at each step).
@@ -233,7 +245,8 @@ def real_data_benchmark(config, steps: int = 6, matmul_size: int = 2048,
           "backend": jax.default_backend(), "devices": run.mesh.size, "timed_steps": steps,
           "matmul_peak_flops_per_s": peak, "variants": rows,
           "packed_over_padded_128": {"median": statistics.median(packed_over),
-                                     "min": min(packed_over), "max": max(packed_over)}}
+                                     "min": min(packed_over), "max": max(packed_over)},
+          "profile": profile}
 
 
 def format_table(report: dict[str, Any]) -> str:
@@ -255,4 +268,6 @@ def format_table(report: dict[str, Any]) -> str:
   ratio = report["packed_over_padded_128"]
   lines.append(f"packed / padded_128 step time: median {ratio['median']:.3f} "
                f"[{ratio['min']:.3f}, {ratio['max']:.3f}]")
+  if report.get("profile"):
+    lines.append(profiling.format_profile(report["profile"]))
   return "\n".join(lines)

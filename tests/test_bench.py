@@ -82,12 +82,19 @@ def test_glue5_bench_on_real_candidates_reports_packing(shared_data, minilm_path
       [sys.executable, "-m", "camtl_jax.cli.bench", "--config", "bench:glue5", "--steps", "2",
        "--matmul_size", "256", "--json", str(out), f"--config.data_dir={shared_data}",
        "--config.encoder_layers=1", "--config.batch_size=4",
-       f"--config.cache_dir={tmp_path / 'cache'}"],
+       f"--config.cache_dir={tmp_path / 'cache'}", "--profile", str(tmp_path / "trace")],
       cwd=REPO, capture_output=True, text=True, timeout=900)
   assert proc.returncode == 0, proc.stderr[-3000:]
   report = json.loads(out.read_text())
   rows = report["variants"]
   assert set(rows) == {"packed", "padded_128", "bucketed"}
+  # --profile: the packed step's thunk time split by part, the scoring forward's matmuls counted.
+  profile = report["profile"]
+  assert {"scoring forward", "update forward", "update backward"} <= set(profile["parts"])
+  assert abs(sum(p["share"] for p in profile["parts"].values()) - 1.0) < 1e-6
+  assert profile["parts"]["scoring forward"]["dot_flops"] > 0
+  assert list((tmp_path / "trace").glob("**/perfetto_trace.json.gz"))
+  assert "scoring forward" in proc.stdout
   for row in rows.values():
     assert {"seconds_per_step", "examples_per_s", "padding_fraction", "programs_compiled",
             "compile_seconds", "peak_fraction"} <= set(row)

@@ -46,6 +46,9 @@ def _parser():
                       help=f"programs to run, comma-separated, from {', '.join(VARIANTS)}; "
                            f"optional: {', '.join(OPTIONAL)} (HF transformers' PyTorch model "
                            "doing forward_plain's and plain_all_trainable's work, in lockstep)")
+  parser.add_argument("--profile", metavar="DIR",
+                      help="bench:glue5: also trace 3 more packed steps into DIR (jax.profiler; "
+                           "open with TensorBoard/Perfetto) and print where the step's time goes")
   return parser
 
 
@@ -55,11 +58,15 @@ def _bench(args) -> None:
   if config.get("bench_real_data", False):  # bench:glue5: real candidates, packed vs padded
     from camtl_jax import bench_real  # pylint: disable=import-outside-toplevel
     report = bench_real.real_data_benchmark(config, args.steps, args.matmul_size,
-                                            log=lambda s: print(s, flush=True))
+                                            log=lambda s: print(s, flush=True),
+                                            profile_dir=args.profile)
     print(bench_real.format_table(report))
     if args.json:
       Path(args.json).write_text(json.dumps(report, indent=2))
     return
+  if args.profile:
+    raise common.UserError("--profile traces the packed step of bench:glue5 (real candidates); "
+                           f"config {args.config!r} is a synthetic bench")
   from camtl_jax import bench  # pylint: disable=import-outside-toplevel
   report = bench.benchmark(config, args.steps, args.matmul_size, variants,
                            log=lambda s: print(s, flush=True))

@@ -38,6 +38,7 @@ import numpy as np
 
 from camtl_jax import aot, bench, experiment, input_pipeline, optim, packing, profiling, sharding
 from camtl_jax import train, update
+from camtl_jax.models import bert
 
 VARIANTS = ("packed", "padded_128", "bucketed")
 
@@ -142,6 +143,20 @@ def _call(variant: Variant, args: tuple) -> None:
     variant.compile_s += seconds
 
 
+def with_random_encoder(run: experiment.Run, name: str) -> experiment.Run:
+  """The run at the shape of encoder `name` (experiment.NAMED_ENCODERS, e.g. 'bert-base') with
+  random weights in place of the checkpoint's: the same real candidates (tokenised by the
+  checkpoint's tokenizer, whose ids must fit the vocabulary) at another model's cost."""
+  shape_config = run.config.copy_and_resolve_references()
+  shape_config.model_path = name
+  encoder = experiment.encoder_shape(shape_config)
+  ids = jnp.zeros((1, 8), jnp.int32)
+  pretrained = bert.Encoder(encoder).init(jax.random.key(run.config.seed), ids, ids,
+                                          jnp.ones_like(ids))["params"]
+  model = experiment.build_model(run.config, encoder, experiment.task_specs(run.tasks))
+  return dataclasses.replace(run, model=model, pretrained=pretrained)
+
+
 def real_data_benchmark(config, steps: int = 6, matmul_size: int = 2048,
                         log: Callable[[str], None] = print, profile_dir: str | None = None,
                         profile_steps: int = 3) -> dict[str, Any]:
@@ -150,6 +165,8 @@ def real_data_benchmark(config, steps: int = 6, matmul_size: int = 2048,
   report's `profile` (profiling.summarize: time per part of the step, the matmuls' FLOP rate)."""
   # The tokenisation cache (config.cache_dir, else under this folder) is reused by later runs.
   run = experiment.build_run(config, Path(tempfile.gettempdir()) / "camtl_bench_real")
+  if config.get("bench_encoder", ""):
+    run = with_random_encoder(run, config.bench_encoder)
   state, tx, labels = train.init_state(run)
   shardings = train.state_shardings(run.mesh, run.config.mesh.fsdp, state)
   ctx = dataclasses.replace(train.make_context(run, tx, labels),
@@ -235,7 +252,7 @@ def real_data_benchmark(config, steps: int = 6, matmul_size: int = 2048,
         "memory_per_device": aot.memory_report(compiled[name]) if name in compiled else None}
   packed_over = [a / c for a, c in zip(variants["packed"].step_s, variants["padded_128"].step_s)]
   return {"config": {"tasks": list(config.tasks), "b": b, "L": config.max_length,
-                     "model_path": config.model_path, "dtype": config.dtype,
+                     "model_path": config.get("bench_encoder", "") or config.model_path, "dtype": config.dtype,
                      "packed_rows_per_step": run.pack_plan.rows_per_host * jax.process_count(),
                      "update_chunk_rows": ctx.update_chunk_rows,
                      "update_chunks_per_step": statistics.mean(chunks),

@@ -5,6 +5,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import jax
 import numpy as np
 import pytest
 
@@ -124,3 +125,22 @@ def test_bench_times_hf_pytorch_reference_in_lockstep(tmp_path):
     target = report["targets"][f"{name}_over_ours"]
     assert target["value"] > 0 and target["per_round_min"] <= target["per_round_max"]
   assert "(PyTorch, HF)" in proc.stdout
+
+
+def test_glue5_base_runs_the_bert_base_shape_on_the_same_candidates():
+  """bench:glue5-base: the real-data bench at BERT-base's shape, random weights whose tree the
+  model accepts, the tasks and tokenizer of glue5 (MiniLM's vocabulary fits BERT's)."""
+  from camtl_jax import bench_real  # pylint: disable=import-outside-toplevel
+  from camtl_jax.configs import bench as bench_configs  # pylint: disable=import-outside-toplevel
+  config = bench_configs.get_config("glue5-base")
+  config.encoder_layers = 2
+  tasks = experiment.get_tasks(config.tasks)
+  run = experiment.Run(config, Path("/unused"), tasks, [], [], model=None, pretrained=None,
+                       mesh=None, loader=None)
+  run = bench_real.with_random_encoder(run, config.bench_encoder)
+  encoder = run.model.encoder
+  assert (encoder.hidden_size, encoder.num_layers, encoder.vocab_size) == (768, 2, 30522)
+  assert config.model_path == "minilm" and [t.name for t in run.model.tasks] == list(config.tasks)
+  params = camtl.init_params(run.model, jax.random.key(0), run.pretrained,
+                             camtl.example_batch(run.model.tasks))
+  assert params["encoder"]["layer_1"]["output"]["kernel"].shape == (3072, 768)

@@ -107,7 +107,7 @@ def _score_chunk_flops(ctx, state, cands: dict[str, np.ndarray], rows: dict[str,
   group = train.score_groups(ctx.task_info)[0]
 
   def one_chunk(params, flat, rows):
-    example_row = jnp.maximum(flat["unpack_index"][:, 0], 0) // rows["input_ids"].shape[1]
+    example_row = packing.example_rows(flat["unpack_index"], rows["input_ids"].shape[1])
     part, local, _ = packing.chunk_of(rows, flat["unpack_index"], example_row, jnp.int32(0),
                                       ctx.score_chunk_rows)
     return ctx.model.apply({"params": params}, dict(flat, unpack_index=local), packed=part,

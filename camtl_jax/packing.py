@@ -260,6 +260,12 @@ def pack_rows(batch: dict[str, jax.Array], num_rows: int
   return rows, jnp.where(valid, flat, NO_TOKEN), row, used
 
 
+def example_rows(unpack_index: jax.Array, length: int) -> jax.Array:
+  """The row holding each example's tokens [B] (row 0 for an example without tokens), from
+  unpack_index [B, L] into rows of `length` tokens."""
+  return jnp.where(unpack_index[:, 0] >= 0, unpack_index[:, 0] // length, 0)
+
+
 def chunk_of(rows: dict[str, jax.Array], unpack_index: jax.Array, example_row: jax.Array,
              chunk: jax.Array, chunk_rows: int) -> tuple[dict[str, jax.Array], jax.Array, jax.Array]:
   """Rows [chunk * chunk_rows, (chunk + 1) * chunk_rows) of pack_rows' rows, traced.
@@ -289,8 +295,7 @@ def chunked_forward(forward: Callable[[dict, jax.Array], dict], rows: dict[str, 
   chunks up to the last row in use; each example's outputs come from the chunk holding its
   tokens (an example without tokens: from chunk 0, where, as unchunked, it reads zeros).
   """
-  length = rows["input_ids"].shape[1]
-  example_row = jnp.where(unpack_index[:, 0] >= 0, unpack_index[:, 0] // length, 0)
+  example_row = example_rows(unpack_index, rows["input_ids"].shape[1])
   num_chunks = (rows_in_use(rows) + chunk_rows - 1) // chunk_rows
   part, local, _ = chunk_of(rows, unpack_index, example_row, jnp.int32(0), chunk_rows)
   shapes = jax.eval_shape(forward, part, local)

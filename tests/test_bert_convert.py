@@ -168,14 +168,20 @@ def test_self_attention_dropout_acts_on_the_probabilities():
   bias = bert.padding_bias(mask) + rng.normal(size=(3, 7, 7)).astype(np.float32)
   out, state = module.apply({"params": params}, h, bias, False, rngs={"dropout": jax.random.key(0)},
                             capture_intermediates=True)
+  # The dropout acts on the unnormalised weights exp(x - max x) (the softmax is normalised after
+  # the second matmul): each row is the probabilities times one constant, and the output is the
+  # dropped-out probabilities times v, as HF's dropout on the probabilities.
   dropped = np.asarray(state["intermediates"]["Dropout_0"]["__call__"][0], np.float64)
   probs, v = _reference_probs(params, h, bias, config.num_heads)
   assert dropped.shape == probs.shape  # [B, H, L, L]
   kept = dropped != 0
   assert 0 < kept.mean() < 1
   keep = 1 - config.attention_dropout
-  np.testing.assert_allclose(dropped[kept], probs[kept] / keep, rtol=1e-5)
-  np.testing.assert_allclose(np.asarray(out), _merge_heads(dropped @ v), atol=1e-5, rtol=0)
+  row_scale = np.where(kept, dropped / np.where(kept, probs, 1.0), np.nan)
+  np.testing.assert_allclose(row_scale, np.nanmax(row_scale, axis=-1, keepdims=True)
+                             * np.where(kept, 1.0, np.nan), rtol=1e-5)
+  np.testing.assert_allclose(np.asarray(out), _merge_heads((probs * kept / keep) @ v), atol=1e-5,
+                             rtol=0)
   again = module.apply({"params": params}, h, bias, False, rngs={"dropout": jax.random.key(0)})
   np.testing.assert_array_equal(np.asarray(again), np.asarray(out))
 

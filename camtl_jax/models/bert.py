@@ -166,9 +166,18 @@ class SelfAttention(nn.Module):
     logits = jnp.einsum("bhqd,bhkd->bhqk", q, k).astype(jnp.float32) / jnp.sqrt(head_dim)
     if bias.ndim == 3:
       bias = bias[:, None]
-    probs = jax.nn.softmax(logits + bias.astype(jnp.float32), axis=-1)  # [B, H, L, L]
-    probs = nn.Dropout(cfg.attention_dropout)(probs, deterministic=deterministic)
-    context = jnp.einsum("bhqk,bhkd->bhqd", probs.astype(cfg.compute_dtype), v)  # [B, H, L, Dh]
+    logits = logits + bias.astype(jnp.float32)  # [B, H, L, L]
+    # The softmax normalised after the second matmul: softmax(x) @ v = (e @ v) / sum(e) with
+    # e = exp(x - max x), and dropout, which scales the weights by a mask, commutes with the
+    # division: dropout(e / s) = dropout(e) / s (the same mask, drawn at the same shape). So the
+    # division touches [B, H, L, Dh] instead of [B, H, L, L]; XLA CPU then runs the block 3.5x
+    # faster in the forward (one MiniLM layer, [128, 128] tokens: 100 -> 28 ms) and 1.4x in
+    # value_and_grad ([16, 128]: 34 -> 25 ms), equal up to float32 rounding (measured).
+    weights = jnp.exp(logits - jax.lax.stop_gradient(jnp.max(logits, axis=-1, keepdims=True)))
+    total = jnp.sum(weights, axis=-1, keepdims=True)  # [B, H, L, 1], >= 1
+    weights = nn.Dropout(cfg.attention_dropout)(weights, deterministic=deterministic)
+    context = jnp.einsum("bhqk,bhkd->bhqd", weights.astype(cfg.compute_dtype), v)  # [B, H, L, Dh]
+    context = (context.astype(jnp.float32) / total).astype(cfg.compute_dtype)
     return context.transpose(0, 2, 1, 3).reshape(b, l, d)
 
 

@@ -252,7 +252,8 @@ def real_data_benchmark(config, steps: int = 6, matmul_size: int = 2048,
         "memory_per_device": aot.memory_report(compiled[name]) if name in compiled else None}
   packed_over = [a / c for a, c in zip(variants["packed"].step_s, variants["padded_128"].step_s)]
   return {"config": {"tasks": list(config.tasks), "b": b, "L": config.max_length,
-                     "model_path": config.get("bench_encoder", "") or config.model_path, "dtype": config.dtype,
+                     "model_path": config.get("bench_encoder", "") or config.model_path,
+                     "dtype": config.dtype,
                      "packed_rows_per_step": run.pack_plan.rows_per_host * jax.process_count(),
                      "update_chunk_rows": ctx.update_chunk_rows,
                      "update_chunks_per_step": statistics.mean(chunks),

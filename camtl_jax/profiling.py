@@ -66,6 +66,7 @@ def hlo_sources(hlo_text: str) -> tuple[dict[str, OpSource], dict[int, list[str]
   innermost first})."""
   sources: dict[str, OpSource] = {}
   computation_flops: dict[str, float] = collections.defaultdict(float)
+  computation_op_name: dict[str, str] = {}  # the first op_name inside each computation
   shapes: dict[str, list[int]] = {}
   current = ""
   for line in hlo_text.splitlines():
@@ -83,6 +84,8 @@ def hlo_sources(hlo_text: str) -> tuple[dict[str, OpSource], dict[int, list[str]
     calls = re.search(r"calls=%([\w.\-]+)", line)
     source = OpSource(op_name.group(1) if op_name else "", int(frame.group(1)) if frame else 0,
                       calls.group(1) if calls else None)
+    if source.op_name:
+      computation_op_name.setdefault(current, source.op_name)
     if opcode == "dot":
       source.dot_flops = _dot_flops(line, shapes[name], shapes)
       computation_flops[current] += source.dot_flops
@@ -91,8 +94,7 @@ def hlo_sources(hlo_text: str) -> tuple[dict[str, OpSource], dict[int, list[str]
     if source.calls:
       source.dot_flops += computation_flops.get(source.calls, 0.0)
       if not source.op_name:  # a fusion without metadata: the first op of what it calls
-        source.op_name = next((s.op_name for n, s in sources.items() if s.op_name and
-                               n.endswith(source.calls)), "")
+        source.op_name = computation_op_name.get(source.calls, "")
   return sources, _stack_frames(hlo_text)
 
 

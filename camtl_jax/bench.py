@@ -34,7 +34,9 @@ batches of docs/batch_format.md with every task's labels in range and all L posi
 so the numbers do not depend on any data.
 
 Reported per program: seconds per call (fastest, median, mean; CPU seconds), examples/s, compile
-time, XLA's FLOPs per call (compiled.cost_analysis(), summed over devices), achieved FLOP/s and
+time, XLA's FLOPs per call (cost_analysis, summed over devices; of the same program with its chunk
+loops off, since XLA counts a loop body once and every synthetic row is full, so the chunked and
+the one-pass program do the same arithmetic), achieved FLOP/s and
 their fraction of a matrix-multiply peak measured in the same run on the same devices (a jitted
 [n, n] @ [n, n] in the compute dtype), memory (XLA's memory_analysis per device; device
 memory_stats() peak where the backend has it; the process's peak RSS during the program's warm-up
@@ -197,6 +199,7 @@ class Program:
   compile_s: float
   rss_peak: int | None = None
   device_peak: int | None = None
+  flops: float | None = None      # per call and device; None: the compiled program's cost_analysis
   step_s: list[float] = dataclasses.field(default_factory=list)
   cpu_s: list[float] = dataclasses.field(default_factory=list)
 
@@ -250,7 +253,7 @@ def time_round_robin(programs: list[Program], matmul: Program, steps: int,
 def _row(p: Program, devices: int, peak: float) -> dict[str, Any]:
   best = min(p.step_s)
   cost, memory = aot.cost_report(p.compiled), aot.memory_report(p.compiled)
-  flops = cost.get("flops", 0.0) * devices
+  flops = (cost.get("flops", 0.0) if p.flops is None else p.flops) * devices
   return {
       "name": p.name, "examples": p.examples, "seconds_per_step": best,
       "seconds_per_step_median": statistics.median(p.step_s),
@@ -302,14 +305,31 @@ def variant_programs(name: str, config, mesh, encoder, cands: dict[str, jax.Arra
   b, t = config.batch_size, len(config.tasks)
   state = _state(setup, config.seed)
   inputs = {"eval": flat, "score": cands}
-  programs = [compile_program(fwd, _forward_fn(setup, FORWARD_VARIANTS[fwd][1]),
-                              (jax.tree.map(jnp.copy, state["params"]),
-                               inputs[FORWARD_VARIANTS[fwd][1]]), t * b)
-              for fwd in forwards]
+  one_pass = one_pass_setup(setup)
+  programs = []
+  for fwd in forwards:
+    args = (jax.tree.map(jnp.copy, state["params"]), inputs[FORWARD_VARIANTS[fwd][1]])
+    programs.append(compile_program(fwd, _forward_fn(setup, FORWARD_VARIANTS[fwd][1]), args, t * b))
+    programs[-1].flops = _lowered_flops(_forward_fn(one_pass, FORWARD_VARIANTS[fwd][1]), args)
   if with_step:
     programs.append(compile_program(name, setup.p_train, (state, cands), b,
                                     carry=lambda out, a: (out[0], a[1])))
+    programs[-1].flops = _lowered_flops(one_pass.p_train, (state, cands))
   return programs
+
+
+def one_pass_setup(setup: aot.StepSetup) -> aot.StepSetup:
+  """The same setup with the update and the evaluation forward in one pass (no chunk loops): its
+  programs' cost_analysis counts the FLOPs the chunked ones do on full rows."""
+  ctx = dataclasses.replace(setup.ctx, update_chunk_rows=0, eval_chunk_rows=0)
+  p_train, p_eval = train.compile_steps(ctx, setup.mesh, setup.shardings)
+  return dataclasses.replace(setup, ctx=ctx, p_train=p_train, p_eval=p_eval)
+
+
+def _lowered_flops(jitted, args: tuple) -> float:
+  """XLA's FLOPs per device of jitted(*args), from the lowered (not compiled) program."""
+  cost = jitted.lower(*args).cost_analysis() or {}
+  return float(cost.get("flops", 0.0))
 
 
 def frozen_weight_grad_flops(config, encoder: bert.EncoderConfig, num_choices: int) -> float:

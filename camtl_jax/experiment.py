@@ -336,6 +336,7 @@ class StepContext:
   max_bad_steps: int = 1 << 30           # consecutive NaN/Inf steps that halt the state
   update_chunk_rows: int = 0             # >0: the update packed, in chunks of this many rows
   score_chunk_rows: int = 0              # >0: the packed scoring forward in chunks of this many
+  eval_chunk_rows: int = 0               # >0: eval_step's forward in chunks of this many rows
   # NamedSharding of an example axis over 'data' (set by train.compile_steps): keeps the scoring
   # forward and the selected batch data-parallel after the gather.
   example_sharding: Any = None
@@ -380,7 +381,7 @@ def make_context(config, model: camtl_lib.CAMTL, tx, labels,
       floor_slots=floor_slots(config),
       max_per_task=max_per_task(config), max_bad_steps=int(config.max_bad_steps),
       update_chunk_rows=update_chunk_rows(config, model.tasks),
-      score_chunk_rows=score_chunk_rows(config))
+      score_chunk_rows=score_chunk_rows(config), eval_chunk_rows=eval_chunk_rows(config))
 
 
 # Rows per chunk of the packed scoring forward and update when the config says 0. CPU: 2, the
@@ -402,6 +403,18 @@ def chunk_rows(config, requested: int, limit: int | None = None) -> int:
 def score_chunk_rows(config) -> int:
   """Rows per chunk of the packed scoring forward (packing.chunked_forward)."""
   return chunk_rows(config, int(config.get("score_chunk_rows", 0)))
+
+
+# Rows per chunk of the evaluation forward (train.eval_step) when the config says 0: on CPU 16,
+# measured faster than the whole batch (docs/results/bench_hf_minilm.md); elsewhere the whole
+# batch, which an accelerator runs best in one piece.
+AUTO_EVAL_CHUNK_ROWS = {"cpu": 16}
+
+
+def eval_chunk_rows(config) -> int:
+  """Rows per chunk of the evaluation forward; 0: the whole batch at once."""
+  rows = int(config.get("eval_chunk_rows", 0)) or AUTO_EVAL_CHUNK_ROWS.get(jax.default_backend(), 0)
+  return chunk_rows(config, rows) if rows > 0 else 0
 
 
 def update_chunk_rows(config, tasks: Sequence[TaskSpec]) -> int:

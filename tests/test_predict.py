@@ -72,8 +72,9 @@ def evaluation(workdir):
   """The training run's evaluation: its Run (dev splits) and jitted eval step."""
   import jax
   run = experiment.build_run(tiny.get_config(), workdir)
-  return run, jax.jit(functools.partial(train.eval_step, types.SimpleNamespace(model=run.model)),
-                      static_argnums=2)
+  ctx = types.SimpleNamespace(model=run.model,  # chunked as in training (16 rows on CPU)
+                              eval_chunk_rows=experiment.eval_chunk_rows(run.config))
+  return run, jax.jit(functools.partial(train.eval_step, ctx), static_argnums=2)
 
 
 def _eval_predictions(evaluation, trained, task_id, num_examples):

@@ -179,6 +179,23 @@ def test_frozen_leaves_bit_identical_trainable_moved(engine):
       1 for label, _ in flags if label == "trainable")
 
 
+@pytest.mark.multidevice
+def test_chunked_eval_forward_equals_one_pass(engine):
+  """eval_step run 8 examples at a time (as on CPU by default) gives every example, of every
+  head type, the outputs of the one-pass forward."""
+  import dataclasses
+  import functools
+  run, ctx, state, _, _ = engine
+  examples = train.flatten_candidates(jax.device_get(_candidates(run, 0)))  # [T*b, ...]
+  examples = sharding.global_batch(examples, run.mesh, example_axis=0)
+  forward = lambda chunk: jax.jit(functools.partial(  # noqa: E731
+      train.eval_step, dataclasses.replace(ctx, eval_chunk_rows=chunk)))(state["params"], examples)
+  one_pass, chunked = jax.device_get(forward(0)), jax.device_get(forward(8))
+  assert len(run.tasks) * run.config.batch_size > 8 and set(chunked) == set(one_pass)
+  for key, value in one_pass.items():
+    np.testing.assert_allclose(chunked[key], value, atol=1e-5, rtol=1e-5, err_msg=key)
+
+
 @pytest.mark.slow
 def test_nan_guard_covers_the_updated_parameters(engine):
   """A NaN learning rate gives finite loss and gradients but NaN parameters: the step is skipped

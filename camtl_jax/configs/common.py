@@ -28,6 +28,9 @@ def base() -> ml_collections.ConfigDict:
   # multiple-choice task (its choices stay padded).
   c.pack_update = True
   c.update_chunk_rows = 0
+  # The evaluation forward runs its batch in chunks of eval_chunk_rows rows (0: auto, on CPU 16,
+  # elsewhere the whole batch; a negative value: always the whole batch).
+  c.eval_chunk_rows = 0
   c.doc_stride = 128
 
   # Sampling: every step draws `batch_size` candidates per task ([T, b]) and trains on b of them.

@@ -2,6 +2,7 @@
 
 Training (dev evaluation, checkpoint selection), prediction, adaptation and export all go through
 `forward_split` and `predictions`, so a prediction equals the evaluation's for the same example:
+  deterministic_forward  the model's outputs with dropout off, in chunks of rows on CPU;
   forward_split   every row of an EncodedSplit in eval batches (dynamic padding to bucket lengths,
                   shortest first; K=1 and only the task's head for non-multiple-choice tasks,
                   camtl.choice_layout), on one device or as global arrays over a mesh;
@@ -19,6 +20,7 @@ import logging
 from typing import Any, Callable, Mapping, Sequence
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from camtl_jax import input_pipeline, sharding
@@ -61,6 +63,28 @@ def eval_setup(config, specs: Sequence, mesh=None, batch_size: int | None = None
   """The EvalSetup of a training config."""
   return EvalSetup(tuple(specs), batch_size or config.eval_batch_size,
                    input_pipeline.default_buckets(config.max_length, config.bucket_step), mesh)
+
+
+def deterministic_forward(model, params, batch: Mapping[str, jax.Array], chunk_rows: int = 0,
+                          head_types: tuple[str, ...] | None = None) -> dict[str, jax.Array]:
+  """The model's per-example outputs [B, ...] with dropout off (to be called under jit).
+
+  With chunk_rows = c dividing B (0 < c < B), the B examples run c at a time in a lax.map, chunk j
+  holding examples j, j + B/c, j + 2B/c, ... (strided, so that a chunk splits over the 'data'
+  devices as the batch does). Per example the same computation, so the same outputs up to float32
+  rounding; on CPU a chunk's activations stay in cache ([c*L, 4d] for the FFN), which made the
+  forward 1.15x HF PyTorch's speed where the one-pass forward was 0.97x
+  (docs/results/bench_hf_minilm.md). Otherwise the whole batch in one pass.
+  """
+  apply = lambda rows: model.apply({"params": params}, rows, deterministic=True,  # noqa: E731
+                                   head_types=head_types)
+  examples = jax.tree.leaves(batch)[0].shape[0]
+  if not chunk_rows or chunk_rows >= examples or examples % chunk_rows:
+    return apply(batch)
+  chunks = examples // chunk_rows
+  split = lambda x: jnp.swapaxes(x.reshape((chunk_rows, chunks) + x.shape[1:]), 0, 1)  # noqa: E731
+  merge = lambda x: jnp.swapaxes(x, 0, 1).reshape((examples,) + x.shape[2:])  # noqa: E731
+  return jax.tree.map(merge, jax.lax.map(apply, jax.tree.map(split, dict(batch))))
 
 
 def forward_split(apply: ApplyFn, params: Any, split: EncodedSplit, task_id: int,

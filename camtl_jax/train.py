@@ -228,23 +228,9 @@ def _step_metrics(ctx, batch, per_example, loss, grad_norm, ok, flat, entropy, m
 def eval_step(ctx: StepContext, params, batch: dict[str, jax.Array],
               head_types: tuple[str, ...] | None = None) -> dict[str, jax.Array]:
   """Deterministic forward: the model's per-example outputs [B, ...] (logits per head type,
-  loss); head_types: only these heads (camtl.choice_layout), None: all.
-
-  With ctx.eval_chunk_rows = c dividing B (c < B), the B examples run c at a time in a lax.map,
-  chunk j holding examples j, j + B/c, j + 2B/c, ... (strided, so that a chunk splits over the
-  'data' devices as the batch does). Per example the same computation, so the same outputs up to
-  float32 rounding; on CPU the chunk's activations stay in cache ([c*L, 4d] for the FFN).
-  """
-  apply = lambda rows: ctx.model.apply({"params": params}, rows, deterministic=True,  # noqa: E731
-                                       head_types=head_types)
-  examples = jax.tree.leaves(batch)[0].shape[0]
-  chunk = ctx.eval_chunk_rows
-  if not chunk or chunk >= examples or examples % chunk:
-    return apply(batch)
-  chunks = examples // chunk
-  split = lambda x: jnp.swapaxes(x.reshape((chunk, chunks) + x.shape[1:]), 0, 1)  # noqa: E731
-  merge = lambda x: jnp.swapaxes(x, 0, 1).reshape((examples,) + x.shape[2:])  # noqa: E731
-  return jax.tree.map(merge, jax.lax.map(apply, jax.tree.map(split, batch)))
+  loss); head_types: only these heads (camtl.choice_layout), None: all. Run in chunks of
+  ctx.eval_chunk_rows examples (evaluate.deterministic_forward)."""
+  return evaluate.deterministic_forward(ctx.model, params, batch, ctx.eval_chunk_rows, head_types)
 
 
 # ------------------------------------------------------------------------------------------------

@@ -99,9 +99,9 @@ class TrainedModel:
   def apply(self) -> Callable:
     """jit(params, batch, head_types=None) -> the model's per-example outputs, deterministic (the
     eval step); head_types (static): only these heads, see camtl.choice_layout."""
-    return jax.jit(lambda params, batch, head_types=None: self.model.apply(
-        {"params": params}, batch, deterministic=True, head_types=head_types),
-                   static_argnames="head_types")
+    chunk_rows = experiment.eval_chunk_rows(self.config)  # as the training run's evaluation
+    return jax.jit(lambda params, batch, head_types=None: evaluate.deterministic_forward(
+        self.model, params, batch, chunk_rows, head_types), static_argnames="head_types")
 
   def eval_setup(self, batch_size: int | None = None) -> evaluate.EvalSetup:
     """The training run's eval batching, on this process's device."""

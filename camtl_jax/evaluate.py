@@ -3,9 +3,11 @@
 Training (dev evaluation, checkpoint selection), prediction, adaptation and export all go through
 `forward_split` and `predictions`, so a prediction equals the evaluation's for the same example:
   deterministic_forward  the model's outputs with dropout off, in chunks of rows on CPU;
-  forward_split   every row of an EncodedSplit in eval batches (dynamic padding to bucket lengths,
-                  shortest first; K=1 and only the task's head for non-multiple-choice tasks,
-                  camtl.choice_layout), on one device or as global arrays over a mesh;
+  forward_split   every row of an EncodedSplit in eval batches, shortest first: by default at
+                  max_length with the K=1 batches packed (several examples to a row, so one
+                  program per head group and no padding waste), else padded to bucket lengths;
+                  K=1 and only the task's head for non-multiple-choice tasks
+                  (camtl.choice_layout); on one device or as global arrays over a mesh;
   PREDICTORS      per task type, the model's outputs -> predictions aligned with the examples
                   (span answers decoded over doc-stride windows, tags per word, regression values
                   on the task's scale);
@@ -23,7 +25,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from camtl_jax import input_pipeline, sharding
+from camtl_jax import input_pipeline, packing, sharding
 from camtl_jax.input_pipeline import EncodedSplit
 from camtl_jax.models import camtl as camtl_lib
 from camtl_jax.tasks import base, metrics
@@ -57,12 +59,14 @@ class EvalSetup:
   batch_size: int
   buckets: tuple[int, ...]
   mesh: Any = None
+  packed: bool = False   # batches at max_length, packed where K = 1 (a program per head group)
 
 
 def eval_setup(config, specs: Sequence, mesh=None, batch_size: int | None = None) -> EvalSetup:
   """The EvalSetup of a training config."""
   return EvalSetup(tuple(specs), batch_size or config.eval_batch_size,
-                   input_pipeline.default_buckets(config.max_length, config.bucket_step), mesh)
+                   input_pipeline.default_buckets(config.max_length, config.bucket_step), mesh,
+                   bool(config.get("pack_eval", True)))
 
 
 def deterministic_forward(model, params, batch: Mapping[str, jax.Array], chunk_rows: int = 0,
@@ -76,15 +80,34 @@ def deterministic_forward(model, params, batch: Mapping[str, jax.Array], chunk_r
   forward 1.15x HF PyTorch's speed where the one-pass forward was 0.97x
   (docs/results/bench_hf_minilm.md). Otherwise the whole batch in one pass.
   """
+  batch = dict(batch)
+  packed_rows = batch.pop(packing.EVAL_ROWS_KEY, None)
+  if packed_rows is not None:
+    return packed_forward(model, params, batch, packed_rows, chunk_rows, head_types)
   apply = lambda rows: model.apply({"params": params}, rows, deterministic=True,  # noqa: E731
                                    head_types=head_types)
-  examples = jax.tree.leaves(batch)[0].shape[0]
+  examples = batch["input_ids"].shape[0]
   if not chunk_rows or chunk_rows >= examples or examples % chunk_rows:
     return apply(batch)
   chunks = examples // chunk_rows
   split = lambda x: jnp.swapaxes(x.reshape((chunk_rows, chunks) + x.shape[1:]), 0, 1)  # noqa: E731
   merge = lambda x: jnp.swapaxes(x, 0, 1).reshape((examples,) + x.shape[2:])  # noqa: E731
-  return jax.tree.map(merge, jax.lax.map(apply, jax.tree.map(split, dict(batch))))
+  return jax.tree.map(merge, jax.lax.map(apply, jax.tree.map(split, batch)))
+
+
+def packed_forward(model, params, batch: Mapping[str, jax.Array], rows: Mapping[str, jax.Array],
+                   chunk_rows: int = 0, head_types: tuple[str, ...] | None = None
+                   ) -> dict[str, jax.Array]:
+  """The outputs [B, ...] of a packed evaluation batch (packing.pack_eval_batch): the encoder on
+  the rows [R, L], chunk_rows rows at a time up to the last row in use (packing.chunked_forward;
+  0 or not dividing R: all R at once), the heads on each example unpacked (batch['unpack_index']
+  [B, L]). Equal to the unpacked forward up to float32 rounding (tests/test_packing.py)."""
+  forward = lambda part, index: model.apply(  # noqa: E731
+      {"params": params}, dict(batch, unpack_index=index), deterministic=True,
+      head_types=head_types, packed=part)
+  num_rows = rows["input_ids"].shape[0]
+  chunk = chunk_rows if chunk_rows and num_rows % chunk_rows == 0 else num_rows
+  return packing.chunked_forward(forward, rows, batch["unpack_index"], chunk)
 
 
 def forward_split(apply: ApplyFn, params: Any, split: EncodedSplit, task_id: int,
@@ -96,10 +119,15 @@ def forward_split(apply: ApplyFn, params: Any, split: EncodedSplit, task_id: int
   """
   num_choices, head_types = camtl_lib.choice_layout(setup.specs, split.task.type)
   process = (jax.process_index(), jax.process_count()) if setup.mesh is not None else (0, 1)
+  # Packed: every batch at max_length, so one program per head group; K = 1 batches packed.
+  buckets = (split.arrays["input_ids"].shape[-1],) if setup.packed else setup.buckets
+  pack = setup.packed and num_choices == 1
   rows, outputs = [], []
   for batch, host_rows in input_pipeline.eval_batches(
-      split, task_id, setup.batch_size, num_choices=num_choices, buckets=setup.buckets,
+      split, task_id, setup.batch_size, num_choices=num_choices, buckets=buckets,
       process_index=process[0], process_count=process[1]):
+    if pack:
+      batch = packing.pack_eval_batch(batch, task_id, host_rows >= 0, *process)
     if setup.mesh is not None:
       out = apply(params, sharding.global_batch(batch, setup.mesh), head_types)
       batch_rows, fetch = _gather(host_rows), _gather

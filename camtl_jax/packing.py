@@ -122,6 +122,24 @@ def pack(candidates: dict[str, np.ndarray], packed_tasks: Sequence[int], rows_pe
   return rows, unpack
 
 
+# The key of an evaluation batch that holds its packed rows (pack_eval_batch).
+EVAL_ROWS_KEY = "packed_rows"
+
+
+def pack_eval_batch(batch: dict[str, np.ndarray], task_id: int, valid: np.ndarray,
+                    process_index: int = 0, process_count: int = 1) -> dict[str, np.ndarray]:
+  """One task's evaluation batch [B_local, 1, L] (this host's slice) -> the same batch with its
+  examples packed: batch['unpack_index'] [B_local, L] and batch[EVAL_ROWS_KEY] (the ROW_KEYS
+  [B_local, L]; B_local rows always suffice, one example fits a row). The padding slots
+  (valid False) get no tokens; their outputs are zeros' and are dropped by the caller."""
+  mask = np.where(valid[:, None, None], batch["attention_mask"], 0)
+  candidates = {"input_ids": batch["input_ids"][None], "attention_mask": mask[None],
+                "token_type_ids": batch["token_type_ids"][None]}
+  rows, unpack = pack(candidates, (0,), len(valid), process_index, process_count)
+  rows["task_id"] = np.where(rows["segment_ids"] > 0, task_id, 0).astype(np.int32)
+  return dict(batch, unpack_index=unpack[0], **{EVAL_ROWS_KEY: rows})
+
+
 def padding_fraction(rows: dict[str, np.ndarray]) -> float:
   """Share of the packed token slots that hold no token."""
   return float(np.mean(rows["segment_ids"] == 0))

@@ -97,7 +97,7 @@ def global_batch(local: dict[str, np.ndarray], mesh: Mesh, example_axis: int = 0
     shape[example_axis] *= procs
     return jax.make_array_from_process_local_data(sharding, x, tuple(shape))
 
-  return {k: to_global(v) for k, v in local.items()}
+  return jax.tree.map(to_global, local)  # nested dicts too (packed eval rows)
 
 
 def check_divisible(global_examples: int, mesh: Mesh, what: str) -> None:

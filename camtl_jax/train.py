@@ -277,8 +277,8 @@ def state_shardings(mesh: jax.sharding.Mesh, fsdp: bool, state: State) -> Any:
 def compile_steps(ctx: StepContext, mesh: jax.sharding.Mesh, shardings: Any
                   ) -> tuple[Callable, Callable]:
   """train_step jitted once with explicit shardings and the state donated; eval_step likewise,
-  called p_eval(params, batch, head_types) (head_types static: one program per head type and
-  length bucket)."""
+  called p_eval(params, batch, head_types) (head_types static: one program per head group, as
+  evaluation packs its batches at max_length by default; padded: one per group and bucket)."""
   candidates = sharding.batch_sharding(mesh, example_axis=1)
   examples = sharding.batch_sharding(mesh, example_axis=0)
   rep = sharding.replicated(mesh)

@@ -11,8 +11,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from camtl_jax import experiment, optim, packing, sharding, train, update
+from camtl_jax import evaluate, experiment, optim, packing, sharding, train, update
 from camtl_jax.cli import common
+from camtl_jax.models import camtl as camtl_lib
 
 DEMO_TASKS = "demo/sentiment,demo/similarity,demo/entities,demo/choice,demo/span"
 GLUE5 = "glue/rte,glue/mrpc,glue/stsb,glue/sst2,glue/cola"
@@ -252,3 +253,56 @@ def test_a_step_that_needs_more_rows_than_planned_is_scored_padded(minilm_path, 
   assert packing.pack_step(cands, small, lengths) is None and "unpack_index" not in cands
   assert packing.pack_step(cands, run.pack_plan, lengths) is not None
   assert "unpack_index" in cands
+
+
+def _assert_packed_eval_equals_padded(run, max_examples: int):
+  """evaluate.forward_split packed (the default) against padded to bucket lengths, on every dev
+  split: the same rows in the same order, every output within 1e-5 at the positions that carry
+  one, the same predictions; and the packed evaluation is one program per head group."""
+  state, tx, labels = train.init_state(run)
+  shardings = train.state_shardings(run.mesh, run.config.mesh.fsdp, state)
+  params = jax.device_put(_perturbed(state["params"]), shardings["params"])
+  ctx = train.make_context(run, tx, labels)
+  assert ctx.eval_chunk_rows > 0  # CPU: the packed rows run in chunks, as in training
+  packed_setup = evaluate.eval_setup(run.config, run.model.tasks, run.mesh, batch_size=16)
+  assert packed_setup.packed  # the default
+  padded_setup = dataclasses.replace(packed_setup, packed=False)
+  # The training run's eval program (on the mesh: global batches split over 'data'), one each.
+  applies = {setup: train.compile_steps(ctx, run.mesh, shardings)[1]
+             for setup in (packed_setup, padded_setup)}
+  for task_id, split in run.dev_splits:
+    split = evaluate.capped(split, max_examples)
+    (want_rows, want), (got_rows, got) = (
+        evaluate.forward_split(applies[s], params, split, task_id, s)
+        for s in (padded_setup, packed_setup))
+    for want_batch, got_batch, rows in zip(want, got, want_rows):
+      for key, value in want_batch.items():
+        length = value.shape[1] if key != "cls_logits" and value.ndim > 1 else None
+        new = got_batch[key][:, :length] if length else got_batch[key]
+        carried = np.abs(value) < 1e8  # masked logits are -1e9 in both
+        if key == "tag_logits":
+          carried &= (split.arrays["attention_mask"][rows, :length] > 0)[..., None]
+        np.testing.assert_allclose(np.where(carried, new, 0), np.where(carried, value, 0),
+                                   atol=1e-5, rtol=1e-5, err_msg=f"{split.task.name} {key}")
+    assert all(np.array_equal(a, b) for a, b in zip(got_rows, want_rows))
+    want_preds, got_preds = (evaluate.predictions(split, r, o)
+                             for r, o in ((want_rows, want), (got_rows, got)))
+    if split.task.type == "regression":
+      np.testing.assert_allclose(got_preds, want_preds, atol=1e-4)
+    else:
+      assert got_preds == want_preds, split.task.name
+  groups = {camtl_lib.choice_layout(run.model.tasks, t.type) for t in run.tasks}  # head groups
+  assert applies[packed_setup]._cache_size() == len(groups)  # pylint: disable=protected-access
+  assert applies[padded_setup]._cache_size() > len(groups)  # pylint: disable=protected-access
+
+
+@pytest.mark.multidevice
+def test_packed_eval_equals_padded_on_every_demo_head_type(minilm_path, tmp_path):
+  # Multiple choice is evaluated padded at max_length; the other four head types packed.
+  _assert_packed_eval_equals_padded(_run(tmp_path, DEMO_TASKS), max_examples=40)
+
+
+@pytest.mark.slow
+def test_packed_eval_equals_padded_on_real_glue(shared_data, minilm_path, tmp_path):
+  run = _run(tmp_path, GLUE5, f"data_dir={shared_data}", "max_length=128", "batch_size=16")
+  _assert_packed_eval_equals_padded(run, max_examples=64)

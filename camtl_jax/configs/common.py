@@ -31,6 +31,10 @@ def base() -> ml_collections.ConfigDict:
   # The evaluation forward runs its batch in chunks of eval_chunk_rows rows (0: auto, on CPU 16,
   # elsewhere the whole batch; a negative value: always the whole batch).
   c.eval_chunk_rows = 0
+  # Evaluation batches at max_length, the examples of a batch packed into rows (one eval program
+  # per head group; the multiple-choice batches stay padded, at max_length). False: padded to
+  # bucket lengths (a program per head group and bucket).
+  c.pack_eval = True
   c.doc_stride = 128
 
   # Sampling: every step draws `batch_size` candidates per task ([T, b]) and trains on b of them.

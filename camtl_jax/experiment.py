@@ -406,14 +406,16 @@ def score_chunk_rows(config) -> int:
 
 
 # Rows per chunk of the evaluation forward (train.eval_step) when the config says 0: on CPU 16,
-# measured faster than the whole batch (docs/results/bench_hf_minilm.md); elsewhere the whole
-# batch, which an accelerator runs best in one piece.
+# measured faster than the whole batch (docs/results/bench_hf_minilm.md); elsewhere
+# ACCELERATOR_CHUNK_ROWS, as the scoring forward, so that the packed evaluation runs only the
+# chunks of rows a batch fills (a batch of short examples fills few of its rows).
 AUTO_EVAL_CHUNK_ROWS = {"cpu": 16}
 
 
 def eval_chunk_rows(config) -> int:
-  """Rows per chunk of the evaluation forward; 0: the whole batch at once."""
-  rows = int(config.get("eval_chunk_rows", 0)) or AUTO_EVAL_CHUNK_ROWS.get(jax.default_backend(), 0)
+  """Rows per chunk of the evaluation forward; 0: the whole batch at once (config value < 0)."""
+  rows = int(config.get("eval_chunk_rows", 0)) or AUTO_EVAL_CHUNK_ROWS.get(
+      jax.default_backend(), ACCELERATOR_CHUNK_ROWS)
   return chunk_rows(config, rows) if rows > 0 else 0
 
 

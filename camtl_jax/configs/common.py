@@ -28,8 +28,8 @@ def base() -> ml_collections.ConfigDict:
   # multiple-choice task (its choices stay padded).
   c.pack_update = True
   c.update_chunk_rows = 0
-  # The evaluation forward runs its batch in chunks of eval_chunk_rows rows (0: auto, on CPU 16,
-  # elsewhere the whole batch; a negative value: always the whole batch).
+  # The evaluation forward runs its batch in chunks of eval_chunk_rows rows (0: auto, 16; a
+  # negative value: the whole batch at once).
   c.eval_chunk_rows = 0
   # Evaluation batches at max_length, the examples of a batch packed into rows (one eval program
   # per head group; the multiple-choice batches stay padded, at max_length). False: padded to

@@ -2,7 +2,7 @@
 
 Training (dev evaluation, checkpoint selection), prediction, adaptation and export all go through
 `forward_split` and `predictions`, so a prediction equals the evaluation's for the same example:
-  deterministic_forward  the model's outputs with dropout off, in chunks of rows on CPU;
+  deterministic_forward  the model's outputs with dropout off, in chunks of rows (packed or not);
   forward_split   every row of an EncodedSplit in eval batches, shortest first: by default at
                   max_length with the K=1 batches packed (several examples to a row, so one
                   program per head group and no padding waste), else padded to bucket lengths;
@@ -78,7 +78,8 @@ def deterministic_forward(model, params, batch: Mapping[str, jax.Array], chunk_r
   devices as the batch does). Per example the same computation, so the same outputs up to float32
   rounding; on CPU a chunk's activations stay in cache ([c*L, 4d] for the FFN), which made the
   forward 1.15x HF PyTorch's speed where the one-pass forward was 0.97x
-  (docs/results/bench_hf_minilm.md). Otherwise the whole batch in one pass.
+  (docs/results/bench_hf_minilm.md). Otherwise the whole batch in one pass. A batch holding
+  packed rows (packing.EVAL_ROWS_KEY) goes to packed_forward.
   """
   batch = dict(batch)
   packed_rows = batch.pop(packing.EVAL_ROWS_KEY, None)

@@ -131,7 +131,7 @@ def pack_eval_batch(batch: dict[str, np.ndarray], task_id: int, valid: np.ndarra
   """One task's evaluation batch [B_local, 1, L] (this host's slice) -> the same batch with its
   examples packed: batch['unpack_index'] [B_local, L] and batch[EVAL_ROWS_KEY] (the ROW_KEYS
   [B_local, L]; B_local rows always suffice, one example fits a row). The padding slots
-  (valid False) get no tokens; their outputs are zeros' and are dropped by the caller."""
+  (valid False) get no tokens; the caller drops their outputs."""
   mask = np.where(valid[:, None, None], batch["attention_mask"], 0)
   candidates = {"input_ids": batch["input_ids"][None], "attention_mask": mask[None],
                 "token_type_ids": batch["token_type_ids"][None]}

@@ -187,7 +187,7 @@ def test_demo_span_windows_label_gold_and_oracle_decodes(tok, tmp_path_factory, 
   from camtl_jax.configs import demo as demo_config
   config = demo_config.get_config()
   root = demo.write_demo_data(tmp_path_factory.mktemp("demo_span"), seed=0)
-  task = {t.name: t for t in demo.register_demo_tasks()}["demo/span"]
+  task = registry.get_task("demo/span")
   exs = list(registry.load_split(task, root, split))[:500]
   s = ip.encode_split(task, exs, tok, config.max_length, None, split, doc_stride=config.doc_stride)
   a = s.arrays

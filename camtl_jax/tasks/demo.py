@@ -340,8 +340,3 @@ def demo_tasks(names: Sequence[str] = DEMO_TASK_NAMES) -> list[Task]:
                       splits=demo_files(name), reader=_READERS[name], num_choices=num_choices))
   return tasks
 
-
-def register_demo_tasks() -> list[Task]:
-  """The demo tasks as the registry holds them (it registers them when it is imported)."""
-  from camtl_jax.tasks import registry  # pylint: disable=import-outside-toplevel
-  return [registry.TASKS[t.name] for t in demo_tasks()]

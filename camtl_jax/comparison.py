@@ -74,9 +74,17 @@ def run_arm(run: ArmRun, out: Path, overrides: Sequence[str]) -> float:
   spent = json.loads(timing.read_text())["seconds"] if timing.exists() else 0.0
   timing.write_text(json.dumps({"seconds": spent + seconds}))
   if finished.returncode != 0 or not (workdir / "results.json").exists():
-    raise RuntimeError(f"{run.folder} stopped (exit {finished.returncode}); see "
-                       f"{workdir / 'camtl-train.log'}; rerun the same command to resume it")
+    raise RuntimeError(f"{run.folder} stopped (exit {finished.returncode}): "
+                       f"{last_line(workdir / 'camtl-train.log')} (log: "
+                       f"{workdir / 'camtl-train.log'}); rerun the same command to resume it")
   return seconds
+
+
+def last_line(log_path: Path) -> str:
+  """The last non-empty line of a run's log: its one-line error when it stopped on one."""
+  lines = [line.strip() for line in log_path.read_text(errors="replace").splitlines()]
+  lines = [line for line in lines if line]  # splitlines also splits the progress bar's \r
+  return lines[-1] if lines else "(empty log)"
 
 
 def main_metric(metrics: dict[str, float]) -> float:

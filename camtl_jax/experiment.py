@@ -133,15 +133,18 @@ def validate_config(config, num_layers: int, mesh) -> None:
   sampling.check_sampler(config.sampler)
   sampling.check_score_mode(config.mt_uncertainty_score)
   sampling.check_uncertainty_mode(config.get("mtu_uncertainty", "normalised"))
-  _check_shares(config)
-  frozen_layers(config, num_layers)
   if not config.tasks:
     raise ValueError("config.tasks is empty")
-  if not (math.isfinite(config.learning_rate) and config.learning_rate > 0):
-    raise ValueError(f"config.learning_rate={config.learning_rate} must be a finite number > 0")
+  # The batch size first: the share checks below count slots of the batch.
+  if config.grad_accum_steps < 1:
+    raise ValueError(f"config.grad_accum_steps={config.grad_accum_steps} must be >= 1")
   if config.batch_size < 1 or config.batch_size % config.grad_accum_steps:
     raise ValueError(f"config.batch_size={config.batch_size} must be >= 1 and divisible by "
                      f"config.grad_accum_steps={config.grad_accum_steps}")
+  _check_shares(config)
+  frozen_layers(config, num_layers)
+  if not (math.isfinite(config.learning_rate) and config.learning_rate > 0):
+    raise ValueError(f"config.learning_rate={config.learning_rate} must be a finite number > 0")
   sharding.check_divisible(config.batch_size, mesh, "config.batch_size")
   sharding.check_divisible(config.eval_batch_size, mesh, "config.eval_batch_size")
 

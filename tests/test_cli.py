@@ -50,6 +50,8 @@ def _one_line_error(proc: subprocess.CompletedProcess, prog: str) -> str:
     (("--config", "tiny", "--config.frozen_layers=(0, 7)"), "outside the encoder's 2 layers"),
     (("--config", "tiny", "--config.sampler=most_confident"), "unknown sampler"),
     (("--config", "tiny", "--config.learning_rate=-1.0"), "must be a finite number > 0"),
+    (("--config", "tiny", "--config.batch_size=-3"), "config.batch_size=-3 must be >= 1"),
+    (("--config", "tiny", "--config.grad_accum_steps=0"), "config.grad_accum_steps=0 must be >= 1"),
 ])
 def test_training_mistakes_are_one_line_before_anything_loads(tmp_path, args, expected):
   start = time.perf_counter()

@@ -89,3 +89,16 @@ def test_a_bad_seed_list_is_one_line(capsys):
   assert experiment.main(["--experiment", "glue5_minilm", "--out", "/nonexistent/x",
                           "--seeds", "a,b"]) == 2
   assert "--seeds 'a,b': give integers" in capsys.readouterr().err
+
+
+def test_an_arm_that_stops_on_a_user_error_shows_that_error(tmp_path):
+  """The arm's own one-line error reaches the experiment's message, not only its log."""
+  command = [sys.executable, "-m", "camtl_jax.cli.experiment", "--experiment", "glue5_minilm",
+             "--out", str(tmp_path), "--seeds", "0", "--arms", "mtl",
+             f"--config.data_dir={tmp_path / 'no_data'}"]
+  stopped = subprocess.run(command, capture_output=True, text=True, check=False)
+  assert stopped.returncode == 2, stopped.stderr[-2000:]
+  lines = stopped.stderr.strip().splitlines()
+  assert "Traceback" not in stopped.stderr
+  assert lines[-1].startswith("camtl-experiment: error: mtl/seed0 stopped (exit 2): "), lines[-1]
+  assert "no_data/glue/RTE/train.tsv: missing file for glue/rte split 'train'" in lines[-1]

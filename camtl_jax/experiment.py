@@ -25,7 +25,7 @@ import numpy as np
 import optax
 from flax import traverse_util
 
-from camtl_jax import input_pipeline, optim, packing, sampling, sharding
+from camtl_jax import input_pipeline, optim, packing, sampling, sharding, update
 from camtl_jax.models import bert
 from camtl_jax.models import camtl as camtl_lib
 from camtl_jax.models.heads import TaskSpec
@@ -133,6 +133,9 @@ def validate_config(config, num_layers: int, mesh) -> None:
   sampling.check_sampler(config.sampler)
   sampling.check_score_mode(config.mt_uncertainty_score)
   sampling.check_uncertainty_mode(config.get("mtu_uncertainty", "normalised"))
+  if config.get("loss_weighting", "task_mean") not in update.LOSS_WEIGHTINGS:
+    raise ValueError(f"config.loss_weighting={config.loss_weighting!r} unknown; choose one of "
+                     f"{update.LOSS_WEIGHTINGS}")
   if not config.tasks:
     raise ValueError("config.tasks is empty")
   # The batch size first: the share checks below count slots of the batch.
@@ -340,6 +343,7 @@ class StepContext:
   update_chunk_rows: int = 0             # >0: the update packed, in chunks of this many rows
   score_chunk_rows: int = 0              # >0: the packed scoring forward in chunks of this many
   eval_chunk_rows: int = 0               # >0: eval_step's forward in chunks of this many rows
+  loss_weighting: str = "task_mean"      # update.LOSS_WEIGHTINGS: how a mixed batch's losses add
   # NamedSharding of an example axis over 'data' (set by train.compile_steps): keeps the scoring
   # forward and the selected batch data-parallel after the gather.
   example_sharding: Any = None
@@ -384,7 +388,8 @@ def make_context(config, model: camtl_lib.CAMTL, tx, labels,
       floor_slots=floor_slots(config),
       max_per_task=max_per_task(config), max_bad_steps=int(config.max_bad_steps),
       update_chunk_rows=update_chunk_rows(config, model.tasks),
-      score_chunk_rows=score_chunk_rows(config), eval_chunk_rows=eval_chunk_rows(config))
+      score_chunk_rows=score_chunk_rows(config), eval_chunk_rows=eval_chunk_rows(config),
+      loss_weighting=config.get("loss_weighting", "task_mean"))
 
 
 # Rows per chunk of the packed scoring forward and update when the config says 0. CPU: 2, the

@@ -9,7 +9,9 @@ Two ways, the same gradient (tests/test_packing.py):
           through the loop. Only for batches with one sequence per example (no multiple choice).
 
 The loss is sum_i w_i * (loss_i + aux_loss_i) with w_i = 1 / (n_t(i) * P) (example_weights): the
-mean over the P tasks present of each task's mean loss.
+mean over the P tasks present of each task's mean loss (DESIGN 4.2 step 6; a task's weight in the
+gradient is 1/P whatever its share of the rows). loss_weighting="example_mean" instead weights every
+selected example alike, w_i = 1 / n: a task's weight is its share of the batch.
 """
 from __future__ import annotations
 
@@ -21,9 +23,16 @@ import jax.numpy as jnp
 from camtl_jax import optim, packing
 
 
-def example_weights(task_id: jax.Array, weight: jax.Array, num_tasks: int) -> jax.Array:
+LOSS_WEIGHTINGS = ("task_mean", "example_mean")
+
+
+def example_weights(task_id: jax.Array, weight: jax.Array, num_tasks: int,
+                    loss_weighting: str = "task_mean") -> jax.Array:
   """[B] weights w_i = 1 / (n_{t(i)} * P): sum_i w_i loss_i is the mean over the P tasks present of
-  each task's mean loss. Written per example so micro-batches and chunks add up exactly."""
+  each task's mean loss ("example_mean": w_i = 1 / n, the mean over the n real examples). Written
+  per example so micro-batches and chunks add up exactly. weight [B] is 0 for padding rows."""
+  if loss_weighting == "example_mean":
+    return weight / jnp.maximum(jnp.sum(weight), 1.0)
   counts = jax.ops.segment_sum(weight, task_id, num_segments=num_tasks)
   present = jnp.maximum(jnp.sum(counts > 0), 1)
   return weight / (jnp.maximum(counts[task_id], 1.0) * present)
@@ -46,7 +55,8 @@ def padded_loss_and_grads(ctx, trainable, frozen, batch: dict[str, jax.Array], r
                           ) -> tuple[jax.Array, Any, jax.Array]:
   """(loss, gradient w.r.t. the trainable leaves, per-example loss [b]) of the batch [b, K, L],
   scanned over ctx.grad_accum_steps micro-batches."""
-  weights = example_weights(batch["task_id"], batch["weight"], ctx.num_tasks)
+  weights = example_weights(batch["task_id"], batch["weight"], ctx.num_tasks,
+                              ctx.loss_weighting)
   k = ctx.grad_accum_steps
   micro = jax.tree.map(lambda x: x.reshape((k, -1) + x.shape[1:]), dict(batch, _w=weights))
   grad_fn = jax.value_and_grad(_loss_fn(ctx, frozen), has_aux=True)
@@ -91,7 +101,8 @@ def pack_update(ctx, batch: dict[str, jax.Array]) -> dict[str, Any]:
   rows, unpack_index, example_row, rows_used = packing.pack_rows(batch, num_rows)
   return {"rows": rows, "unpack_index": unpack_index, "example_row": example_row,
           "rows_used": rows_used,
-          "weights": example_weights(batch["task_id"], batch["weight"], ctx.num_tasks)}
+          "weights": example_weights(batch["task_id"], batch["weight"], ctx.num_tasks,
+                              ctx.loss_weighting)}
 
 
 def chunk_loss_and_grads(ctx, trainable, frozen, batch: dict[str, jax.Array],

@@ -230,8 +230,12 @@ TRAJECTORY_FIELDS = ("seed", "batch_size", "grad_accum_steps", "learning_rate", 
 
 
 def trajectory(config) -> dict:
-  """The TRAJECTORY_FIELDS of a config (JSON-normalised)."""
-  return json.loads(json.dumps({k: config.get(k) for k in TRAJECTORY_FIELDS}))
+  """The TRAJECTORY_FIELDS of a config (JSON-normalised), and loss_weighting when it is not the
+  default (so checkpoints written before that option existed resume as they did)."""
+  fields = {k: config.get(k) for k in TRAJECTORY_FIELDS}
+  if config.get("loss_weighting", "task_mean") != "task_mean":
+    fields["loss_weighting"] = config.loss_weighting
+  return json.loads(json.dumps(fields))
 
 
 def refuse_other_runs(config, path: Path) -> None:

@@ -292,6 +292,10 @@ def test_mixed_batch_loss_is_mean_of_per_task_means():
   present = [t for t in range(5) if np.any((task == t) & (weight > 0))]
   expected = np.mean([loss[(task == t) & (weight > 0)].mean() for t in present])
   np.testing.assert_allclose(np.sum(w * loss), expected, rtol=1e-6)
+  # loss_weighting="example_mean": the mean over the real examples, each task weighted by its rows.
+  w = np.asarray(update.example_weights(jnp.asarray(task), jnp.asarray(weight), 5, "example_mean"))
+  np.testing.assert_allclose(np.sum(w * loss), loss[weight > 0].mean(), rtol=1e-6)
+  assert np.all(w[weight == 0] == 0)
 
 
 def test_bad_configs_fail_before_compilation(tmp_path):

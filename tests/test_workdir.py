@@ -64,10 +64,14 @@ def test_a_refused_run_changes_no_file_and_names_the_differing_leaves(trained_co
 @pytest.mark.slow
 def test_trajectory_changes_are_refused_unless_allowed(trained_copy):
   before = _snapshot(trained_copy)
-  line = _error_line(_train(trained_copy, "--config.batch_size=4", "--config.seed=3"))
+  line = _error_line(_train(trained_copy, "--config.batch_size=4", "--config.seed=3",
+                            "--config.loss_weighting=example_mean"))
   assert "batch_size: 8 -> 4" in line and "seed: 0 -> 3" in line
+  assert "loss_weighting: <absent> -> 'example_mean'" in line, line
   assert "allow_resume_changes" in line and _snapshot(trained_copy) == before
-  allowed = _train(trained_copy, "--config.seed=3", "--config.allow_resume_changes=True")
+  # Allowed, it trains on through the compiled step with the other loss weighting.
+  allowed = _train(trained_copy, "--config.seed=3", "--config.loss_weighting=example_mean",
+                   "--config.allow_resume_changes=True")
   assert allowed.returncode == 0, allowed.stderr[-3000:]
   assert "resuming with changed settings" in allowed.stderr and "seed: 0 -> 3" in allowed.stderr
 

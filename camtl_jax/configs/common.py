@@ -47,6 +47,9 @@ def base() -> ml_collections.ConfigDict:
   c.mtu_uncertainty = "calibrated"  # calibrated | normalised
   c.mtu_min_share = 0.25            # floor: this share of each batch goes round the tasks
   c.mtu_max_share = 0.5             # cap: no task more than this share of a batch
+  # How a mixed batch's losses add (update.py): "task_mean", the mean over the tasks present of
+  # each task's mean loss (DESIGN 4.2 step 6); "example_mean", every selected example alike.
+  c.loss_weighting = "task_mean"
   c.temperature_alpha = 0.5
   c.grad_accum_steps = 1
 

@@ -1,7 +1,8 @@
 # docs/results/mtu_mixing_probes.json: the three probes of why COPA does not learn in the mixed run
 # (docs/results/mtu_mixing.md). Per probe: its script, the code it ran, the shares of all
 # selections, COPA's mean uncertainty and selected loss per log step, and the dev results when it
-# finished (the no-WNUT probe was stopped at step 300).
+# finished (the no-WNUT probe was stopped at step 300). A probe whose workdir is gone keeps its
+# committed record; the seed-1 probes (stop 27) also keep every task's share per log step.
 #   python docs/results/scripts/mtu_probes_assemble.py REPO
 import json, pathlib, sys
 from camtl_jax import reporting
@@ -11,16 +12,23 @@ PROBES = {
     "no_wnut17": ("mtu_mixed_no_wnut", "mtu_probe_no_wnut.sh", "commit 5a6d181"),
     "example_mean": ("mtu_mixed_rows", "mtu_probe_example_mean.sh", "commit e1dbea5"),
     "no_cap": ("mtu_mixed_nocap", "mtu_probe_no_cap.sh", "commit e1dbea5"),
+    "copa_alone": ("mtu_copa_alone", "mtu_probe_seed1.sh", "commit d99c1ce"),
+    "paper_seed1": ("mtu_paper_seed1", "mtu_probe_seed1.sh", "commit d99c1ce"),
+    "mixed_seed1": ("mtu_mixed_seed1", "mtu_probe_seed1.sh", "commit d99c1ce"),
 }
-out = {}
+path = repo / "docs/results/mtu_mixing_probes.json"
+out = json.loads(path.read_text()) if path.exists() else {}
 for name, (folder, script, code) in PROBES.items():
   workdir = pathlib.Path("/work/runs") / folder
+  if not (workdir / "history.jsonl").exists():
+    continue
   records = reporting.train_records(workdir / "history.jsonl")
   probe = {"script": f"docs/results/scripts/{script}", "code": code,
            "last_logged_step": records[-1]["step"],
            "copa": [{"step": r["step"], "uncertainty": r["task_uncertainty"]["superglue/copa"],
                      "selected_loss": r["task_loss"]["superglue/copa"],
-                     "share": r["task_share"]["superglue/copa"]} for r in records]}
+                     "share": r["task_share"]["superglue/copa"]} for r in records],
+           "shares": [{"step": r["step"], "shares": r["task_share"]} for r in records]}
   if (workdir / "results.json").exists():
     summary = reporting.sampling_summary(workdir)
     late = [iv for iv in summary["interval_shares"] if iv["step"] > summary["total_steps"] // 10]
@@ -29,6 +37,6 @@ for name, (folder, script, code) in PROBES.items():
                  min_total_share=min(summary["total_shares"].values()),
                  max_interval_share_after_10pct=max(max(iv["shares"].values()) for iv in late))
   out[name] = probe
-(repo / "docs/results/mtu_mixing_probes.json").write_text(json.dumps(out, indent=2))
+path.write_text(json.dumps(out, indent=2))
 for name, probe in out.items():
   print(name, probe["last_logged_step"], probe.get("dev"), probe.get("dev_score"))

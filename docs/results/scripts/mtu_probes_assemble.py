@@ -1,8 +1,9 @@
-# docs/results/mtu_mixing_probes.json: the three probes of why COPA does not learn in the mixed run
+# docs/results/mtu_mixing_probes.json: the probes of why COPA does not learn in the mixed run
 # (docs/results/mtu_mixing.md). Per probe: its script, the code it ran, the shares of all
 # selections, COPA's mean uncertainty and selected loss per log step, and the dev results when it
 # finished (the no-WNUT probe was stopped at step 300). A probe whose workdir is gone keeps its
-# committed record; the seed-1 probes (stop 27) also keep every task's share per log step.
+# committed record; the probes of stop 27 (COPA alone, both runs at seed 1, calibration only) also
+# keep every task's share per log step.
 #   python docs/results/scripts/mtu_probes_assemble.py REPO
 import json, pathlib, sys
 from camtl_jax import reporting
@@ -15,6 +16,7 @@ PROBES = {
     "copa_alone": ("mtu_copa_alone", "mtu_probe_seed1.sh", "commit d99c1ce"),
     "paper_seed1": ("mtu_paper_seed1", "mtu_probe_seed1.sh", "commit d99c1ce"),
     "mixed_seed1": ("mtu_mixed_seed1", "mtu_probe_seed1.sh", "commit d99c1ce"),
+    "calibrated_only": ("mtu_calibrated_only", "mtu_probe_calibrated_only.sh", "commit d99c1ce"),
 }
 path = repo / "docs/results/mtu_mixing_probes.json"
 out = json.loads(path.read_text()) if path.exists() else {}

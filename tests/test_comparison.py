@@ -13,7 +13,9 @@ def test_the_glue5_plan_runs_the_main_comparison_first_with_an_equal_single_task
   runs = comparison.planned_runs("glue5_minilm", (0, 1), total_steps=100)
   arms = [r.arm for r in runs]
   assert arms[:7] == ["camtl_mtu", "mtl"] + ["single_task"] * 5
-  assert [(r.arm, r.seed) for r in runs[7:9]] == [("camtl_mtu", 1), ("mtl", 1)]
+  assert [(r.arm, r.seed) for r in runs[7:14]] == [("camtl_mtu", 1), ("mtl", 1)] + [
+      ("single_task", 1)] * 5  # every arm of the main comparison over the same seeds
+  assert [r.arm for r in runs[14:]] == ["attention", "adapter", "layernorm"]
   assert {r.arm for r in runs} == set(glue5_minilm.ARMS)
   single = [r for r in runs if r.arm == "single_task"]
   assert all(r.overrides == ("--config.total_steps=20",) for r in single)  # 100 steps / 5 tasks

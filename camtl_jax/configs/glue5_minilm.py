@@ -73,22 +73,21 @@ def get_config(arg="camtl_mtu"):
 def experiment_arms(seeds=(0, 1), total_steps=None):
   """The runs of `camtl-experiment --experiment glue5_minilm`: (arm, seed, config, overrides).
 
-  Order: the first seed of camtl_mtu, mtl and the five single-task runs, then the other seeds of
-  camtl_mtu and mtl, then the ablation steps (first seed), so a cut-short experiment still holds
-  the paper's main comparison. Single-task budget: each task trains total_steps / 5 steps of b
-  examples, the examples a task gets on average in a multi-task run of total_steps (an equal
-  budget rather than MT-U's own per-task counts, which are only known after that run).
+  Order: the first seed of camtl_mtu, mtl and the five single-task runs, then the same for each
+  other seed, then the ablation steps (first seed), so a cut-short experiment still holds the
+  paper's main comparison, every arm of it over the same seeds (the targets compare arm means).
+  Single-task budget: each task trains total_steps / 5 steps of b examples, the examples a task
+  gets on average in a multi-task run of total_steps (an equal budget rather than MT-U's own
+  per-task counts, which are only known after that run).
   """
   steps = total_steps or get_config().total_steps
   multi = (f"--config.total_steps={steps}",)
   single = (f"--config.total_steps={max(1, steps // len(GLUE5))}",)
-  first, rest = seeds[0], seeds[1:]
-  runs = [("camtl_mtu", first, "glue5_minilm:camtl_mtu", multi),
-          ("mtl", first, "glue5_minilm:mtl", multi)]
-  runs += [("single_task", first, f"glue5_minilm:single_task:{t}", single) for t in GLUE5]
-  for seed in rest:
+  runs = []
+  for seed in seeds:
     runs += [("camtl_mtu", seed, "glue5_minilm:camtl_mtu", multi),
              ("mtl", seed, "glue5_minilm:mtl", multi)]
-  runs += [(arm, first, f"glue5_minilm:{arm}", multi) for arm in ("attention", "adapter",
-                                                                   "layernorm")]
+    runs += [("single_task", seed, f"glue5_minilm:single_task:{t}", single) for t in GLUE5]
+  runs += [(arm, seeds[0], f"glue5_minilm:{arm}", multi) for arm in ("attention", "adapter",
+                                                                      "layernorm")]
   return runs

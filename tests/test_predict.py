@@ -28,9 +28,13 @@ DEMO_TASKS = demo_config.DEMO_TASKS
 
 def tiny_workdir(tmp_path_factory, name: str, *overrides: str) -> Path:
   """A tiny run (tiny + overrides) trained once per session in a subprocess, as
-  tests/test_train.py does; later callers (other modules too) reuse it."""
-  workdir = tmp_path_factory.getbasetemp() / f"trained_{name}"
-  with open(tmp_path_factory.getbasetemp() / f"trained_{name}.lock", "w") as lock:
+  tests/test_train.py does; later callers (other modules, and other pytest-xdist workers) reuse
+  it: under xdist each worker's basetemp is a folder of the session's, so the run lives there."""
+  root = tmp_path_factory.getbasetemp()
+  if os.environ.get("PYTEST_XDIST_WORKER"):
+    root = root.parent
+  workdir = root / f"trained_{name}"
+  with open(root / f"trained_{name}.lock", "w") as lock:
     fcntl.flock(lock, fcntl.LOCK_EX)
     if not (workdir / "results.json").exists():
       shutil.rmtree(workdir, ignore_errors=True)

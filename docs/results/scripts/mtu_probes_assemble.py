@@ -17,6 +17,7 @@ PROBES = {
     "paper_seed1": ("mtu_paper_seed1", "mtu_probe_seed1.sh", "commit d99c1ce"),
     "mixed_seed1": ("mtu_mixed_seed1", "mtu_probe_seed1.sh", "commit d99c1ce"),
     "calibrated_only": ("mtu_calibrated_only", "mtu_probe_calibrated_only.sh", "commit d99c1ce"),
+    "mixed_lr3e-4": ("mtu_mixed_lr3e-4", "mtu_probe_lr3e-4.sh", "commit e0588fb"),
 }
 path = repo / "docs/results/mtu_mixing_probes.json"
 out = json.loads(path.read_text()) if path.exists() else {}

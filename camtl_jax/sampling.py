@@ -1,7 +1,11 @@
 """Multi-Task Uncertainty (MT-U) sampling and baseline task samplers (DESIGN 4.2), jit-able jnp.
 
-A step draws candidates [T, b] (b per task), flattened to B = T*b: index t*b + j is row j of task t.
-MT-U scores every candidate from one deterministic forward and keeps the top b:
+A step draws candidates [T, b] (b per task), flattened to B = T*b with each candidate's task in
+task_id [B]. MT-U's functions take task_id and do not assume a layout; train.py passes the
+candidates slot-major (index j*T + t is slot j of task t), so where scores tie exactly the lower
+index wins slot by slot: tied tasks take turns, and a later task in config.tasks is not put
+behind the earlier ones. MT-U scores every candidate from one deterministic forward and keeps
+the top b:
 
   H, H_max = uncertainty(outputs, candidates, task_info)         # per candidate, [B] each
   scores = mt_uncertainty_scores(H, H_max, task_id, T, 'paper')  # [B]

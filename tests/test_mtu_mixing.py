@@ -103,6 +103,21 @@ def test_options_off_is_exactly_the_papers_selection():
                                   sampling.select_top(scores, 10))
 
 
+def test_exact_ties_across_tasks_are_shared_not_given_to_the_first_task():
+  # At a plateau every task's candidates sit at u = 1 - epsilon and quantise to the same score.
+  # The candidates as train_step lays them out (slot-major) make the tie go slot by slot, so the
+  # tied tasks share the batch; a task-major layout would give it all to the first task in
+  # config.tasks (COPA, last in the mixing runs, would never win a tie).
+  num_tasks, b = 6, 8
+  candidates = {"task_id": jnp.broadcast_to(jnp.arange(num_tasks)[:, None], (num_tasks, b))}
+  task_id = train.flatten_candidates(candidates)["task_id"]
+  tied = jnp.full(num_tasks * b, 1.0 - 1e-6, jnp.float32)
+  for step in range(3):
+    picked = sampling.select_with_shares(tied, task_id, num_tasks, b, step, 2, 4)
+    counts = np.bincount(np.asarray(task_id)[np.asarray(picked)], minlength=num_tasks)
+    assert counts.max() - counts.min() <= 1, counts
+
+
 def test_float_noise_from_the_device_layout_does_not_change_the_selection():
   # Scores on the quantum grid with many exact ties (a fresh regression head), then the same
   # scores with the ~1e-6 noise another all-reduce order leaves: the default selection is equal,

@@ -3,7 +3,8 @@
 # selections, COPA's mean uncertainty and selected loss per log step, and the dev results when it
 # finished (the no-WNUT probe was stopped at step 300). A probe whose workdir is gone keeps its
 # committed record; the probes of stop 27 (COPA alone, both runs at seed 1, calibration only) also
-# keep every task's share per log step.
+# keep every task's share per log step, and those of
+# stop 29 every task's mean uncertainty too.
 #   python docs/results/scripts/mtu_probes_assemble.py REPO
 import json, pathlib, sys
 from camtl_jax import reporting
@@ -18,6 +19,8 @@ PROBES = {
     "mixed_seed1": ("mtu_mixed_seed1", "mtu_probe_seed1.sh", "commit d99c1ce"),
     "calibrated_only": ("mtu_calibrated_only", "mtu_probe_calibrated_only.sh", "commit d99c1ce"),
     "mixed_lr3e-4": ("mtu_mixed_lr3e-4", "mtu_probe_lr3e-4.sh", "commit e0588fb"),
+    "mixed_c128387": ("mtu_u_levels", "mtu_probe_u_levels.sh", "commit c128387"),
+    "paper_c128387": ("mtu_paper_today", "mtu_rerun_today.sh", "commit c128387"),
 }
 path = repo / "docs/results/mtu_mixing_probes.json"
 out = json.loads(path.read_text()) if path.exists() else {}
@@ -31,7 +34,9 @@ for name, (folder, script, code) in PROBES.items():
            "copa": [{"step": r["step"], "uncertainty": r["task_uncertainty"]["superglue/copa"],
                      "selected_loss": r["task_loss"]["superglue/copa"],
                      "share": r["task_share"]["superglue/copa"]} for r in records],
-           "shares": [{"step": r["step"], "shares": r["task_share"]} for r in records]}
+           "shares": [{"step": r["step"], "shares": r["task_share"]} for r in records],
+           "uncertainty": [{"step": r["step"], "uncertainty": r["task_uncertainty"]}
+                           for r in records]}
   if (workdir / "results.json").exists():
     summary = reporting.sampling_summary(workdir)
     late = [iv for iv in summary["interval_shares"] if iv["step"] > summary["total_steps"] // 10]

@@ -2,7 +2,7 @@
 # Diagnostic: the mixed run's command (seed 0, the defaults; a clone of c128387), reading every
 # task's mean calibrated u per 25 steps (history.jsonl `task_uncertainty`), to see whether some
 # task sits at u = 1.0 exactly (a saturated score would outrank COPA's 0.9999 on every step).
-# The timeout was a guard: the run finished inside it (500 steps and the dev evaluation, 9 min).
+# The timeout was a guard: the run finished inside it (500 steps and the dev evaluation, 8 min).
 # Resumable: rerun.
 cd /work/runs/code
 source /work/main/.venv/bin/activate

@@ -136,6 +136,8 @@ def validate_config(config, num_layers: int, mesh) -> None:
   if config.get("loss_weighting", "task_mean") not in update.LOSS_WEIGHTINGS:
     raise ValueError(f"config.loss_weighting={config.loss_weighting!r} unknown; choose one of "
                      f"{update.LOSS_WEIGHTINGS}")
+  if not config.get("regression_loss_scale", 1.0) > 0:
+    raise ValueError(f"config.regression_loss_scale={config.regression_loss_scale} must be > 0")
   if not config.tasks:
     raise ValueError("config.tasks is empty")
   # The batch size first: the share checks below count slots of the batch.
@@ -344,6 +346,7 @@ class StepContext:
   score_chunk_rows: int = 0              # >0: the packed scoring forward in chunks of this many
   eval_chunk_rows: int = 0               # >0: eval_step's forward in chunks of this many rows
   loss_weighting: str = "task_mean"      # update.LOSS_WEIGHTINGS: how a mixed batch's losses add
+  task_loss_scale: tuple[float, ...] | None = None  # [T] factor on each task's loss; None: all 1
   # NamedSharding of an example axis over 'data' (set by train.compile_steps): keeps the scoring
   # forward and the selected batch data-parallel after the gather.
   example_sharding: Any = None
@@ -389,7 +392,17 @@ def make_context(config, model: camtl_lib.CAMTL, tx, labels,
       max_per_task=max_per_task(config), max_bad_steps=int(config.max_bad_steps),
       update_chunk_rows=update_chunk_rows(config, model.tasks),
       score_chunk_rows=score_chunk_rows(config), eval_chunk_rows=eval_chunk_rows(config),
-      loss_weighting=config.get("loss_weighting", "task_mean"))
+      loss_weighting=config.get("loss_weighting", "task_mean"),
+      task_loss_scale=task_loss_scale(config, model.tasks))
+
+
+def task_loss_scale(config, tasks) -> tuple[float, ...] | None:
+  """[T] factor on each task's loss: config.regression_loss_scale for regression tasks, 1 for the
+  others; None when every factor is 1 (the loss is then computed exactly as without the option)."""
+  scale = float(config.get("regression_loss_scale", 1.0))
+  if scale == 1.0:
+    return None
+  return tuple(scale if t.type == base.REGRESSION else 1.0 for t in tasks)
 
 
 # Rows per chunk of the packed scoring forward and update when the config says 0. CPU: 2, the

@@ -27,15 +27,22 @@ LOSS_WEIGHTINGS = ("task_mean", "example_mean")
 
 
 def example_weights(task_id: jax.Array, weight: jax.Array, num_tasks: int,
-                    loss_weighting: str = "task_mean") -> jax.Array:
+                    loss_weighting: str = "task_mean",
+                    task_scale: tuple[float, ...] | None = None) -> jax.Array:
   """[B] weights w_i = 1 / (n_{t(i)} * P): sum_i w_i loss_i is the mean over the P tasks present of
   each task's mean loss ("example_mean": w_i = 1 / n, the mean over the n real examples). Written
-  per example so micro-batches and chunks add up exactly. weight [B] is 0 for padding rows."""
+  per example so micro-batches and chunks add up exactly. weight [B] is 0 for padding rows.
+  task_scale [T] (config.regression_loss_scale, experiment.task_loss_scale) multiplies each
+  task's examples; None leaves the weights as they are."""
   if loss_weighting == "example_mean":
-    return weight / jnp.maximum(jnp.sum(weight), 1.0)
-  counts = jax.ops.segment_sum(weight, task_id, num_segments=num_tasks)
-  present = jnp.maximum(jnp.sum(counts > 0), 1)
-  return weight / (jnp.maximum(counts[task_id], 1.0) * present)
+    w = weight / jnp.maximum(jnp.sum(weight), 1.0)
+  else:
+    counts = jax.ops.segment_sum(weight, task_id, num_segments=num_tasks)
+    present = jnp.maximum(jnp.sum(counts > 0), 1)
+    w = weight / (jnp.maximum(counts[task_id], 1.0) * present)
+  if task_scale is not None:
+    w = w * jnp.asarray(task_scale, jnp.float32)[task_id]
+  return w
 
 
 def _loss_fn(ctx, frozen):
@@ -56,7 +63,7 @@ def padded_loss_and_grads(ctx, trainable, frozen, batch: dict[str, jax.Array], r
   """(loss, gradient w.r.t. the trainable leaves, per-example loss [b]) of the batch [b, K, L],
   scanned over ctx.grad_accum_steps micro-batches."""
   weights = example_weights(batch["task_id"], batch["weight"], ctx.num_tasks,
-                              ctx.loss_weighting)
+                              ctx.loss_weighting, ctx.task_loss_scale)
   k = ctx.grad_accum_steps
   micro = jax.tree.map(lambda x: x.reshape((k, -1) + x.shape[1:]), dict(batch, _w=weights))
   grad_fn = jax.value_and_grad(_loss_fn(ctx, frozen), has_aux=True)
@@ -102,7 +109,7 @@ def pack_update(ctx, batch: dict[str, jax.Array]) -> dict[str, Any]:
   return {"rows": rows, "unpack_index": unpack_index, "example_row": example_row,
           "rows_used": rows_used,
           "weights": example_weights(batch["task_id"], batch["weight"], ctx.num_tasks,
-                              ctx.loss_weighting)}
+                              ctx.loss_weighting, ctx.task_loss_scale)}
 
 
 def chunk_loss_and_grads(ctx, trainable, frozen, batch: dict[str, jax.Array],

@@ -230,11 +230,14 @@ TRAJECTORY_FIELDS = ("seed", "batch_size", "grad_accum_steps", "learning_rate", 
 
 
 def trajectory(config) -> dict:
-  """The TRAJECTORY_FIELDS of a config (JSON-normalised), and loss_weighting when it is not the
-  default (so checkpoints written before that option existed resume as they did)."""
+  """The TRAJECTORY_FIELDS of a config (JSON-normalised), and loss_weighting and
+  regression_loss_scale when they are not the defaults (so checkpoints written before those
+  options existed resume as they did)."""
   fields = {k: config.get(k) for k in TRAJECTORY_FIELDS}
   if config.get("loss_weighting", "task_mean") != "task_mean":
     fields["loss_weighting"] = config.loss_weighting
+  if config.get("regression_loss_scale", 1.0) != 1.0:
+    fields["regression_loss_scale"] = config.regression_loss_scale
   return json.loads(json.dumps(fields))
 
 

@@ -9,11 +9,14 @@ from pathlib import Path
 
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 import pytest
 
 from camtl_jax import checkpoint, experiment, optim, sampling, sharding, train, update
 from camtl_jax.configs import tiny
+from camtl_jax.models.heads import TaskSpec
+from camtl_jax.tasks.base import CLASSIFICATION, REGRESSION, TAGGING
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -296,6 +299,23 @@ def test_mixed_batch_loss_is_mean_of_per_task_means():
   w = np.asarray(update.example_weights(jnp.asarray(task), jnp.asarray(weight), 5, "example_mean"))
   np.testing.assert_allclose(np.sum(w * loss), loss[weight > 0].mean(), rtol=1e-6)
   assert np.all(w[weight == 0] == 0)
+
+
+def test_regression_loss_scale_weights_only_the_regression_tasks():
+  # config.regression_loss_scale=0.5: the regression task's examples count half (the Gaussian
+  # NLL at unit variance), every other weight as without the option, which stays bit-identical.
+  task = jnp.asarray([0, 0, 1, 1, 1, 2])
+  weight = jnp.ones(6, jnp.float32)
+  tasks = [TaskSpec("glue/rte", CLASSIFICATION, 2), TaskSpec("glue/stsb", REGRESSION),
+           TaskSpec("wnut17", TAGGING, 13)]  # what model.tasks holds
+  scale = experiment.task_loss_scale(ml_collections.ConfigDict({"regression_loss_scale": 0.5}),
+                                     tasks)
+  assert scale == (1.0, 0.5, 1.0)
+  assert experiment.task_loss_scale(ml_collections.ConfigDict({}), tasks) is None
+  plain = np.asarray(update.example_weights(task, weight, 3))
+  scaled = np.asarray(update.example_weights(task, weight, 3, "task_mean", scale))
+  np.testing.assert_array_equal(scaled, plain * np.asarray([1, 1, .5, .5, .5, 1], np.float32))
+  np.testing.assert_array_equal(update.example_weights(task, weight, 3, "task_mean", None), plain)
 
 
 def test_bad_configs_fail_before_compilation(tmp_path):

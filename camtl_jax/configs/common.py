@@ -50,6 +50,12 @@ def base() -> ml_collections.ConfigDict:
   # How a mixed batch's losses add (update.py): "task_mean", the mean over the tasks present of
   # each task's mean loss (DESIGN 4.2 step 6); "example_mean", every selected example alike.
   c.loss_weighting = "task_mean"
+  # Scale of the regression tasks' loss (squared error of the standardised target) in the batch's
+  # loss. 1.0: the squared error, as the paper. 0.5: the Gaussian negative log-likelihood at unit
+  # variance, the scale of the classification losses (cross-entropy, also a negative
+  # log-likelihood). A larger regression gradient dominates Adam's second moments on the shared
+  # layers: docs/results/mtu_mixing.md (stop 29) measured COPA beside STS-B.
+  c.regression_loss_scale = 1.0
   c.temperature_alpha = 0.5
   c.grad_accum_steps = 1
 

@@ -21,6 +21,17 @@ PROBES = {
     "mixed_lr3e-4": ("mtu_mixed_lr3e-4", "mtu_probe_lr3e-4.sh", "commit e0588fb"),
     "mixed_c128387": ("mtu_u_levels", "mtu_probe_u_levels.sh", "commit c128387"),
     "paper_c128387": ("mtu_paper_today", "mtu_rerun_today.sh", "commit c128387"),
+    "copa_alone_b4": ("mtu_copa_alone_b4", "mtu_probe_batch.sh", "commit c128387"),
+    "mixed_b16": ("mtu_mixed_b16", "mtu_probe_batch.sh", "commit c128387"),
+    "pair_wnut17_uniform": ("mtu_pair_wnut17", "mtu_probe_pairs.sh", "commit c128387"),
+    "pair_stsb_uniform": ("mtu_pair_glue_stsb", "mtu_probe_pairs.sh", "commit c128387"),
+    "pair_rte_uniform": ("mtu_pair_glue_rte", "mtu_probe_pairs.sh", "commit c128387"),
+    "uniform6_b24": ("mtu_uniform6_b24", "mtu_probe_uniform6.sh", "commit c128387"),
+    "pair_stsb_uniform_scale0.5": ("mtu_pair_stsb_half", "mtu_probe_regression_scale.sh",
+                                   "commit 124df6e"),
+    "mixed_scale0.5": ("mtu_mixed_stsb_half", "mtu_probe_regression_scale.sh", "commit 124df6e"),
+    "mixed_example_mean_scale0.5": ("mtu_mixed_rows_stsb_half", "mtu_probe_example_mean_scale.sh",
+                                    "commit 124df6e"),
 }
 path = repo / "docs/results/mtu_mixing_probes.json"
 out = json.loads(path.read_text()) if path.exists() else {}

@@ -11,7 +11,8 @@ Two ways, the same gradient (tests/test_packing.py):
 The loss is sum_i w_i * (loss_i + aux_loss_i) with w_i = 1 / (n_t(i) * P) (example_weights): the
 mean over the P tasks present of each task's mean loss (DESIGN 4.2 step 6; a task's weight in the
 gradient is 1/P whatever its share of the rows). loss_weighting="example_mean" instead weights every
-selected example alike, w_i = 1 / n: a task's weight is its share of the batch.
+selected example alike, w_i = 1 / n: a task's weight is its share of the batch. Either way
+config.regression_loss_scale multiplies the regression tasks' w_i (experiment.task_loss_scale).
 """
 from __future__ import annotations
 

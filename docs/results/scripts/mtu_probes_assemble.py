@@ -4,7 +4,8 @@
 # finished (the no-WNUT probe was stopped at step 300). A probe whose workdir is gone keeps its
 # committed record; the probes of stop 27 (COPA alone, both runs at seed 1, calibration only) also
 # keep every task's share per log step, and those of
-# stop 29 every task's mean uncertainty too.
+# stop 29 every task's mean uncertainty too; the gradient-balancing probes of stop 30 each task's
+# loss factor per log step.
 #   python docs/results/scripts/mtu_probes_assemble.py REPO
 import json, pathlib, sys
 from camtl_jax import reporting
@@ -32,6 +33,11 @@ PROBES = {
     "mixed_scale0.5": ("mtu_mixed_stsb_half", "mtu_probe_regression_scale.sh", "commit 124df6e"),
     "mixed_example_mean_scale0.5": ("mtu_mixed_rows_stsb_half", "mtu_probe_example_mean_scale.sh",
                                     "commit 124df6e"),
+    "mixed_fixed_balance": ("mtu_fixed_balance", "mtu_probe_fixed_balance.sh", "commit 1411d15"),
+    "mixed_gradient_balance": ("mtu_balance10_s0", "mtu_probe_gradient_balance.sh",
+                               "commit 1411d15 + gradient_balance_probe.patch"),
+    "mixed_gradient_balance_seed1": ("mtu_balance10_s1", "mtu_probe_gradient_balance.sh",
+                                     "commit 1411d15 + gradient_balance_probe.patch"),
 }
 path = repo / "docs/results/mtu_mixing_probes.json"
 out = json.loads(path.read_text()) if path.exists() else {}
@@ -48,6 +54,8 @@ for name, (folder, script, code) in PROBES.items():
            "shares": [{"step": r["step"], "shares": r["task_share"]} for r in records],
            "uncertainty": [{"step": r["step"], "uncertainty": r["task_uncertainty"]}
                            for r in records]}
+  if "task_loss_scale" in records[-1]:  # the gradient-balancing probes: each task's loss factor
+    probe["loss_factors"] = [{"step": r["step"], "factors": r["task_loss_scale"]} for r in records]
   if (workdir / "results.json").exists():
     summary = reporting.sampling_summary(workdir)
     late = [iv for iv in summary["interval_shares"] if iv["step"] > summary["total_steps"] // 10]

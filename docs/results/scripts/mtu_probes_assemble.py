@@ -38,6 +38,8 @@ PROBES = {
                                "commit 1411d15 + gradient_balance_probe.patch"),
     "mixed_gradient_balance_seed1": ("mtu_balance10_s1", "mtu_probe_gradient_balance.sh",
                                      "commit 1411d15 + gradient_balance_probe.patch"),
+    **{f"{arm}_46901a5_seed{s}": (f"mtu_{arm}_stop30_s{s}", "mtu_rerun_stop30.sh", "commit 46901a5")
+       for arm in ("mixed", "paper") for s in (0, 1)},
 }
 path = repo / "docs/results/mtu_mixing_probes.json"
 out = json.loads(path.read_text()) if path.exists() else {}

@@ -16,7 +16,8 @@ import jax
 import numpy as np
 import pytest
 
-from camtl_jax import aot, experiment, sharding
+from camtl_jax import experiment, sharding
+from camtl_jax.perf import aot
 from camtl_jax.models import camtl
 from camtl_jax.configs import mtl24_large, tiny
 

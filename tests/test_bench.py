@@ -9,7 +9,8 @@ import jax
 import numpy as np
 import pytest
 
-from camtl_jax import aot, bench, experiment
+from camtl_jax import experiment
+from camtl_jax.perf import aot, bench
 from camtl_jax.models import camtl
 from camtl_jax.configs import tiny
 
@@ -130,7 +131,7 @@ def test_bench_times_hf_pytorch_reference_in_lockstep(tmp_path):
 def test_glue5_base_runs_the_bert_base_shape_on_the_same_candidates():
   """bench:glue5-base: the real-data bench at BERT-base's shape, random weights whose tree the
   model accepts, the tasks and tokenizer of glue5 (MiniLM's vocabulary fits BERT's)."""
-  from camtl_jax import bench_real  # pylint: disable=import-outside-toplevel
+  from camtl_jax.perf import bench_real  # pylint: disable=import-outside-toplevel
   from camtl_jax.configs import bench as bench_configs  # pylint: disable=import-outside-toplevel
   config = bench_configs.get_config("glue5-base")
   config.encoder_layers = 2

@@ -82,7 +82,7 @@ def test_other_commands_report_mistakes_in_one_line(tmp_path):
 
 def test_shipped_and_file_configs_load_from_any_folder(tmp_path):
   by_name = _run("camtl_jax.cli.params", "--config", "tiny", cwd=tmp_path)
-  by_path = _run("camtl_jax.cli.params", "--config", str(REPO / "camtl_jax/configs/tiny.py"),
+  by_path = _run("camtl_jax.cli.params", "--config", str(REPO / "configs/tiny.py"),
                  cwd=tmp_path)
   assert by_name.returncode == by_path.returncode == 0, by_name.stderr + by_path.stderr
   assert by_name.stdout == by_path.stdout and "5 tasks" in by_name.stdout
@@ -90,7 +90,8 @@ def test_shipped_and_file_configs_load_from_any_folder(tmp_path):
 
 def test_constants_the_commands_repeat_for_a_fast_help_equal_the_librarys():
   """cli/ modules spell out a few library constants so --help imports nothing heavy."""
-  from camtl_jax import aot, bench, predict
+  from camtl_jax import predict
+  from camtl_jax.perf import aot, bench
   from camtl_jax.cli import bench as cli_bench, compile_tpu, predict as cli_predict
   assert cli_bench.VARIANTS == bench.ORDER and cli_bench.OPTIONAL == bench.OPTIONAL
   assert compile_tpu.NOMINAL_ROWS_PER_TASK == aot.NOMINAL_ROWS_PER_TASK

@@ -28,7 +28,7 @@ def test_every_shipped_config_is_tested_and_loads_by_name_from_any_folder(tmp_pa
   assert sorted(set(common.shipped_configs()) - {"bench"}) == sorted(CONFIGS)
   monkeypatch.chdir(tmp_path)
   assert common.load_config("single_task:glue/cola").tasks == ("glue/cola",)
-  path = common.CONFIG_DIR / "tiny.py"
+  path = common.config_dir() / "tiny.py"
   assert common.load_config(str(path), ["batch_size=4"]).batch_size == 4
 
 

@@ -4,7 +4,7 @@ import jax
 import jax.numpy as jnp
 import pytest
 
-from camtl_jax import profiling
+from camtl_jax.perf import profiling
 from camtl_jax.cli import bench as bench_cli
 
 

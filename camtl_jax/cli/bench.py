@@ -56,7 +56,7 @@ def _bench(args) -> None:
   variants = _variants(args.variants)
   config = common.load_config(args.config, args.overrides)
   if config.get("bench_real_data", False):  # bench:glue5: real candidates, packed vs padded
-    from camtl_jax import bench_real  # pylint: disable=import-outside-toplevel
+    from camtl_jax.perf import bench_real  # pylint: disable=import-outside-toplevel
     report = bench_real.real_data_benchmark(config, args.steps, args.matmul_size,
                                             log=lambda s: print(s, flush=True),
                                             profile_dir=args.profile)
@@ -67,7 +67,7 @@ def _bench(args) -> None:
   if args.profile:
     raise common.UserError("--profile traces the packed step of bench:glue5 (real candidates); "
                            f"config {args.config!r} is a synthetic bench")
-  from camtl_jax import bench  # pylint: disable=import-outside-toplevel
+  from camtl_jax.perf import bench  # pylint: disable=import-outside-toplevel
   report = bench.benchmark(config, args.steps, args.matmul_size, variants,
                            log=lambda s: print(s, flush=True))
   print(bench.format_table(report))

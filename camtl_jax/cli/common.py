@@ -2,7 +2,7 @@
 
 All commands use argparse (stdlib: a parser per call, testable in-process, a fast --help since no
 command imports JAX before its arguments are parsed). A config is named by
-  NAME[:ARG]          a shipped config, camtl_jax/configs/NAME.py (`demo`, `tiny`, `glue_base`, ...)
+  NAME[:ARG]          a shipped config, configs/NAME.py (`demo`, `tiny`, `glue_base`, ...)
   PATH.py[:ARG]       any get_config(arg) file, from any working directory
 and its fields are overridden with `--config.field=value` (or `--config.field value`), as with
 ml_collections' config flags: the value is a Python literal (tuples, numbers, True/False; a bare
@@ -24,7 +24,6 @@ import sys
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
 NOT_CONFIGS = ("__init__", "common")
 # Exceptions that mean "the user asked for something wrong", not a bug: one line, exit 2.
 USER_ERRORS: tuple[type[BaseException], ...] = (ValueError, FileNotFoundError, FileExistsError,
@@ -39,9 +38,15 @@ class UserError(ValueError):
 # Configs
 
 
+def config_dir() -> Path:
+  """The shipped configs' folder: the repository's configs/, installed as camtl_jax.configs."""
+  from camtl_jax import configs  # pylint: disable=import-outside-toplevel
+  return Path(configs.__file__).resolve().parent
+
+
 def shipped_configs() -> list[str]:
-  """Names of the configs in camtl_jax/configs (what --config NAME accepts)."""
-  return sorted(p.stem for p in CONFIG_DIR.glob("*.py") if p.stem not in NOT_CONFIGS)
+  """Names of the shipped configs (what --config NAME accepts)."""
+  return sorted(p.stem for p in config_dir().glob("*.py") if p.stem not in NOT_CONFIGS)
 
 
 def config_path(spec: str) -> tuple[Path, str | None]:
@@ -58,7 +63,7 @@ def config_path(spec: str) -> tuple[Path, str | None]:
     hint = f"did you mean {close[0]!r}? " if close else ""
     raise UserError(f"unknown config {head!r}: {hint}shipped configs are "
                     f"{', '.join(shipped_configs())} (or pass a path to a .py file)")
-  return CONFIG_DIR / f"{head}.py", arg if sep else None
+  return config_dir() / f"{head}.py", arg if sep else None
 
 
 def load_config(spec: str, overrides: Sequence[str] = ()):

@@ -35,7 +35,7 @@ def _compile(args) -> int:
   config = common.load_config(args.config, args.overrides)
   # This host only compiles: keep JAX's own backend on the CPU (never probe for a local TPU).
   os.environ.setdefault("JAX_PLATFORMS", "cpu")
-  from camtl_jax import aot  # pylint: disable=import-outside-toplevel
+  from camtl_jax.perf import aot  # pylint: disable=import-outside-toplevel
   report = aot.compile_for_topology(config, args.topology, args.rows_per_task)
   print(aot.format_report(report))
   if args.json:

@@ -1,7 +1,8 @@
 """Profile of the bench:minilm forward_plain program (b=32, T=4): thunk seconds per op (profiling.py).
 python docs/results/scripts/profile_forward.py  (writes the trace to /tmp/diag/trfwd)"""
 import jax, collections
-from camtl_jax import bench, experiment, sharding, profiling
+from camtl_jax import experiment, sharding
+from camtl_jax.perf import bench, profiling
 from camtl_jax.configs import bench as bc
 config = bc.get_config("minilm"); config.batch_size = 32
 mesh = sharding.make_mesh(config.mesh.model)

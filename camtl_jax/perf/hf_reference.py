@@ -7,7 +7,7 @@ same work done by the PyTorch model users would otherwise pick:
   hf_train    forward, backward and an AdamW step on b examples, everything trainable (our
               plain_all_trainable's work)
 
-The PyTorch model lives in its own resident process (`python -m camtl_jax.hf_reference`), built
+The PyTorch model lives in its own resident process (`python -m camtl_jax.perf.hf_reference`), built
 once from a BertConfig of the bench's encoder shape with random weights (only shapes matter), and
 runs one call per request: the bench calls it in turn with its own programs (bench.
 time_round_robin), so a busy moment of a shared machine hits both. The worker uses as many torch
@@ -62,7 +62,7 @@ class Worker:
 
   def __init__(self, shape: ReferenceShape):
     self.log = tempfile.NamedTemporaryFile("w+", suffix=".log", prefix="camtl_hf_reference_")
-    self.proc = subprocess.Popen([sys.executable, "-m", "camtl_jax.hf_reference"],
+    self.proc = subprocess.Popen([sys.executable, "-m", "camtl_jax.perf.hf_reference"],
                                  stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.log,
                                  text=True)
     self.request({"setup": dataclasses.asdict(shape)})

@@ -36,7 +36,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from camtl_jax import aot, bench, experiment, input_pipeline, optim, packing, profiling, sharding
+from camtl_jax import experiment, input_pipeline, optim, packing, sharding
+from camtl_jax.perf import aot, bench, profiling
 from camtl_jax import train, update
 from camtl_jax.models import bert
 

@@ -59,7 +59,8 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from camtl_jax import aot, experiment, hf_reference, sharding, train
+from camtl_jax import experiment, sharding, train
+from camtl_jax.perf import aot, hf_reference
 from camtl_jax.models import bert
 from camtl_jax.models.heads import TaskSpec
 from camtl_jax.tasks import base

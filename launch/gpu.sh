@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Train on one NVIDIA GPU with bfloat16 compute (parameters and optimizer state stay float32).
 #
-#   launch/gpu.sh [--dry-run] [--no-install] [--mem-fraction F] [--config FILE] [--workdir DIR]
+#   launch/gpu.sh [--dry-run] [--no-install] [--mem-fraction F] [--config NAME|FILE] [--workdir DIR]
 #                 [-- MAIN_FLAGS...]
 #   launch/gpu.sh --config glue_base --workdir /data/runs/glue_base -- \
 #       --config.model_path=/data/ckpt/bert-base-uncased --config.data_dir=/data/benchmarks
@@ -18,14 +18,15 @@ WORKDIR=/tmp/camtl_gpu
 EXTRA=()
 
 usage() { sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//'; }
-die() { echo "gpu.sh: $*" >&2; exit 1; }
+die() { echo "gpu.sh: error: $*" >&2; exit 2; }
+. "$(dirname "$0")/_config.sh"
 
 while [[ $# -gt 0 ]]; do
   case "$1" in
     --dry-run) DRY_RUN=1; shift ;;
     --no-install) INSTALL=0; shift ;;
     --mem-fraction) MEM_FRACTION="${2:?--mem-fraction needs a value in (0, 1]}"; shift 2 ;;
-    --config) CONFIG="${2:?--config needs a file}"; shift 2 ;;
+    --config) CONFIG="${2:?--config needs a NAME or FILE}"; shift 2 ;;
     --workdir) WORKDIR="${2:?--workdir needs a directory}"; shift 2 ;;
     -h|--help) usage; exit 0 ;;
     --) shift; EXTRA=("$@"); break ;;
@@ -33,10 +34,10 @@ while [[ $# -gt 0 ]]; do
   esac
 done
 
+CONFIG=$(resolve_config "$CONFIG" gpu.sh) || exit 2
 cd "$(dirname "$0")/.."
-[[ -f "$CONFIG" ]] || die "config file '$CONFIG' not found"
 
-JAX_VERSION=$(python -c "import jax; print(jax.__version__)" 2>/dev/null || echo "")
+JAX_VERSION=$(installed_version jax)
 JAX_SPEC="jax[cuda12]${JAX_VERSION:+==$JAX_VERSION}"
 # XLA preallocates this fraction of GPU memory once (no fragmentation, no re-allocation);
 # the rest stays free for cuDNN/cuBLAS workspaces and other processes.
@@ -45,9 +46,11 @@ CMD=(python -m camtl_jax.main --config "$CONFIG" --workdir "$WORKDIR" --config.d
      "${EXTRA[@]}")
 
 echo "gpu.sh: single-GPU run, bfloat16 compute"
-[[ "$INSTALL" == 1 ]] && echo "  install: pip install -U \"$JAX_SPEC\" && pip install -e ."
-echo "  env: ${ENV[*]}"
-echo "  run: ${CMD[*]}"
+if [[ "$INSTALL" == 1 ]]; then
+  echo "  \$ $(quote_args pip install -q -U "$JAX_SPEC")"
+  echo "  \$ $(quote_args pip install -q -e .)"
+fi
+echo "  \$ $(quote_args env "${ENV[@]}" "${CMD[@]}")"
 echo "  results: $WORKDIR/results.txt, $WORKDIR/results.json"
 if [[ "$DRY_RUN" == 1 ]]; then
   command -v nvidia-smi >/dev/null || echo "  (note: nvidia-smi not found here; a real run stops)"

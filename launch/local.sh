@@ -2,7 +2,7 @@
 # Train on this machine's CPU, optionally split over N fake CPU devices (the same sharded program
 # that runs on a pod; useful to check multi-device runs without hardware).
 #
-#   launch/local.sh [--dry-run] [--devices N] [--config FILE] [--workdir DIR] [-- MAIN_FLAGS...]
+#   launch/local.sh [--dry-run] [--devices N] [--config NAME|FILE] [--workdir DIR] [-- MAIN_FLAGS...]
 #   launch/local.sh --devices 8 --config tiny --workdir /tmp/camtl_tiny8
 #
 # Everything after `--` goes to `python -m camtl_jax.main` (e.g. --config.total_steps=20).
@@ -15,13 +15,14 @@ WORKDIR=/tmp/camtl_local
 EXTRA=()
 
 usage() { sed -n '2,9p' "$0" | sed 's/^# \{0,1\}//'; }
-die() { echo "local.sh: $*" >&2; exit 1; }
+die() { echo "local.sh: error: $*" >&2; exit 2; }
+. "$(dirname "$0")/_config.sh"
 
 while [[ $# -gt 0 ]]; do
   case "$1" in
     --dry-run) DRY_RUN=1; shift ;;
     --devices) DEVICES="${2:?--devices needs a number}"; shift 2 ;;
-    --config) CONFIG="${2:?--config needs a file}"; shift 2 ;;
+    --config) CONFIG="${2:?--config needs a NAME or FILE}"; shift 2 ;;
     --workdir) WORKDIR="${2:?--workdir needs a directory}"; shift 2 ;;
     -h|--help) usage; exit 0 ;;
     --) shift; EXTRA=("$@"); break ;;
@@ -30,8 +31,8 @@ while [[ $# -gt 0 ]]; do
 done
 [[ "$DEVICES" =~ ^[1-9][0-9]*$ ]] || die "--devices must be a positive integer, got '$DEVICES'"
 
+CONFIG=$(resolve_config "$CONFIG" local.sh) || exit 2
 cd "$(dirname "$0")/.."
-[[ -f "$CONFIG" ]] || die "config file '$CONFIG' not found (run from anywhere; paths are relative to the repository)"
 
 ENV=(JAX_PLATFORMS=cpu)
 if [[ "$DEVICES" -gt 1 ]]; then
@@ -40,8 +41,7 @@ fi
 CMD=(python -m camtl_jax.main --config "$CONFIG" --workdir "$WORKDIR" "${EXTRA[@]}")
 
 echo "local.sh: CPU run on $DEVICES device(s)"
-echo "  env: ${ENV[*]}"
-echo "  run: ${CMD[*]}"
+echo "  \$ $(quote_args env "${ENV[@]}" "${CMD[@]}")"
 echo "  results: $WORKDIR/results.txt, $WORKDIR/results.json (rerunning resumes from $WORKDIR/checkpoints)"
 if [[ "$DRY_RUN" == 1 ]]; then
   echo "(dry run: nothing executed)"

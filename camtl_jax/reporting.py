@@ -5,6 +5,7 @@ once per log interval (one device->host transfer per interval, not per step).
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
@@ -14,6 +15,8 @@ from typing import Any, Sequence
 
 import jax
 import numpy as np
+
+from camtl_jax import atomic
 
 log = logging.getLogger(__name__)
 
@@ -41,12 +44,17 @@ class Reporter:
     self.history_path = workdir / "history.jsonl"
     self.writer = self.bar = None
     self._in_flight: list[tuple[int, Any]] = []
+    self._logging = contextlib.ExitStack()
     if enabled:
       from tensorboardX import SummaryWriter
       from tqdm import tqdm
+      from tqdm.contrib.logging import logging_redirect_tqdm
       truncate_history(self.history_path, start_step)
       self.writer = SummaryWriter(str(workdir / "tensorboard"))
       self.bar = tqdm(total=total_steps, initial=start_step, unit="step", dynamic_ncols=True)
+      # While the bar is shown, log lines ("compiling the train step ...") are written above it
+      # (tqdm.write) instead of onto the bar's own line.
+      self._logging.enter_context(logging_redirect_tqdm())
     self._last = (start_step, time.perf_counter())
 
   def log_train(self, step: int, sums: dict[str, np.ndarray], learning_rate: float) -> dict:
@@ -121,8 +129,16 @@ class Reporter:
     self.writer.flush()
 
   def close(self) -> None:
+    """Moves the bar to the last dispatched step once it has finished (advance follows finished
+    steps IN_FLIGHT behind), then closes the bar, the logging redirection and the writer."""
     if self.enabled:
+      if self._in_flight:
+        step, metrics = self._in_flight[-1]
+        jax.block_until_ready(metrics["steps"])
+        self.bar.update(step - self.bar.n)
+        self._in_flight.clear()
       self.bar.close()
+      self._logging.close()
       self.writer.close()
 
 
@@ -139,31 +155,67 @@ def finite_or_null(value: Any) -> Any:
 
 def truncate_history(path: Path, step: int) -> None:
   """Drops history records after `step`: a run killed after logging but before its checkpoint
-  re-runs those steps on resume, and would otherwise log them twice."""
+  re-runs those steps on resume, and would otherwise log them twice. A torn last line (a crash or
+  a full disk during its write) is dropped with a warning: it was written after the newest
+  checkpoint, whose step the resumed run logs again. Rewritten atomically."""
   if not path.exists():
     return
-  kept = [line for line in path.read_text().splitlines()
-          if line.strip() and json.loads(line).get("step", 0) <= step]
-  path.write_text("".join(line + "\n" for line in kept))
+  kept = [line for line in read_history_lines(path, drop_torn_end=True)
+          if json.loads(line).get("step", 0) <= step]
+  atomic.write_text(path, "".join(line + "\n" for line in kept))
+
+
+def read_history_lines(path: Path, drop_torn_end: bool = False) -> list[str]:
+  """The non-blank lines of a history.jsonl, each checked to be JSON. A line that is not: a
+  ValueError naming the file and line, except a torn last line with drop_torn_end (dropped, with
+  a warning naming the file)."""
+  lines = [(i, line) for i, line in enumerate(path.read_text().splitlines(), 1) if line.strip()]
+  for n, (i, line) in enumerate(lines):
+    try:
+      json.loads(line)
+    except json.JSONDecodeError as e:
+      if drop_torn_end and n == len(lines) - 1:
+        log.warning("%s, line %d: dropping a half-written last record (%s): %r", path, i, e.msg,
+                    line[:80])
+        return [text for _, text in lines[:-1]]
+      raise ValueError(f"{path}, line {i}: not a JSON record ({e.msg} at column {e.colno})"
+                       ) from None
+  return [text for _, text in lines]
 
 
 def train_records(history_path: Path) -> list[dict]:
   """The train-interval records of a history.jsonl (evaluation records left out)."""
-  records = [json.loads(line) for line in history_path.read_text().splitlines() if line.strip()]
+  records = [json.loads(line) for line in read_history_lines(history_path, drop_torn_end=True)]
   return [r for r in records if "task_share" in r]
 
 
-def plot_sampling(history_path: Path, out_png: Path) -> None:
+# The log axis of 1 - u cannot show 0: values below this floor (u = 1 to float precision) are drawn
+# at it, with their own marker and a note, not as if they were real dips.
+CERTAINTY_FLOOR = 1e-6
+
+
+def certainty(records: Sequence[dict], name: str) -> tuple[np.ndarray, np.ndarray]:
+  """(1 - u of a task per train record, NaN where u was not finite; bool: below CERTAINTY_FLOOR),
+  u being the task's candidates' mean uncertainty in that log interval."""
+  u = np.array([np.nan if r["task_uncertainty"][name] is None else r["task_uncertainty"][name]
+                for r in records], float)
+  values = 1.0 - u
+  return values, values < CERTAINTY_FLOOR
+
+
+def plot_sampling(history_path: Path, out_png: Path) -> dict[str, int]:
   """PNG: per-task share of the selected examples over training and, for MT-U (samplers that
-  score candidates), the candidates' mean certainty 1 - u on a log axis, where the small
-  differences that decide the top-b cut are visible (u itself sits near 1 for every task)."""
+  score candidates), the candidates' mean certainty 1 - u (u: their mean uncertainty) on a log
+  axis, where the small differences that decide the top-b cut are visible (u itself sits near 1
+  for every task). Returns, per task, how many points were below CERTAINTY_FLOOR (drawn at the
+  floor with a triangle marker, and said so in the panel's title)."""
   import matplotlib
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
   records = train_records(history_path)
   if not records:
-    return
-  steps = [r["step"] for r in records]
+    return {}
+  steps = np.array([r["step"] for r in records])
   names = list(records[0]["task_share"])
   scored = any(v for r in records for v in r["task_uncertainty"].values())
   fig, axes = plt.subplots(1, 2 if scored else 1, figsize=(12 if scored else 6.5, 4.2),
@@ -174,18 +226,28 @@ def plot_sampling(history_path: Path, out_png: Path) -> None:
   ax_share.set(title="share of the selected examples per log interval", xlabel="step",
                ylabel="share of the batch", ylim=(0, 1))
   ax_share.legend(fontsize="small")
+  clamped = {}
   if scored:
     ax_u = axes[0, 1]
     for name in names:
-      certainty = [max(1.0 - (r["task_uncertainty"][name] or 0.0), 1e-6) for r in records]
-      ax_u.plot(steps, certainty, label=name)
+      values, low = certainty(records, name)
+      (line,) = ax_u.plot(steps, np.maximum(values, CERTAINTY_FLOOR), label=name)
+      if low.any():
+        ax_u.plot(steps[low], np.full(int(low.sum()), CERTAINTY_FLOOR), "v", ls="none",
+                  color=line.get_color())
+      clamped[name] = int(low.sum())
     ax_u.set_yscale("log")
-    ax_u.set(title="candidates' mean certainty 1 - u (lower: picked more)", xlabel="step",
-             ylabel="1 - u (log)")
+    title = "candidates' mean certainty 1 - u (u: mean uncertainty; lower: picked more)"
+    if any(clamped.values()):
+      title += (f"\n\u25bd: 1 - u below {CERTAINTY_FLOOR:g} (u = 1 to float precision), "
+                f"drawn at {CERTAINTY_FLOOR:g}")
+    ax_u.set(title=title, xlabel="step", ylabel="1 - u (log scale)")
+    ax_u.title.set_fontsize("small")
     ax_u.legend(fontsize="small")
   fig.tight_layout()
   fig.savefig(out_png, dpi=100)
   plt.close(fig)
+  return clamped
 
 
 def sampling_summary(workdir: Path) -> dict:
@@ -231,10 +293,10 @@ def percent(fraction: float) -> str:
 def write_results(workdir: Path, summary: dict[str, Any]) -> None:
   """WORKDIR/results.json (the summary: step, score, results, aggregates, data_used), the table
   in results.txt and on stdout, and sampling.png from the history."""
-  (workdir / "results.json").write_text(json.dumps(summary, indent=2))
+  atomic.write_text(workdir / "results.json", json.dumps(summary, indent=2))
   table = results_table(summary["results"], summary["data_used"], summary["score"],
                         summary["step"])
-  (workdir / "results.txt").write_text(table + "\n")
+  atomic.write_text(workdir / "results.txt", table + "\n")
   print(table)
   history = workdir / "history.jsonl"
   if history.exists():

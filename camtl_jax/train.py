@@ -341,9 +341,10 @@ def _learning_rate(config, step: int) -> float:
 class Interrupted(Exception):
   """SIGTERM / Ctrl-C: the current step was saved; rerunning the same command resumes."""
 
-  def __init__(self, step: int, workdir: Path):
+  def __init__(self, step: int, workdir: Path, exit_status: int = 143):
     super().__init__(f"stopped at step {step}; rerun the same command to resume from {workdir}")
     self.step = step
+    self.exit_status = exit_status  # workdir.StopSignals.exit_status: 130 SIGINT, 143 SIGTERM
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir_path: str) -> dict:
@@ -356,7 +357,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir_path: str) -> 
   workdir.refuse_other_runs(config, path)
   path.mkdir(parents=True, exist_ok=True)
   is_main = jax.process_index() == 0
-  lock = checkpoint.WorkdirLock(path) if is_main else None
+  lock = workdir.WorkdirLock(path) if is_main else None
   if lock:
     lock.acquire()
   try:
@@ -392,7 +393,7 @@ def _train(config, path: Path, is_main: bool) -> dict:
           "evals": meta.get("evals", {})}
   reporter = reporting.Reporter(path, [t.name for t in run.tasks], config.total_steps,
                                 int(state["step"]), config.batch_size, enabled=is_main)
-  signals = checkpoint.StopSignals(enabled=jax.process_count() == 1)
+  signals = workdir.StopSignals(enabled=jax.process_count() == 1)
   try:
     state = _loop(run, manager, state, meta, p_train, evaluator, reporter, signals)
   finally:
@@ -431,7 +432,7 @@ def _loop(run, manager, state, meta, p_train, evaluator, reporter, signals) -> S
     checkpoint.save(manager, done, state, meta, score, force=score is not None or stop)
     if stop:
       manager.wait_until_finished()
-      raise Interrupted(done, run.workdir)
+      raise Interrupted(done, run.workdir, signals.exit_status)
   return state
 
 

@@ -9,23 +9,31 @@
 rebuilt from the checkpoint's fingerprint, the tokenizer) without the config file that trained it:
 prediction, export and adaptation start from it. The selected checkpoint is the one with the best
 dev score, else the latest.
+
+`WorkdirLock` (WORKDIR/.lock) keeps two runs out of one workdir; `StopSignals` turns SIGTERM and a
+first Ctrl-C into a save and a stop.
 """
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import functools
 import json
 import logging
+import os
+import signal
+import socket
+import threading
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
 import jax
 import ml_collections
 
-from camtl_jax import checkpoint, evaluate, experiment
+from camtl_jax import atomic, checkpoint, evaluate, experiment
 from camtl_jax.models import bert
 from camtl_jax.models import camtl as camtl_lib
-from camtl_jax.tasks import base, registry
+from camtl_jax.tasks import base, registry, spec
 from camtl_jax.tasks.base import Task
 
 log = logging.getLogger(__name__)
@@ -39,23 +47,24 @@ TASKS_FILE = "tasks.json"
 
 
 def write_config(workdir: Path, config: ml_collections.ConfigDict) -> None:
-  """WORKDIR/config.json."""
-  (workdir / CONFIG_FILE).write_text(config.to_json(indent=2) + "\n")
+  """WORKDIR/config.json (atomically: a crash leaves the old file or the new one)."""
+  atomic.write_text(workdir / CONFIG_FILE, config.to_json(indent=2) + "\n")
 
 
 def task_records(tasks: Sequence[Task], stats: Sequence[tuple[float, float]]) -> list[dict]:
   """What prediction needs about each task beyond the config (custom tasks' labels, and the train
-  split's regression statistics)."""
+  split's regression statistics; a spec-file task's whole entry, its inferred labels included)."""
   return [{"name": t.name, "type": t.type, "labels": list(t.labels),
            "num_choices": t.num_choices, "metrics": list(t.metrics),
-           "target_mean": float(mean), "target_std": float(std)}
+           "target_mean": float(mean), "target_std": float(std),
+           **({"spec": dict(t.spec)} if t.spec else {})}
           for t, (mean, std) in zip(tasks, stats)]
 
 
 def write_task_records(workdir: Path, tasks: Sequence[Task],
                        stats: Sequence[tuple[float, float]]) -> None:
-  """WORKDIR/tasks.json."""
-  (workdir / TASKS_FILE).write_text(json.dumps(task_records(tasks, stats), indent=2) + "\n")
+  """WORKDIR/tasks.json (atomically)."""
+  atomic.write_text(workdir / TASKS_FILE, json.dumps(task_records(tasks, stats), indent=2) + "\n")
 
 
 # ------------------------------------------------------------------------------------------------
@@ -161,7 +170,10 @@ def select_step(workdir: Path) -> int:
 
 def task_from_record(record: Mapping[str, Any]) -> Task:
   """The registry's Task of that name (checked against the record), else one built from it (a
-  custom task of the training run that is not registered in this process)."""
+  custom task of the training run that is not registered in this process; a spec-file task with
+  its reader, from its recorded entry: no spec file needed)."""
+  if record.get("spec"):
+    return spec.task_from_record(record["spec"])
   if record["name"] in registry.TASKS:
     task = registry.TASKS[record["name"]]
     if task.type != record["type"] or list(task.labels) != list(record["labels"]):
@@ -250,7 +262,7 @@ def refuse_other_runs(config, path: Path) -> None:
     return
   saved = dict(meta.get("fingerprint") or {})
   model = experiment.build_model(config, experiment.encoder_shape(config),
-                                 experiment.task_specs(experiment.get_tasks(config.tasks)))
+                                 experiment.task_specs(experiment.config_tasks(config)))
   current = experiment.fingerprint(config, model, saved.get("train_rows", []))
   checkpoint.check_fingerprint(saved, current, path)
   check_trajectory(config, meta, path)
@@ -267,3 +279,159 @@ def check_trajectory(config, saved_meta: dict, path: Path) -> None:
         "--config.allow_resume_changes=True")
   if diffs:
     log.warning("resuming with changed settings (allow_resume_changes): %s", "; ".join(diffs))
+
+
+# ------------------------------------------------------------------------------------------------
+# The lock and the stop signals
+
+LOCK_FILE = ".lock"
+
+
+class WorkdirLocked(ValueError):
+  """Another run, alive or on another host, holds the workdir's lock."""
+
+
+class WorkdirLock:
+  """WORKDIR/.lock, so that two runs never write one workdir (interleaved checkpoints; one run's
+  start-up cleanup deleting the other's in-progress save).
+
+  Created atomically (O_CREAT | O_EXCL) holding JSON {host, pid, started}. A lock whose process is
+  gone (this host, no such pid) is taken over with a warning; one from another host counts as live,
+  as its pid cannot be checked from here. Take it on one process of a run (the primary host): the
+  other hosts of the same run would see that lock as another run's.
+
+    with WorkdirLock(workdir): ...     # or: lock = WorkdirLock(workdir); lock.acquire(); ...
+  """
+
+  def __init__(self, workdir: str | Path):
+    self.workdir = Path(workdir).expanduser().resolve()
+    self.path = self.workdir / LOCK_FILE
+    self._record: dict | None = None  # what we wrote, while we hold the lock
+
+  def __enter__(self) -> WorkdirLock:
+    return self.acquire()
+
+  def __exit__(self, *exc: Any) -> None:
+    self.release()
+
+  @property
+  def held(self) -> bool:
+    return self._record is not None
+
+  def acquire(self) -> WorkdirLock:
+    """Takes the lock; WorkdirLocked when another live run holds it."""
+    if self.held:
+      return self
+    self.workdir.mkdir(parents=True, exist_ok=True)
+    record = {"host": socket.gethostname(), "pid": os.getpid(),
+              "started": datetime.datetime.now().astimezone().isoformat(timespec="seconds")}
+    for _ in range(3):  # a stale lock taken over, or a lock released meanwhile: try again
+      try:
+        fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+      except FileExistsError:
+        owner = _read_lock(self.path)
+        if owner is not None and not _is_stale(owner):
+          raise WorkdirLocked(self._message(owner)) from None
+        if owner is not None:
+          self._take_over(owner)
+        continue
+      with os.fdopen(fd, "w") as f:
+        json.dump(record, f)
+      self._record = record
+      return self
+    raise WorkdirLocked(self._message(_read_lock(self.path) or {}))
+
+  def release(self) -> None:
+    """Removes the lock if this object holds it and the file is still ours."""
+    if self._record is not None and _read_lock(self.path) == self._record:
+      self.path.unlink(missing_ok=True)
+    self._record = None
+
+  def _take_over(self, owner: dict) -> None:
+    """Removes a dead process's lock, unless a concurrent run replaced it meanwhile."""
+    aside = self.path.with_name(f"{LOCK_FILE}.stale.{os.getpid()}")
+    try:
+      os.rename(self.path, aside)
+    except FileNotFoundError:
+      return
+    if _read_lock(aside) != owner:  # moved a concurrent run's fresh lock: put it back
+      try:
+        os.link(aside, self.path)
+      except FileExistsError:  # a third run took the lock meanwhile
+        pass
+      aside.unlink()
+      raise WorkdirLocked(self._message(_read_lock(self.path) or {}))
+    aside.unlink()
+    log.warning("taking over the lock %s of pid %s on %s (started %s), which is no longer running",
+                self.path, owner.get("pid"), owner.get("host"), owner.get("started"))
+
+  def _message(self, owner: dict) -> str:
+    if not owner:
+      return (f"{self.workdir} is locked by {self.path}, which is unreadable; another run may be "
+              f"using this workdir. If none is, delete {self.path}.")
+    here = socket.gethostname()
+    text = (f"{self.workdir} is in use by another run (host {owner.get('host')}, pid "
+            f"{owner.get('pid')}, started {owner.get('started')}); wait for it to end or use "
+            "another --workdir.")
+    if owner.get("host") != here:
+      text += f" Its pid cannot be checked from {here}."
+    return text + f" If that run is gone, delete {self.path}."
+
+
+def _read_lock(path: Path) -> dict | None:
+  """A lock file's JSON; None when it is gone; {} when unreadable (being written, or damaged)."""
+  try:
+    record = json.loads(path.read_text())
+  except FileNotFoundError:
+    return None
+  except (OSError, ValueError):
+    return {}
+  return record if isinstance(record, dict) else {}
+
+
+def _is_stale(owner: dict) -> bool:
+  """True when the lock's process was on this host and no longer exists."""
+  pid = owner.get("pid")
+  if owner.get("host") != socket.gethostname() or not isinstance(pid, int) or pid <= 0:
+    return False
+  try:
+    os.kill(pid, 0)  # signal 0: only checks that the process exists
+  except ProcessLookupError:
+    return True
+  except PermissionError:  # exists, another user's
+    return False
+  return False
+
+
+class StopSignals:
+  """SIGTERM and a first Ctrl-C set a flag the loop reads after each step (it then saves and
+  stops); a second Ctrl-C interrupts at once. Single-process runs only: on a pod every process
+  must stop at the same step, which Orbax's preemption sync (reached_preemption) arranges.
+
+  exit_status: what the command exits with after such a stop, 128 + the signal's number (130
+  for SIGINT, 143 for SIGTERM), the shell's convention for a process ended by a signal, so that
+  `camtl-train ... && camtl-export ...` and batch schedulers see the run as unfinished.
+  """
+
+  def __init__(self, enabled: bool):
+    self.requested = False
+    self.signum = signal.SIGTERM  # a preemption noticed by Orbax counts as a SIGTERM
+    self._previous = {}
+    if enabled and threading.current_thread() is threading.main_thread():
+      for sig in (signal.SIGTERM, signal.SIGINT):
+        self._previous[sig] = signal.signal(sig, self._handle)
+
+  @property
+  def exit_status(self) -> int:
+    return 128 + int(self.signum)
+
+  def _handle(self, signum, frame):
+    if self.requested and signum == signal.SIGINT:
+      raise KeyboardInterrupt
+    self.requested, self.signum = True, signal.Signals(signum)
+    log.warning("%s: saving and stopping after this step (Ctrl-C again to abort)",
+                signal.Signals(signum).name)
+
+  def restore(self) -> None:
+    for sig, handler in self._previous.items():
+      signal.signal(sig, handler)

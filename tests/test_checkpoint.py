@@ -1,10 +1,8 @@
 """checkpoint.py on a small pytree state (no model): the best step kept across resumes, unreadable
-checkpoints moved aside, fingerprint diffs and read_fingerprint, the state checksum, WorkdirLock."""
+checkpoints moved aside, fingerprint diffs and read_fingerprint, the state checksum."""
 import json
 import logging
 import os
-import socket
-import subprocess
 import sys
 import types
 
@@ -296,78 +294,3 @@ def test_read_fingerprint_reads_only_meta_and_writes_nothing(tmp_path):
   meta20.unlink()
   assert checkpoint.read_fingerprint(tmp_path) == FP  # the newest readable meta
   assert sorted(str(p) for p in tmp_path.rglob("*")) == [p for p in before if p != str(meta20)]
-
-
-# ------------------------------------------------------------------------------------------------
-# WorkdirLock
-
-HOLD_LOCK = """
-import sys, time
-from camtl_jax.checkpoint import WorkdirLock
-WorkdirLock(sys.argv[1]).acquire()
-print("locked", flush=True)
-time.sleep(120)
-"""
-
-
-def _write_lock(workdir, host, pid):
-  (workdir / ".lock").write_text(json.dumps({"host": host, "pid": pid, "started": "earlier"}))
-
-
-def test_lock_of_a_live_run_refuses_then_is_taken_over_once_it_died(tmp_path, caplog):
-  workdir = tmp_path.resolve()
-  proc = subprocess.Popen([sys.executable, "-c", HOLD_LOCK, str(workdir)], text=True,
-                          stdout=subprocess.PIPE, env={**os.environ, "JAX_PLATFORMS": "cpu"})
-  try:
-    assert proc.stdout.readline().strip() == "locked"
-    with pytest.raises(checkpoint.WorkdirLocked) as e:
-      checkpoint.WorkdirLock(workdir).acquire()
-    message = str(e.value)
-    assert str(workdir) in message and "another run" in message
-    assert f"host {socket.gethostname()}, pid {proc.pid}," in message
-  finally:
-    proc.kill()
-    proc.wait()  # reaped: a zombie still counts as alive
-  with caplog.at_level(logging.WARNING, logger=checkpoint.__name__):
-    with checkpoint.WorkdirLock(workdir) as lock:
-      record = json.loads(lock.path.read_text())
-      assert record["pid"] == os.getpid() and record["host"] == socket.gethostname()
-      assert set(record) == {"host", "pid", "started"}
-  [warning] = _records(caplog)
-  assert f"of pid {proc.pid} " in warning and "no longer running" in warning
-  assert not (workdir / ".lock").exists()
-
-
-def test_lock_of_a_dead_pid_is_taken_over(tmp_path, caplog):
-  dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
-                        capture_output=True, text=True, check=True)
-  _write_lock(tmp_path, socket.gethostname(), int(dead.stdout))
-  lock = checkpoint.WorkdirLock(tmp_path)
-  with caplog.at_level(logging.WARNING, logger=checkpoint.__name__):
-    lock.acquire()
-  assert lock.held and json.loads(lock.path.read_text())["pid"] == os.getpid()
-  assert len(_records(caplog)) == 1
-  lock.release()
-  assert not lock.path.exists() and not lock.held
-
-
-def test_lock_from_another_host_or_unreadable_counts_as_live(tmp_path):
-  _write_lock(tmp_path, "elsewhere.example", 1)
-  with pytest.raises(checkpoint.WorkdirLocked) as e:
-    checkpoint.WorkdirLock(tmp_path).acquire()
-  message = str(e.value)
-  assert "host elsewhere.example, pid 1," in message
-  assert f"If that run is gone, delete {tmp_path / '.lock'}." in message
-  (tmp_path / ".lock").write_text("")  # a run between creating and writing it
-  with pytest.raises(checkpoint.WorkdirLocked, match="unreadable"):
-    checkpoint.WorkdirLock(tmp_path).acquire()
-
-
-def test_lock_is_exclusive_within_a_process_and_release_keeps_others_locks(tmp_path):
-  with checkpoint.WorkdirLock(tmp_path):
-    with pytest.raises(checkpoint.WorkdirLocked, match=f"pid {os.getpid()},"):
-      checkpoint.WorkdirLock(tmp_path).acquire()
-  lock = checkpoint.WorkdirLock(tmp_path).acquire()
-  _write_lock(tmp_path, "elsewhere.example", 1)  # someone took it over meanwhile
-  lock.release()
-  assert (tmp_path / ".lock").exists()

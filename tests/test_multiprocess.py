@@ -62,9 +62,9 @@ def _cmd(workdir, steps: int) -> list[str]:
 
 
 def _two_processes(workdir, steps: int, timeout: int = 600, extra: tuple[str, ...] = (),
-                   while_running=None) -> list[str]:
+                   while_running=None, status: int = 0) -> list[str]:
   """Runs the two processes to their end (while_running(procs) is called once both started);
-  asserts both exit 0 and returns their logs."""
+  asserts both exit with `status` and returns their logs."""
   port = _free_port()
   procs = [subprocess.Popen(
       _cmd(workdir, steps) + [*extra, "--jax_distributed",
@@ -81,7 +81,7 @@ def _two_processes(workdir, steps: int, timeout: int = 600, extra: tuple[str, ..
       if p.poll() is None:
         p.kill()
   for i, (p, log) in enumerate(zip(procs, logs)):
-    assert p.returncode == 0, f"process {i}: rc {p.returncode}\n{log[-4000:]}"
+    assert p.returncode == status, f"process {i}: rc {p.returncode}\n{log[-4000:]}"
   return logs
 
 
@@ -133,7 +133,7 @@ def _wait_for_logged_step(workdir: Path, procs, timeout: float = 600) -> None:
 @pytest.mark.parametrize("signalled", [0, 1])
 def test_sigterm_to_one_process_stops_both_at_one_saved_step(tmp_path, signalled):
   # A preemption notice reaches one host of a pod; every process must save the same step and
-  # exit 0 (Orbax's preemption sync point), never train on or die without a checkpoint.
+  # exit 143 (Orbax's preemption sync point), never train on or die without a checkpoint.
   workdir = tmp_path / "run"
 
   def sigterm_one(procs):
@@ -141,7 +141,7 @@ def test_sigterm_to_one_process_stops_both_at_one_saved_step(tmp_path, signalled
     procs[signalled].send_signal(signal.SIGTERM)
   logs = _two_processes(workdir, 400, timeout=300,
                         extra=("--config.log_every=1", "--config.checkpoint_every=1000"),
-                        while_running=sigterm_one)
+                        while_running=sigterm_one, status=143)
   stopped = [re.findall(r"stopped at step (\d+); rerun", log) for log in logs]
   assert stopped[0] and stopped[0] == stopped[1], [log[-2000:] for log in logs]
   step = int(stopped[0][0])

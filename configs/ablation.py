@@ -29,8 +29,9 @@ def get_config(arg="mtu"):
   return c
 
 
-def experiment_arms(seeds=(0,), total_steps=None):
+def experiment_arms(seeds=(0,), total_steps=None, step_flops=None):
   """`camtl-experiment --experiment ablation`: the five steps on glue_base (BERT-base, 8 GLUE
-  tasks), for a GPU or a TPU pod. (arm, seed, config, overrides) per run, seeds innermost."""
+  tasks), for a GPU or a TPU pod. (arm, seed, config, overrides) per run, seeds innermost.
+  step_flops is not used (no arm here is matched in compute)."""
   overrides = (f"--config.total_steps={total_steps}",) if total_steps else ()
   return [(step, seed, f"ablation:{step}", overrides) for step in STEPS for seed in seeds]

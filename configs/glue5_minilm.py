@@ -6,33 +6,40 @@ your own data on a CPU, and the arms of the paper's comparison.
   python -m camtl_jax.main --config glue5_minilm:mtl --workdir /tmp/glue5_mtl
   python -m camtl_jax.main --config glue5_minilm:single_task:glue/rte --workdir /tmp/rte
 
-Arms (ARG): camtl_mtu (default: full CA-MTL + MT-Uncertainty sampling), mtl (configs ablation:mtl
-semantics: shared encoder + heads, lower half frozen, proportional sampling), the ablation steps
-attention / adapter / layernorm, and single_task:TASK (one task, no conditioning, everything
-trainable). data_dir defaults to the workspace's shared/data folder when it exists ($CAMTL_DATA_DIR
-overrides). lr 1e-4, warmup 0.1 and 2000 steps are the best of a small sweep on the mtl arm
+Arms (ARG): camtl_mtu (default: full CA-MTL + MT-Uncertainty sampling with our options: calibrated
+u, a 25% floor, a 50% cap), camtl_mtu_paper (the same with the paper's selection exactly:
+normalised u, no floor, no cap), mtl (configs ablation:mtl semantics: shared encoder + heads, lower
+half frozen, proportional sampling), the ablation steps attention / adapter / layernorm (layernorm
+is full CA-MTL with proportional sampling), and single_task:TASK (one task, no conditioning,
+everything trainable). The data folder: --config.data_dir, else $CAMTL_DATA_DIR, else ./data.
+lr 1e-4, warmup 0.1 and 2000 steps are the best of a small sweep on the mtl arm
 (docs/results/glue5_sweep.md: lr 3e-5 / 1e-4 / 3e-4, warmup 0 / 0.1, dev at 1000 and 2000 steps);
 CoLA needs about one epoch of its own examples before it leaves the majority class, more than
 2000 multi-task steps give it.
 """
 import os
-from pathlib import Path
+from typing import Callable
 
 from camtl_jax.configs import ablation, common
 
 GLUE5 = ("glue/rte", "glue/mrpc", "glue/stsb", "glue/sst2", "glue/cola")
-ARMS = ("camtl_mtu", "mtl", "attention", "adapter", "layernorm", "single_task")
+ARMS = ("camtl_mtu", "camtl_mtu_paper", "mtl", "attention", "adapter", "layernorm",
+        "single_task")
 # The ablation step of each multi-task arm (configs/ablation.py).
-ABLATION_STEP = {"camtl_mtu": "mtu", "mtl": "mtl", "attention": "attention", "adapter": "adapter",
-                 "layernorm": "layernorm"}
+ABLATION_STEP = {"camtl_mtu": "mtu", "camtl_mtu_paper": "mtu", "mtl": "mtl",
+                 "attention": "attention", "adapter": "adapter", "layernorm": "layernorm"}
+# The paper's MT-U selection exactly (configs/common.py names these three fields).
+PAPER_MTU = {"mtu_uncertainty": "normalised", "mtu_min_share": 0.0, "mtu_max_share": 1.0}
+# Arms matched to camtl_mtu's compute: arm -> the config whose steps are scaled (layernorm is full
+# CA-MTL with proportional sampling).
+MATCHED = {"mtl_matched": "glue5_minilm:mtl", "camtl_matched": "glue5_minilm:layernorm"}
+# The HF transformers recipe of hf_single_task (camtl_jax/perf/hf_finetune.py).
+HF_RECIPE = {"epochs": 3, "learning_rate": 2e-5, "batch_size": 32, "select": "best_epoch"}
 
 
 def default_data_dir() -> str:
-  """$CAMTL_DATA_DIR, else shared/data beside the repository (a checkout's ../shared/data)."""
-  if os.environ.get("CAMTL_DATA_DIR"):
-    return os.environ["CAMTL_DATA_DIR"]
-  beside_repo = Path(__file__).resolve().parents[3] / "shared" / "data"
-  return str(beside_repo) if beside_repo.is_dir() else "../shared/data"
+  """$CAMTL_DATA_DIR, else ./data (give --config.data_dir or camtl-experiment --data-dir)."""
+  return os.environ.get("CAMTL_DATA_DIR") or "data"
 
 
 def get_config(arg="camtl_mtu"):
@@ -54,6 +61,8 @@ def get_config(arg="camtl_mtu"):
     c.model = step.model
     c.sampler = step.sampler
     c.tasks = GLUE5
+    if arm == "camtl_mtu_paper":
+      c.update(PAPER_MTU)
   c.model_path = "minilm"
   c.data_dir = default_data_dir()
   c.max_length = 128
@@ -70,24 +79,46 @@ def get_config(arg="camtl_mtu"):
   return c
 
 
-def experiment_arms(seeds=(0, 1), total_steps=None):
+def matched_steps(steps: int, flops: float, arm_flops: float) -> int:
+  """Steps of an arm whose step costs arm_flops to spend what `steps` steps of flops spend."""
+  return max(1, round(steps * flops / arm_flops))
+
+
+def _flags(steps: int, evals: int = 2) -> tuple[str, ...]:
+  """total_steps and dev evaluations at every steps / evals steps (the best of them is kept)."""
+  return (f"--config.total_steps={steps}", f"--config.eval_every={max(1, steps // evals)}")
+
+
+def experiment_arms(seeds=(0, 1), total_steps=None,
+                    step_flops: Callable[[str], float] | None = None):
   """The runs of `camtl-experiment --experiment glue5_minilm`: (arm, seed, config, overrides).
 
-  Order: the first seed of camtl_mtu, mtl and the five single-task runs, then the same for each
-  other seed, then the ablation steps (first seed), so a cut-short experiment still holds the
-  paper's main comparison, every arm of it over the same seeds (the targets compare arm means).
-  Single-task budget: each task trains total_steps / 5 steps of b examples, the examples a task
-  gets on average in a multi-task run of total_steps (an equal budget rather than MT-U's own
-  per-task counts, which are only known after that run).
+  Per seed: camtl_mtu_paper, hf_single_task (one model per task, HF transformers' recipe
+  HF_RECIPE), mtl_matched and camtl_matched, then camtl_mtu, mtl and single_task; after all seeds
+  the ablation steps (first seed). Multi-task arms evaluate dev at half and all their steps (the
+  better is kept), single-task arms at their end. Single-task budget: each task trains
+  total_steps / 5 steps of b examples, the examples a task gets on average in a multi-task run.
+  Matched arms: step_flops(config) is XLA's FLOPs of one compiled train step of that config
+  (camtl-experiment measures it); they get matched_steps(total_steps, camtl_mtu's, theirs) steps,
+  the compute of camtl_mtu's run. Without step_flops the matched arms are left out.
   """
   steps = total_steps or get_config().total_steps
-  multi = (f"--config.total_steps={steps}",)
-  single = (f"--config.total_steps={max(1, steps // len(GLUE5))}",)
-  runs = []
+  multi = _flags(steps)
+  single_steps = max(1, steps // len(GLUE5))
+  single = _flags(single_steps, evals=1)
+  matched = {}
+  if step_flops is not None:
+    mtu = step_flops("glue5_minilm:camtl_mtu")
+    matched = {arm: (config, _flags(matched_steps(steps, mtu, step_flops(config))))
+               for arm, config in MATCHED.items()}
+  runs, later = [], []
   for seed in seeds:
+    runs += [("camtl_mtu_paper", seed, "glue5_minilm:camtl_mtu_paper", multi)]
+    runs += [("hf_single_task", seed, f"hf:glue5_minilm:single_task:{t}", ()) for t in GLUE5]
+    runs += [(arm, seed, config, flags) for arm, (config, flags) in matched.items()]
     runs += [("camtl_mtu", seed, "glue5_minilm:camtl_mtu", multi),
              ("mtl", seed, "glue5_minilm:mtl", multi)]
     runs += [("single_task", seed, f"glue5_minilm:single_task:{t}", single) for t in GLUE5]
-  runs += [(arm, seeds[0], f"glue5_minilm:{arm}", multi) for arm in ("attention", "adapter",
-                                                                      "layernorm")]
-  return runs
+  later = [(arm, seeds[0], f"glue5_minilm:{arm}", multi)
+           for arm in ("attention", "adapter", "layernorm")]
+  return runs + later

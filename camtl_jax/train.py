@@ -23,117 +23,12 @@ import numpy as np
 import optax
 
 from camtl_jax import checkpoint, compile_cache, evaluate, experiment, optim, reporting, sampling
-from camtl_jax import packing, sharding, update, workdir
+from camtl_jax import mtu, packing, sharding, update, workdir
 from camtl_jax.experiment import StepContext
 from camtl_jax.models import camtl as camtl_lib
-from camtl_jax.tasks.base import MULTIPLE_CHOICE
 
 log = logging.getLogger(__name__)
 State = dict[str, Any]
-
-
-def flatten_candidates(candidates: dict[str, jax.Array]) -> dict[str, jax.Array]:
-  """[T, b, ...] -> [b*T, ...]; row j*T + t is slot j of task t.
-
-  Slot-major order: with the slots (axis 1) split over 'data', each device's candidates form one
-  contiguous block of the flat array, so flattening moves no data between devices.
-  """
-  return {k: jnp.swapaxes(v, 0, 1).reshape((-1,) + v.shape[2:]) for k, v in candidates.items()}
-
-
-def constrain(ctx: StepContext, tree):
-  if ctx.example_sharding is None:
-    return tree
-  return jax.lax.with_sharding_constraint(tree, ctx.example_sharding)
-
-
-@dataclasses.dataclass(frozen=True)
-class ScoreGroup:
-  """Tasks scored by one forward: their task ids, the choice rows kept (None: all K) and the head
-  types run (None: all)."""
-  task_ids: tuple[int, ...]
-  num_choices: int | None = None
-  head_types: tuple[str, ...] | None = None
-
-
-def score_groups(task_info: sampling.TaskInfo) -> tuple[ScoreGroup, ...]:
-  """How the scoring forward splits the candidates (static).
-
-  A batch with a multiple-choice task has K > 1 choice rows for every example, and for the other
-  task types K - 1 of them are empty padding. When both kinds of task are present, the other tasks
-  are scored with K = 1 and the multiple-choice tasks with all K: two forwards over
-  T_other * b + T_mc * b * K rows instead of one over T * b * K (24 tasks with COPA: 25 * b rows
-  instead of 48 * b). Otherwise one group of every task.
-  """
-  mc = tuple(t for t, kind in enumerate(task_info.types) if kind == MULTIPLE_CHOICE)
-  other = tuple(t for t, kind in enumerate(task_info.types) if kind != MULTIPLE_CHOICE)
-  if not mc or not other:
-    return (ScoreGroup(tuple(range(len(task_info.types)))),)
-  return (ScoreGroup(other, 1, camtl_lib.non_choice_types(task_info.types)),
-          ScoreGroup(mc, None, (MULTIPLE_CHOICE,)))
-
-
-def _group_uncertainty(ctx: StepContext, params, candidates: dict[str, jax.Array],
-                       group: ScoreGroup, regression_mse: jax.Array, packed_rows=None
-                       ) -> tuple[jax.Array, jax.Array, jax.Array]:
-  """(H, H_max) [b, T_g] of one group's candidates, and its tasks' updated running MSE [T_g].
-
-  The sampling functions see the group's tasks renumbered 0..T_g-1 (their own TaskInfo); the model
-  sees the real task ids. packed_rows: the candidates of the group's tasks packed (packing.py),
-  for a group without choices; None: the padded candidates.
-  """
-  ids = np.asarray(group.task_ids)
-  if len(ids) < ctx.num_tasks:
-    candidates = {k: v[ids] for k, v in candidates.items()}  # static gather over the task axis
-  if group.num_choices is not None:
-    candidates = {k: v[:, :, :group.num_choices] if k in camtl_lib.CHOICE_KEYS else v
-                  for k, v in candidates.items()}
-  flat = constrain(ctx, flatten_candidates(candidates))
-  apply = functools.partial(ctx.model.apply, {"params": jax.lax.stop_gradient(params)},
-                            deterministic=True, head_types=group.head_types)
-  if packed_rows is None or not ctx.score_chunk_rows:
-    outputs = apply(flat, packed=packed_rows)
-  else:  # only the chunks of rows in use (packing.chunked_forward)
-    outputs = packing.chunked_forward(
-        lambda rows, index: apply(dict(flat, unpack_index=index), packed=rows), packed_rows,
-        flat["unpack_index"], ctx.score_chunk_rows)
-  local = np.zeros(ctx.num_tasks, np.int32)
-  local[ids] = np.arange(len(ids))
-  task_id = jnp.asarray(local)[flat["task_id"]]
-  info = sampling.TaskInfo(tuple(ctx.task_info.types[t] for t in ids),
-                           tuple(ctx.task_info.num_labels[t] for t in ids))
-  mse = regression_mse[ids]
-  if "regression" in outputs:
-    squared = jnp.square(outputs["regression"] - flat["target"])
-    mse = sampling.running_regression_mse(mse, squared, task_id, flat["weight"], info)
-  h, h_max = sampling.uncertainty(outputs, dict(flat, task_id=task_id), info,
-                                  ctx.uncertainty_mode)
-  h, h_max = sampling.calibrated_regression_uncertainty(h, h_max, outputs, task_id, info, mse,
-                                                        ctx.uncertainty_mode)
-  return h.reshape(-1, len(ids)), h_max.reshape(-1, len(ids)), mse
-
-
-def score_uncertainty(ctx: StepContext, params, candidates: dict[str, jax.Array],
-                      regression_mse: jax.Array, packed_rows=None
-                      ) -> tuple[jax.Array, jax.Array, jax.Array]:
-  """MT-U's deterministic forward over candidates [T, b, ...] (per score_groups) ->
-  H, H_max [b*T] in the flat order of flatten_candidates, and the updated running MSE [T].
-
-  Regression tasks: their level of uncertainty is the running MSE of the candidates' predictions
-  (sampling.calibrated_regression_uncertainty), refreshed here every step from all b candidates
-  of each regression task, so it never goes stale while a task is not being selected.
-  """
-  groups = score_groups(ctx.task_info)
-  hs, h_maxs = [], []
-  for group in groups:  # one or two static groups; packing covers the group without choices
-    rows = packed_rows if group.head_types != (MULTIPLE_CHOICE,) else None
-    h, h_max, mse = _group_uncertainty(ctx, params, candidates, group, regression_mse, rows)
-    regression_mse = regression_mse.at[np.asarray(group.task_ids)].set(mse)
-    hs.append(h)
-    h_maxs.append(h_max)
-  order = np.argsort(np.concatenate([g.task_ids for g in groups]))  # columns back to task order
-  restore = lambda parts: jnp.concatenate(parts, axis=1)[:, order].reshape(-1)  # noqa: E731
-  return restore(hs), restore(h_maxs), regression_mse
 
 
 def select(ctx: StepContext, params, candidates: dict[str, jax.Array], flat: dict[str, jax.Array],
@@ -142,18 +37,11 @@ def select(ctx: StepContext, params, candidates: dict[str, jax.Array], flat: dic
   """Indices [b] into the T*b flat candidates, per-candidate (H, H_max) for logging, and the
   updated running regression MSE [T].
 
-  MT-Uncertainty: a deterministic forward without gradient over all candidates
-  (score_uncertainty), scores, top-b under the per-task floor and cap
-  (sampling.select_with_shares). Baseline samplers do not look at the model.
+  MT-Uncertainty (mtu.select) scores the candidates with the model; the baseline samplers
+  (sampling.SAMPLERS) do not look at it.
   """
-  if ctx.sampler == "mt_uncertainty":
-    entropy, max_entropy, regression_mse = score_uncertainty(ctx, params, candidates,
-                                                             regression_mse, packed_rows)
-    scores = sampling.mt_uncertainty_scores(entropy, max_entropy, flat["task_id"], ctx.num_tasks,
-                                            ctx.score_mode)
-    idx = sampling.select_with_shares(scores, flat["task_id"], ctx.num_tasks, ctx.batch_size,
-                                      step, ctx.floor_slots, ctx.max_per_task)
-    return idx, entropy, max_entropy, regression_mse
+  if ctx.sampler == sampling.MT_UNCERTAINTY:
+    return mtu.select(ctx, params, candidates, flat, step, regression_mse, packed_rows)
   task_major = sampling.SAMPLERS[ctx.sampler](rng, step, ctx.task_sizes, ctx.batch_size,
                                               alpha=ctx.temperature_alpha)  # t*b + j
   idx = (task_major % ctx.batch_size) * ctx.num_tasks + task_major // ctx.batch_size
@@ -170,12 +58,13 @@ def train_step(ctx: StepContext, state: State, candidates: dict[str, jax.Array],
   step = state["step"]
   rng = jax.random.fold_in(jax.random.key(ctx.seed), step)
   select_rng, dropout_rng = jax.random.split(rng)
-  flat = constrain(ctx, flatten_candidates(candidates))
+  flat = sharding.constrain(mtu.flatten_candidates(candidates), ctx.example_sharding)
   idx, entropy, max_entropy, regression_mse = select(ctx, state["params"], candidates, flat, step,
                                                      select_rng, state["regression_mse"],
                                                      packed_rows)
   flat.pop("unpack_index", None)
-  batch = constrain(ctx, jax.tree.map(lambda x: jnp.take(x, idx, axis=0), flat))
+  batch = sharding.constrain(jax.tree.map(lambda x: jnp.take(x, idx, axis=0), flat),
+                            ctx.example_sharding)
 
   trainable, frozen = optim.split_trainable(state["params"], ctx.labels)
   loss, grads, per_example = update.loss_and_grads(ctx, trainable, frozen, batch, dropout_rng)

@@ -41,7 +41,7 @@ def base() -> ml_collections.ConfigDict:
   c.batch_size = 32
   c.sampler = "mt_uncertainty"  # mt_uncertainty | proportional | temperature | uniform | round_robin
   c.mt_uncertainty_score = "paper"  # paper | task_weighted
-  # MT-U that mixes tasks (sampling.py): u calibrated across head types, and per step every task
+  # MT-U that mixes tasks (mtu.py): u calibrated across head types, and per step every task
   # keeps its most uncertain candidate(s) while none takes more than mtu_max_share of the batch.
   # The paper exactly: mtu_uncertainty="normalised", mtu_min_share=0, mtu_max_share=1.0.
   c.mtu_uncertainty = "calibrated"  # calibrated | normalised

@@ -1,4 +1,4 @@
-"""MT-Uncertainty that mixes tasks (sampling.py's module docstring): one meaning of u across head
+"""MT-Uncertainty that mixes tasks (mtu.py's module docstring): one meaning of u across head
 types, a fresh regression task that competes like a fresh classification task, a per-task floor and
 cap so no task is starved or captures the budget, and the paper's selection exactly when the
 options are off."""
@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from camtl_jax import experiment, sampling, train
+from camtl_jax import experiment, mtu, train
 from camtl_jax.cli import common
 from camtl_jax.tasks.base import CLASSIFICATION, REGRESSION, SPAN, TAGGING
 
@@ -22,10 +22,10 @@ def _logits(p1: float, n: int) -> jnp.ndarray:
 def test_equal_top1_confidence_means_equal_u_across_head_types():
   """At p1 = 0.9 the paper's binary u is h2(0.9) = 0.469; 'normalised' gave 0.22 to a 13-tag
   token and 0.15 to a span over 384 positions, 'calibrated' gives every head the binary value."""
-  binary = float(sampling.binary_entropy_bits(jnp.float32(0.9)))
+  binary = float(mtu.binary_entropy_bits(jnp.float32(0.9)))
   assert binary == pytest.approx(-(0.9 * math.log(0.9) + 0.1 * math.log(0.1)) / math.log(2),
                                  abs=1e-6)
-  info = sampling.TaskInfo((CLASSIFICATION, TAGGING, SPAN), (2, 13, 1))
+  info = mtu.TaskInfo((CLASSIFICATION, TAGGING, SPAN), (2, 13, 1))
   length = 384
   outputs = {
       "cls_logits": jnp.concatenate([_logits(0.9, 2), jnp.zeros((2, 2))]),
@@ -35,8 +35,8 @@ def test_equal_top1_confidence_means_equal_u_across_head_types():
   }
   batch = {"task_id": jnp.arange(3), "token_labels": jnp.zeros((3, length), jnp.int32),
            "context_mask": jnp.ones((3, length), jnp.int32)}
-  old_h, old_max = sampling.uncertainty(outputs, batch, info, "normalised")
-  new_h, new_max = sampling.uncertainty(outputs, batch, info, "calibrated")
+  old_h, old_max = mtu.uncertainty(outputs, batch, info, "normalised")
+  new_h, new_max = mtu.uncertainty(outputs, batch, info, "calibrated")
   old_u, new_u = np.asarray(old_h / old_max), np.asarray(new_h / new_max)
   assert old_u[0] == pytest.approx(binary, abs=1e-5)
   assert old_u[1] < 0.3 and old_u[2] < 0.2  # the offsets the hard cut turned into exclusion
@@ -44,15 +44,15 @@ def test_equal_top1_confidence_means_equal_u_across_head_types():
 
 
 def test_tagging_is_as_uncertain_as_its_most_uncertain_labelled_token():
-  info = sampling.TaskInfo((TAGGING,), (13,))
+  info = mtu.TaskInfo((TAGGING,), (13,))
   logits = jnp.concatenate([jnp.broadcast_to(_logits(0.999, 13), (18, 13)),
                             jnp.broadcast_to(_logits(0.6, 13), (2, 13))])[None]  # [1, 20, 13]
   batch = {"task_id": jnp.zeros(1, jnp.int32), "token_labels": jnp.zeros((1, 20), jnp.int32)}
-  old_h, old_max = sampling.uncertainty({"tag_logits": logits}, batch, info, "normalised")
-  new_h, new_max = sampling.uncertainty({"tag_logits": logits}, batch, info, "calibrated")
+  old_h, old_max = mtu.uncertainty({"tag_logits": logits}, batch, info, "normalised")
+  new_h, new_max = mtu.uncertainty({"tag_logits": logits}, batch, info, "calibrated")
   assert float(old_h[0] / old_max[0]) < 0.08
   assert float(new_h[0] / new_max[0]) == pytest.approx(
-      float(sampling.binary_entropy_bits(jnp.float32(0.6))), abs=1e-5)
+      float(mtu.binary_entropy_bits(jnp.float32(0.6))), abs=1e-5)
 
 
 def test_fresh_regression_does_not_tie_at_the_maximum():
@@ -60,13 +60,13 @@ def test_fresh_regression_does_not_tie_at_the_maximum():
   every candidate above the mean to exactly 1.0; 'calibrated' leaves one candidate at the top and
   ranks the others below it, smoothly."""
   rng = np.random.default_rng(0)
-  info = sampling.TaskInfo((REGRESSION, CLASSIFICATION), (1, 2))
+  info = mtu.TaskInfo((REGRESSION, CLASSIFICATION), (1, 2))
   log_var = jnp.asarray(rng.normal(0, 0.05, 32), jnp.float32)
   task_id = jnp.zeros(32, jnp.int32)
   ones = jnp.ones(2, jnp.float32)
   args = (jnp.zeros(32), jnp.ones(32), {"regression_log_var": log_var}, task_id, info, ones)
-  old_u, _ = sampling.calibrated_regression_uncertainty(*args, mode="normalised")
-  new_u, _ = sampling.calibrated_regression_uncertainty(*args, mode="calibrated")
+  old_u, _ = mtu.calibrated_regression_uncertainty(*args, mode="normalised")
+  new_u, _ = mtu.calibrated_regression_uncertainty(*args, mode="calibrated")
   assert int(np.sum(np.asarray(old_u) == 1.0)) >= 10
   assert int(np.sum(np.asarray(new_u) == 1.0)) <= 1
   assert len(set(np.asarray(new_u).tolist())) == 32  # a strict ranking
@@ -79,9 +79,9 @@ def test_floor_and_cap_keep_every_task_in_and_no_task_over_its_cap():
   task_id = jnp.asarray(np.tile(np.arange(num_tasks), b))  # slot-major, as train flattens
   scores = rng.random(num_tasks * b).astype(np.float32)
   scores[np.asarray(task_id) == 2] += 1.0  # a task that never stops being uncertain
-  paper = np.bincount(np.asarray(task_id)[np.asarray(sampling.select_top(scores, b))],
+  paper = np.bincount(np.asarray(task_id)[np.asarray(mtu.select_top(scores, b))],
                       minlength=num_tasks)
-  pick = jax.jit(sampling.select_with_shares, static_argnums=(2, 3, 5, 6))
+  pick = jax.jit(mtu.select_with_shares, static_argnums=(2, 3, 5, 6))
   mixed = np.bincount(np.asarray(task_id)[np.asarray(pick(scores, task_id, num_tasks, b, 0, 5, 8))],
                       minlength=num_tasks)
   assert paper.tolist() == [0, 0, 16, 0, 0]  # capture under the hard top-b cut
@@ -90,7 +90,7 @@ def test_floor_and_cap_keep_every_task_in_and_no_task_over_its_cap():
   chosen = np.asarray(pick(scores, task_id, num_tasks, b, 0, 5, 8))
   assert len(set(chosen.tolist())) == b
   # Fewer floor slots than tasks: they go round, every task gets its turn within T steps.
-  quotas = np.stack([np.asarray(sampling.floor_quota(s, 2, num_tasks)) for s in range(5)])
+  quotas = np.stack([np.asarray(mtu.floor_quota(s, 2, num_tasks)) for s in range(5)])
   assert quotas.sum(1).tolist() == [2] * 5 and quotas.sum(0).tolist() == [2] * num_tasks
 
 
@@ -99,8 +99,8 @@ def test_options_off_is_exactly_the_papers_selection():
   for _ in range(5):
     scores = jnp.asarray(rng.random(40), jnp.float32)
     task_id = jnp.asarray(np.tile(np.arange(4), 10))
-    np.testing.assert_array_equal(sampling.select_with_shares(scores, task_id, 4, 10, 3, 0, 10),
-                                  sampling.select_top(scores, 10))
+    np.testing.assert_array_equal(mtu.select_with_shares(scores, task_id, 4, 10, 3, 0, 10),
+                                  mtu.select_top(scores, 10))
 
 
 def test_exact_ties_across_tasks_are_shared_not_given_to_the_first_task():
@@ -110,10 +110,10 @@ def test_exact_ties_across_tasks_are_shared_not_given_to_the_first_task():
   # config.tasks (COPA, last in the mixing runs, would never win a tie).
   num_tasks, b = 6, 8
   candidates = {"task_id": jnp.broadcast_to(jnp.arange(num_tasks)[:, None], (num_tasks, b))}
-  task_id = train.flatten_candidates(candidates)["task_id"]
+  task_id = mtu.flatten_candidates(candidates)["task_id"]
   tied = jnp.full(num_tasks * b, 1.0 - 1e-6, jnp.float32)
   for step in range(3):
-    picked = sampling.select_with_shares(tied, task_id, num_tasks, b, step, 2, 4)
+    picked = mtu.select_with_shares(tied, task_id, num_tasks, b, step, 2, 4)
     counts = np.bincount(np.asarray(task_id)[np.asarray(picked)], minlength=num_tasks)
     assert counts.max() - counts.min() <= 1, counts
 
@@ -127,8 +127,8 @@ def test_float_noise_from_the_device_layout_does_not_change_the_selection():
   task_id = jnp.asarray(np.tile(np.arange(num_tasks), b))
   grid = rng.integers(4000, 4096, num_tasks * b).astype(np.float32)
   grid[np.asarray(task_id) == 1] = 4096  # the tied task
-  clean = grid * np.float32(sampling.SCORE_QUANTUM)
-  pick = jax.jit(sampling.select_with_shares, static_argnums=(2, 3, 5, 6))
+  clean = grid * np.float32(mtu.SCORE_QUANTUM)
+  pick = jax.jit(mtu.select_with_shares, static_argnums=(2, 3, 5, 6))
   expected = np.asarray(pick(jnp.asarray(clean), task_id, num_tasks, b, 0, 4, 8))
   tied = np.flatnonzero(np.asarray(task_id) == 1)
   assert [i for i in expected if i in tied] == sorted(i for i in expected if i in tied)
@@ -138,8 +138,8 @@ def test_float_noise_from_the_device_layout_does_not_change_the_selection():
     np.testing.assert_array_equal(pick(jnp.asarray(noisy), task_id, num_tasks, b, 0, 4, 8),
                                   expected)
     # Unrounded, which 8 of the tied task's 16 candidates make the cut is down to the noise.
-    changed_top += not np.array_equal(np.sort(sampling.select_top(noisy[tied], 8)),
-                                      np.sort(sampling.select_top(clean[tied], 8)))
+    changed_top += not np.array_equal(np.sort(mtu.select_top(noisy[tied], 8)),
+                                      np.sort(mtu.select_top(clean[tied], 8)))
   assert changed_top > 0
 
 
@@ -172,7 +172,7 @@ def test_real_stsb_at_init_competes_with_real_classification_tasks(shared_data, 
     state, tx, labels = train.init_state(run)
     ctx = train.make_context(run, tx, labels)
     candidates = run.loader.candidates(0)
-    flat = train.flatten_candidates(candidates)
+    flat = mtu.flatten_candidates(candidates)
     idx, h, h_max, _ = jax.jit(lambda p, c, f: train.select(
         ctx, p, c, f, 0, jax.random.key(0), state["regression_mse"]))(state["params"], candidates,
                                                                       flat)

@@ -36,7 +36,7 @@ REPO = Path(__file__).resolve().parents[1]
 # eval batch per task, evaluation only at the end of each run.
 TASKS = ("demo/sentiment", "demo/similarity", "demo/entities", "demo/span")
 # The default MT-U (calibrated scores, floor and cap). Its selection compares scores after
-# sampling.quantise_scores, so the layouts' float noise cannot reorder near-ties at the top-b cut
+# mtu.quantise_scores, so the layouts' float noise cannot reorder near-ties at the top-b cut
 # (an earlier version's 2x4- and 1x8-device runs differed from step 6 on, loss 1.777 vs 1.819;
 # with today's code this test passed with and without the rounding).
 OVERRIDES = (f"--config.tasks={TASKS!r}", "--config.eval_every=100",

@@ -11,7 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from camtl_jax import evaluate, experiment, optim, packing, sharding, train, update
+from camtl_jax import evaluate, experiment, mtu, optim, packing, sharding, train, update
 from camtl_jax.cli import common
 from camtl_jax.models import camtl as camtl_lib
 
@@ -72,7 +72,7 @@ def _select(run, state, ctx, step, packed: bool):
     assert rows is not None
   else:
     cands.pop("unpack_index", None)
-  flat = train.flatten_candidates(cands)
+  flat = mtu.flatten_candidates(cands)
   fn = jax.jit(lambda p, c, f, r: train.select(ctx, p, c, f, jnp.int32(step), jax.random.key(0),
                                                state["regression_mse"], r))
   idx, h, h_max, mse = fn(state["params"], cands, flat, rows)
@@ -93,7 +93,7 @@ def _assert_same_outputs(run, params, step):
   cands = run.loader.candidates(step)
   rows = packing.pack_step(cands, run.pack_plan, packing.host_lengths(
       [s.lengths for s in run.train_splits], run.loader.indices(step), 1))
-  flat = train.flatten_candidates(cands)
+  flat = mtu.flatten_candidates(cands)
   mc = np.asarray([run.model.tasks[t].type == "multiple_choice" for t in flat["task_id"]])
   flat = {k: v[~mc] for k, v in flat.items()}  # multiple choice is never packed
   flat = dict(flat, input_ids=flat["input_ids"][:, :1], token_type_ids=flat["token_type_ids"][:, :1],
@@ -184,7 +184,7 @@ def _assert_same_update(run, steps, chunk_rows=(1, 3, 0)):
   for step in steps:
     idx = _select(run, state, ctx, step, packed=False)[0]
     cands = run.loader.candidates(step)
-    batch = {k: v[idx] for k, v in train.flatten_candidates(cands).items()}
+    batch = {k: v[idx] for k, v in mtu.flatten_candidates(cands).items()}
     results = []
     for rows in (0, *(r or ctx.update_chunk_rows for r in chunk_rows)):  # 0 first: padded
       c = dataclasses.replace(ctx, update_chunk_rows=rows)

@@ -13,7 +13,7 @@ import ml_collections
 import numpy as np
 import pytest
 
-from camtl_jax import checkpoint, experiment, optim, sampling, sharding, train, update
+from camtl_jax import checkpoint, experiment, mtu, optim, sharding, train, update
 from camtl_jax.configs import tiny
 from camtl_jax.models.heads import TaskSpec
 from camtl_jax.tasks.base import CLASSIFICATION, REGRESSION, TAGGING
@@ -80,7 +80,7 @@ def test_tiny_run_lowers_the_loss_on_its_training_candidates(tiny_run, tmp_path)
   def loss(params):
     total = 0.0
     for step in range(4):
-      flat = train.flatten_candidates(run.loader.candidates(step))
+      flat = mtu.flatten_candidates(run.loader.candidates(step))
       out = run.model.apply({"params": params}, flat, deterministic=True)
       weights = update.example_weights(flat["task_id"], flat["weight"], len(run.tasks))
       total += float(jnp.sum(weights * out["loss"]))
@@ -189,7 +189,7 @@ def test_chunked_eval_forward_equals_one_pass(engine):
   import dataclasses
   import functools
   run, ctx, state, _, _ = engine
-  examples = train.flatten_candidates(jax.device_get(_candidates(run, 0)))  # [T*b, ...]
+  examples = mtu.flatten_candidates(jax.device_get(_candidates(run, 0)))  # [T*b, ...]
   examples = sharding.global_batch(examples, run.mesh, example_axis=0)
   forward = lambda chunk: jax.jit(functools.partial(  # noqa: E731
       train.eval_step, dataclasses.replace(ctx, eval_chunk_rows=chunk)))(state["params"], examples)
@@ -241,16 +241,16 @@ def test_optimizer_state_holds_no_frozen_leaves(engine):
 def test_selection_in_compiled_step_equals_numpy(engine):
   run, ctx, state, _, _ = engine
   candidates = jax.device_get(_candidates(run, 5))
-  flat = train.flatten_candidates(candidates)
+  flat = mtu.flatten_candidates(candidates)
   mse = state["regression_mse"]
   # The demo suite has a multiple-choice task beside the others: the step scores them in two
-  # forwards (train.score_groups); the numpy reference reads one forward over every candidate.
-  assert len(train.score_groups(ctx.task_info)) == 2
+  # forwards (mtu.score_groups); the numpy reference reads one forward over every candidate.
+  assert len(mtu.score_groups(ctx.task_info)) == 2
   idx, entropy, max_entropy, mse = jax.jit(
       lambda p, c, f: train.select(ctx, p, c, f, 5, jax.random.key(0), mse))(
           state["params"], candidates, flat)
   outputs = jax.device_get(run.model.apply({"params": state["params"]}, flat, deterministic=True))
-  h, h_max = (np.asarray(x, np.float64) for x in sampling.uncertainty(outputs, flat, ctx.task_info))
+  h, h_max = (np.asarray(x, np.float64) for x in mtu.uncertainty(outputs, flat, ctx.task_info))
   task = np.asarray(flat["task_id"])
   regression = np.array([t == "regression" for t in ctx.task_info.types])[task]
   log_var = np.asarray(outputs["regression_log_var"], np.float64)
@@ -273,15 +273,15 @@ def test_selection_in_compiled_step_equals_numpy(engine):
 
 
 def test_score_groups_encode_padding_choice_rows_only_for_multiple_choice_tasks():
-  info = sampling.TaskInfo(("classification", "multiple_choice", "regression", "span"),
+  info = mtu.TaskInfo(("classification", "multiple_choice", "regression", "span"),
                            (3, 2, 1, 1))
-  other, mc = train.score_groups(info)
-  assert other == train.ScoreGroup((0, 2, 3), 1, ("classification", "regression", "span"))
-  assert mc == train.ScoreGroup((1,), None, ("multiple_choice",))
-  no_mc = sampling.TaskInfo(("classification", "span"), (3, 1))
-  assert train.score_groups(no_mc) == (train.ScoreGroup((0, 1)),)
-  only_mc = sampling.TaskInfo(("multiple_choice",), (4,))
-  assert train.score_groups(only_mc) == (train.ScoreGroup((0,)),)
+  other, mc = mtu.score_groups(info)
+  assert other == mtu.ScoreGroup((0, 2, 3), 1, ("classification", "regression", "span"))
+  assert mc == mtu.ScoreGroup((1,), None, ("multiple_choice",))
+  no_mc = mtu.TaskInfo(("classification", "span"), (3, 1))
+  assert mtu.score_groups(no_mc) == (mtu.ScoreGroup((0, 1)),)
+  only_mc = mtu.TaskInfo(("multiple_choice",), (4,))
+  assert mtu.score_groups(only_mc) == (mtu.ScoreGroup((0,)),)
 
 
 def test_mixed_batch_loss_is_mean_of_per_task_means():
@@ -366,7 +366,7 @@ def _regression_share(tmp_path, targets: str, steps: int = 40) -> float:
 @pytest.mark.slow
 def test_regression_task_made_harder_is_selected_more(tmp_path):
   # MT-U scores a regression task by its running candidate MSE as a fraction of the prior variance
-  # (sampling.calibrated_regression_uncertainty): predictable targets sink towards 0 and are left
+  # (mtu.calibrated_regression_uncertainty): predictable targets sink towards 0 and are left
   # alone; unlearnable ones stay at 1 and compete with the classifier's normalised entropy.
   easy = _regression_share(tmp_path / "easy", "constant")
   hard = _regression_share(tmp_path / "hard", "noise")

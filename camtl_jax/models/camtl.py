@@ -307,7 +307,7 @@ class CAMTL(nn.Module):
                head_types: tuple[str, ...] | None = None,
                packed: Mapping[str, Array] | None = None) -> dict[str, Array]:
     """head_types: run only these head types, for a batch whose examples are all of them (e.g. no
-    multiple-choice task: then K = 1 suffices, see train.score_groups); None: every type.
+    multiple-choice task: then K = 1 suffices, see mtu.score_groups); None: every type.
 
     packed: the batch's examples packed into rows (packing.py; K = 1): {'input_ids',
     'token_type_ids', 'segment_ids', 'position_ids', 'task_id' [R, L]} (task_id: each token's

@@ -59,7 +59,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from camtl_jax import experiment, sharding, train
+from camtl_jax import experiment, mtu, sharding, train
 from camtl_jax.perf import aot, hf_reference
 from camtl_jax.models import bert
 from camtl_jax.models.heads import TaskSpec
@@ -291,7 +291,7 @@ def _forward_fn(setup: aot.StepSetup, kind: str):
   mse = setup.abstract["regression_mse"]
 
   def score(params, cands):
-    flat = train.flatten_candidates(cands)
+    flat = mtu.flatten_candidates(cands)
     return train.select(setup.ctx, params, cands, flat, jnp.zeros((), jnp.int32),
                         jax.random.key(0), jnp.ones(mse.shape, mse.dtype))
   return jax.jit(score, in_shardings=(setup.shardings["params"], candidates))

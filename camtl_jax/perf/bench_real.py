@@ -38,7 +38,7 @@ import numpy as np
 
 from camtl_jax import experiment, input_pipeline, optim, packing, sharding
 from camtl_jax.perf import aot, bench, profiling
-from camtl_jax import train, update
+from camtl_jax import mtu, train, update
 from camtl_jax.models import bert
 
 VARIANTS = ("packed", "padded_128", "bucketed")
@@ -76,7 +76,7 @@ def _selection(ctx) -> Callable:
   """select(params, candidates, step, regression_mse) -> (indices [b], flat candidates), jitted
   once: the step's MT-U selection, read untimed for the update's padding_fraction."""
   def select(params, cands, step, mse):
-    flat = train.flatten_candidates(cands)
+    flat = mtu.flatten_candidates(cands)
     return train.select(ctx, params, cands, flat, step, jax.random.key(0), mse)[0], flat
   return jax.jit(select)
 
@@ -105,7 +105,7 @@ def score_chunks(rows: dict[str, np.ndarray], chunk_rows: int) -> int:
 def _score_chunk_flops(ctx, state, cands: dict[str, np.ndarray], rows: dict[str, np.ndarray]
                        ) -> float:
   """Compiled FLOPs of one chunk of the packed scoring forward (of the group without choices)."""
-  group = train.score_groups(ctx.task_info)[0]
+  group = mtu.score_groups(ctx.task_info)[0]
 
   def one_chunk(params, flat, rows):
     example_row = packing.example_rows(flat["unpack_index"], rows["input_ids"].shape[1])
@@ -113,7 +113,7 @@ def _score_chunk_flops(ctx, state, cands: dict[str, np.ndarray], rows: dict[str,
                                       ctx.score_chunk_rows)
     return ctx.model.apply({"params": params}, dict(flat, unpack_index=local), packed=part,
                            head_types=group.head_types)
-  flat = {k: np.asarray(v) for k, v in train.flatten_candidates(cands).items()}
+  flat = {k: np.asarray(v) for k, v in mtu.flatten_candidates(cands).items()}
   compiled = jax.jit(one_chunk).lower(state["params"], flat, rows).compile()
   return aot.cost_report(compiled).get("flops", 0.0)
 

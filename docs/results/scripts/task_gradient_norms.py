@@ -7,7 +7,7 @@
 import json, pathlib, sys, tempfile
 import jax, jax.numpy as jnp, ml_collections, numpy as np
 from flax import traverse_util
-from camtl_jax import checkpoint, experiment, optim, train
+from camtl_jax import checkpoint, experiment, mtu, optim, train
 
 workdir = pathlib.Path(sys.argv[1])
 scale = float(sys.argv[2]) if len(sys.argv) > 2 else 1.0
@@ -19,7 +19,7 @@ flat_labels = traverse_util.flatten_dict(labels)
 groups = {"encoder": lambda k: k[0] == "encoder",
           "all but heads": lambda k: k[0] != "heads"}
 names = [t.name for t in run.tasks]
-batches = [train.flatten_candidates(run.loader.candidates(s)) for s in range(4)]
+batches = [mtu.flatten_candidates(run.loader.candidates(s)) for s in range(4)]
 
 
 def task_loss(params, batch, t):

@@ -480,6 +480,28 @@ def write_outputs(out: Path, summary: dict) -> None:
   plot_results(summary, out / "results.png")
 
 
+def collect(out: Path, runs: Sequence[ArmRun], committed: Path, experiment: str, command: str
+            ) -> list[Path]:
+  """Copies out's records (and step_flops.json's new entries) that committed lacks into it and
+  writes committed/results.md from the committed records; trains nothing. Returns the new
+  files."""
+  new = []
+  for (arm, seed) in _groups(runs):
+    source, target = record_path(out / "records", arm, seed), record_path(committed, arm, seed)
+    if source.exists() and not target.exists():
+      target.parent.mkdir(parents=True, exist_ok=True)
+      target.write_text(source.read_text())
+      new.append(target)
+  flops, known = out / "step_flops.json", committed / "step_flops.json"
+  if flops.exists():
+    merged = json.loads(known.read_text()) if known.exists() else {}
+    merged = json.loads(flops.read_text()) | merged  # a committed value stays
+    known.write_text(json.dumps(merged, indent=1, sort_keys=True) + "\n")
+  summary = summarise(committed / "none", runs, experiment, command, committed)
+  (committed / "results.md").write_text(results_markdown(summary))
+  return new
+
+
 def run_experiment(experiment: str, out: Path, seeds: Sequence[int], overrides: Sequence[str],
                    command: str, arms: Sequence[str] = (), total_steps: int | None = None,
                    measures: Measures | None = None, committed: Path | None = None) -> dict:

@@ -146,6 +146,23 @@ def test_records_of_finished_arms_and_the_tables_built_from_them(tmp_path):
   assert (tmp_path / "results.png").stat().st_size > 0
 
 
+def test_collect_copies_new_records_and_writes_the_tables(tmp_path):
+  runs = [comparison.ArmRun("mtl", 0, "glue5_minilm:mtl"),
+          comparison.ArmRun("mtl", 1, "glue5_minilm:mtl")]
+  _fake_run(tmp_path / runs[0].folder, {"glue/rte": {"accuracy": 0.6}}, {"glue/rte": 0.5})
+  comparison.write_finished_records(tmp_path, runs, [], MEASURES)
+  (tmp_path / "step_flops.json").write_text(json.dumps({"glue5_minilm:mtl": 2.0}))
+  committed = tmp_path / "committed"
+  committed.mkdir()
+  (committed / "step_flops.json").write_text(json.dumps({"glue5_minilm:mtl": 1.0}))
+  new = comparison.collect(tmp_path, runs, committed, "glue5_minilm", "camtl-experiment ...")
+  assert new == [comparison.record_path(committed, "mtl", 0)]
+  assert json.loads((committed / "step_flops.json").read_text()) == {"glue5_minilm:mtl": 1.0}
+  table = (committed / "results.md").read_text()
+  assert "| mtl | 1 | 0.600 | 0.6000 |" in table and "no record): mtl seed 1" in table
+  assert comparison.collect(tmp_path, runs, committed, "glue5_minilm", "x") == []  # only new ones
+
+
 def test_arms_with_a_committed_record_are_not_run(tmp_path):
   committed = tmp_path / "committed"
   record = {"arm": "camtl_mtu_paper", "seed": 0, "runner": "camtl-train",

@@ -12,7 +12,8 @@ arm and seed with a record in --committed (default: the checkout's docs/results/
 it exists) is not run at all. --config.FIELD=VALUE flags go to every arm; --data-dir DATA is
 --config.data_dir=DATA. Compute-matched arms need XLA's FLOPs of a train step per config:
 measured once (a compile each) and kept in DIR/step_flops.json (a committed step_flops.json is
-used first).
+used first). --collect trains nothing: it copies DIR's new records into --committed and writes
+its results.md (then commit that folder).
 """
 from __future__ import annotations
 
@@ -46,6 +47,9 @@ def _parser():
   parser.add_argument("--arms", default="", help="only these arms, comma-separated")
   parser.add_argument("--data-dir", "--data_dir", default=None,
                       help="the data folder (glue/<Task>/...): --config.data_dir for every arm")
+  parser.add_argument("--collect", action="store_true",
+                      help="train nothing: copy DIR's new records and step_flops.json into "
+                           "--committed and write its results.md from the committed records")
   parser.add_argument("--committed", default=None,
                       help="a folder of committed records (<arm>/seed<S>.json): those arms and "
                            "seeds are skipped (default: the checkout's docs/results/EXPERIMENT)")
@@ -133,6 +137,18 @@ def _experiment(args) -> None:
     overrides.insert(0, f"--config.data_dir={args.data_dir}")
   out = Path(args.out)
   committed = Path(args.committed) if args.committed else default_committed(args.experiment)
+  if args.collect:
+    if committed is None:
+      raise common.UserError("--collect needs --committed (or the checkout's "
+                             f"docs/results/{args.experiment})")
+    committed.mkdir(parents=True, exist_ok=True)
+    runs = comparison.planned_runs(args.experiment, _seeds(args.seeds), args.total_steps,
+                                   measures(out, committed, overrides).step_flops)
+    for path in comparison.collect(out, runs, committed, args.experiment,
+                                   command.replace(" --collect", "")):
+      print(path)
+    print((committed / "results.md").read_text())
+    return 0
   try:
     summary = comparison.run_experiment(args.experiment, out, _seeds(args.seeds), overrides,
                                         command, arms, args.total_steps,

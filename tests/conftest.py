@@ -1,11 +1,80 @@
 """Shared fixtures. Tests run on whatever devices JAX sees: CI runs the suite once on 1 CPU device
-and the `multidevice` tests again with XLA_FLAGS=--xla_force_host_platform_device_count=8."""
+and the `multidevice` tests again with XLA_FLAGS=--xla_force_host_platform_device_count=8.
+
+Tiers (setup.cfg): the default run is units and in-process runs of the `micro` config (a random-init
+encoder built by camtl_jax/micro.py); `-m integration` runs what starts processes or needs the real
+world; `-m research` the claims about learning.
+"""
+import fcntl
 import os
+import shutil
 from pathlib import Path
 
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
+# One persistent XLA compilation cache for the whole test run: pytest-xdist workers and the
+# subprocesses the integration tests start compile each program once between them. Set before
+# JAX is imported (JAX reads it at import; child processes inherit it).
+os.environ.setdefault("JAX_COMPILATION_CACHE_DIR",
+                      str(REPO / ".pytest_cache" / "jax_compilation_cache"))
+
+
+def micro_config(**overrides):
+  """configs/micro.py with fields replaced (a fresh, unlocked ConfigDict)."""
+  from camtl_jax.configs import micro  # pylint: disable=import-outside-toplevel
+  config = micro.get_config()
+  for key, value in overrides.items():
+    config[key] = value
+  return config
+
+
+def session_root(tmp_path_factory) -> Path:
+  """A folder shared by every pytest-xdist worker of this session (each worker's basetemp is a
+  folder of it)."""
+  root = tmp_path_factory.getbasetemp()
+  return root.parent if os.environ.get("PYTEST_XDIST_WORKER") else root
+
+
+def trained_micro_workdir(tmp_path_factory, name: str, **overrides) -> Path:
+  """A micro run (configs/micro.py + overrides) trained in process once per session, shared
+  across modules and xdist workers under a file lock. Tests that change it work on a copy."""
+  from camtl_jax import train  # pylint: disable=import-outside-toplevel
+  root = session_root(tmp_path_factory)
+  workdir = root / f"trained_{name}"
+  with open(root / f"trained_{name}.lock", "w") as lock:
+    fcntl.flock(lock, fcntl.LOCK_EX)
+    if not (workdir / "results.json").exists():
+      shutil.rmtree(workdir, ignore_errors=True)
+      train.train_and_evaluate(micro_config(**overrides), str(workdir))
+  return workdir
+
+
+def trained_tiny_workdir(tmp_path_factory, name: str, *overrides: str) -> Path:
+  """A run of the tiny config (2 real MiniLM layers) + `--config.x=y` overrides, trained once per
+  session by `camtl-train` in a subprocess and shared across modules and xdist workers
+  (integration tests: real weights, a real process)."""
+  import subprocess  # pylint: disable=import-outside-toplevel
+  import sys  # pylint: disable=import-outside-toplevel
+  root = session_root(tmp_path_factory)
+  workdir = root / f"trained_{name}"
+  with open(root / f"trained_{name}.lock", "w") as lock:
+    fcntl.flock(lock, fcntl.LOCK_EX)
+    if not (workdir / "results.json").exists():
+      shutil.rmtree(workdir, ignore_errors=True)
+      env = dict(os.environ, JAX_PLATFORMS="cpu",
+                 XLA_FLAGS="--xla_force_host_platform_device_count=1")
+      cmd = [sys.executable, "-m", "camtl_jax.main", "--config", "tiny",
+             "--workdir", str(workdir), *overrides]
+      proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
+      assert proc.returncode == 0, proc.stderr[-4000:]
+  return workdir
+
+
+@pytest.fixture(scope="session")
+def micro_workdir(tmp_path_factory) -> Path:
+  """The micro config trained for its 4 steps on the five demo tasks (every head type)."""
+  return trained_micro_workdir(tmp_path_factory, "micro_demo5")
 
 
 def shared_data_dir() -> Path:

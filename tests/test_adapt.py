@@ -10,7 +10,7 @@ from camtl_jax import adapt, evaluate, predict, workdir as workdir_lib
 from camtl_jax.cli import adapt as cli_adapt
 from camtl_jax.cli import predict as cli_predict
 from camtl_jax.tasks import registry
-from tests.test_predict import tiny_workdir
+from tests.conftest import trained_tiny_workdir as tiny_workdir
 
 HELD_OUT = "demo/sentiment"
 OLD_TASKS = ("demo/similarity", "demo/entities", "demo/choice", "demo/span")

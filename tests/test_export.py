@@ -13,7 +13,7 @@ from camtl_jax import export, predict, workdir as workdir_lib
 from camtl_jax.cli import export as cli_export
 from camtl_jax.tasks import registry
 from camtl_jax.configs import demo as demo_config
-from tests.test_predict import tiny_workdir
+from tests.conftest import trained_tiny_workdir as tiny_workdir
 
 TOLERANCE = 1e-5  # max abs difference, float32
 

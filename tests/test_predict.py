@@ -1,8 +1,5 @@
-"""camtl-predict on a trained tiny workdir: equal to the evaluation step, every head type, bad
-input.
-
-The trained workdirs are shared with test_export.py and test_adapt.py through `tiny_workdir`.
-"""
+"""camtl-predict on a trained micro workdir (conftest.micro_workdir): equal to the evaluation
+step, every head type, bad input."""
 import fcntl
 import functools
 import json
@@ -20,36 +17,15 @@ from camtl_jax import evaluate, experiment, predict, train, workdir as workdir_l
 from camtl_jax.cli import predict as cli_predict
 from camtl_jax.tasks import base, registry
 from camtl_jax.configs import demo as demo_config
-from camtl_jax.configs import tiny
+from tests.conftest import micro_config
 
 REPO = Path(__file__).resolve().parents[1]
 DEMO_TASKS = demo_config.DEMO_TASKS
 
 
-def tiny_workdir(tmp_path_factory, name: str, *overrides: str) -> Path:
-  """A tiny run (tiny + overrides) trained once per session in a subprocess, as
-  tests/test_train.py does; later callers (other modules, and other pytest-xdist workers) reuse
-  it: under xdist each worker's basetemp is a folder of the session's, so the run lives there."""
-  root = tmp_path_factory.getbasetemp()
-  if os.environ.get("PYTEST_XDIST_WORKER"):
-    root = root.parent
-  workdir = root / f"trained_{name}"
-  with open(root / f"trained_{name}.lock", "w") as lock:
-    fcntl.flock(lock, fcntl.LOCK_EX)
-    if not (workdir / "results.json").exists():
-      shutil.rmtree(workdir, ignore_errors=True)
-      env = dict(os.environ, JAX_PLATFORMS="cpu",
-                 XLA_FLAGS="--xla_force_host_platform_device_count=1")
-      cmd = [sys.executable, "-m", "camtl_jax.main", "--config", "tiny",
-             "--workdir", str(workdir), *overrides]
-      proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
-      assert proc.returncode == 0, proc.stderr[-4000:]
-  return workdir
-
-
 @pytest.fixture(scope="module")
-def workdir(tmp_path_factory):
-  return tiny_workdir(tmp_path_factory, "all5")
+def workdir(micro_workdir):
+  return micro_workdir
 
 
 @pytest.fixture(scope="module")
@@ -63,7 +39,7 @@ def _dev_examples(workdir, task, n=64):
 
 def test_workdir_holds_config_and_task_records(workdir, trained):
   config = json.loads((workdir / "config.json").read_text())
-  assert config["tasks"] == list(tiny.get_config().tasks)
+  assert config["tasks"] == list(micro_config().tasks)
   assert [t.name for t in trained.tasks] == list(DEMO_TASKS)
   results = json.loads((workdir / "results.json").read_text())
   assert trained.step == results["step"]  # the best-scored checkpoint is the one selected
@@ -75,7 +51,7 @@ def test_workdir_holds_config_and_task_records(workdir, trained):
 def evaluation(workdir):
   """The training run's evaluation: its Run (dev splits) and jitted eval step."""
   import jax
-  run = experiment.build_run(tiny.get_config(), workdir)
+  run = experiment.build_run(micro_config(), workdir)
   ctx = types.SimpleNamespace(model=run.model,  # chunked as in training (16 rows on CPU)
                               eval_chunk_rows=experiment.eval_chunk_rows(run.config))
   return run, jax.jit(functools.partial(train.eval_step, ctx), static_argnums=2)

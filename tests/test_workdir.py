@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from camtl_jax import checkpoint, workdir as workdir_lib
-from tests.test_predict import tiny_workdir
+from tests.conftest import trained_tiny_workdir as tiny_workdir
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -17,9 +17,11 @@ it without touching the workdir. (The workdir's lock and the stop signals are in
 """
 from __future__ import annotations
 
+import json
 import logging
 import math
 import os
+import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -373,6 +375,9 @@ def load_state(workdir: str | Path, step: int | None = None,
     if not steps:
       raise FileNotFoundError(f"{workdir}: no checkpoint in {directory}")
     step = max(steps) if step is None else step
+    if step not in steps:
+      raise FileNotFoundError(f"{workdir}: no checkpoint {step} in {directory}; steps: "
+                              f"{sorted(steps)}")
     # Onto this process's first device whatever devices saved it (e.g. a pod checkpoint read on a
     # laptop): without a target, Orbax insists on the saving topology.
     device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
@@ -387,3 +392,92 @@ def load_state(workdir: str | Path, step: int | None = None,
     raise ValueError(f"checkpoint {step} in {directory} is damaged: its arrays differ from the "
                      "checksum saved with them")
   return step, jax.tree.map(lambda x: jax.device_get(x), state)
+
+
+# ------------------------------------------------------------------------------------------------
+# Using a trained model: the best usable step, read-only
+
+# The JSON files of a step, in the order they are read; a missing or unparsable one is named as
+# the damaged file. (metrics/metrics exists only for steps saved with a score.)
+_STEP_JSON = ("_CHECKPOINT_METADATA", "meta/metadata", "state/_METADATA", "state/_sharding")
+
+
+class NoUsableCheckpoint(FileNotFoundError):
+  """Every checkpoint of a workdir is damaged."""
+
+
+def _score(directory: Path, step: int) -> float | None:
+  """The dev score a step's save carried (its Orbax metrics file), None without a readable one."""
+  try:
+    metrics = json.loads((directory / str(step) / "metrics" / "metrics").read_text())
+  except (OSError, ValueError):
+    return None
+  return _rank(metrics) if isinstance(metrics, dict) and SCORE in metrics else None
+
+
+def ranked_steps(workdir: str | Path) -> list[int]:
+  """A workdir's steps, best first: the steps saved with a dev score by score (NaN last, the
+  later step first among equal scores, as Orbax's best_step), then the others latest first.
+  Reads only the steps' small metrics files; writes nothing."""
+  directory = checkpoint_dir(workdir)
+  steps = sorted(ocp.utils.checkpoint_steps(directory), reverse=True) if directory.is_dir() else []
+  scores = {step: _score(directory, step) for step in steps}
+  scored = sorted((s for s in steps if scores[s] is not None), key=lambda s: (scores[s], s),
+                  reverse=True)
+  return scored + [s for s in steps if scores[s] is None]
+
+
+def damage(workdir: str | Path, step: int, error: BaseException) -> str:
+  """'FILE: what failed' for a step that failed to load: the first of its JSON files that is
+  missing or not a JSON object, else its state folder with the array whose data could not be
+  read (TensorStore names the OCDBT database, not the data file) or the checksum mismatch."""
+  step_dir = checkpoint_dir(workdir) / str(step)
+  for name in _STEP_JSON:
+    path = step_dir / name
+    try:
+      value = json.loads(path.read_text())
+    except FileNotFoundError:
+      return f"{path}: missing"
+    except (OSError, ValueError) as e:
+      return f"{path}: {_one_line(e)}"
+    if not isinstance(value, dict):
+      return f"{path}: holds a {type(value).__name__}, not a JSON object"
+  while error.__cause__ is not None:
+    error = error.__cause__
+  text = str(error).strip().split("\n", 1)[0].split(" See full TensorStore details", 1)[0]
+  found = re.search(r'Error reading "([^"]+)" in OCDBT database at local file "[^"]*":\s*(.*)',
+                    text)
+  if found:
+    reason = found.group(2)
+    reason = reason if len(reason) <= 100 else reason[:97] + "..."
+    return f"{step_dir / 'state'}: a data file cannot be read (array {found.group(1)}: {reason})"
+  if "differ from the checksum" in text:
+    return f"{step_dir / 'state'}: its arrays differ from the checksum saved with them"
+  return f"{step_dir / 'state'}: {_one_line(error)}"
+
+
+def load_usable_state(workdir: str | Path, steps: list[int] | None = None
+                      ) -> tuple[int, Any, dict]:
+  """(step, state as numpy, meta) of the first of `steps` (default: ranked_steps, best first)
+  whose meta and state read and match their checksum.
+
+  For using a trained model (predict, export, adapt): read-only, so a damaged step is neither
+  moved nor repaired (training does that, restore_latest); each one is reported in one warning
+  line naming the step and the damaged file, and the next one is tried. NoUsableCheckpoint, one
+  line listing every damaged step, when none is left.
+  """
+  steps = ranked_steps(workdir) if steps is None else list(steps)
+  if not steps:
+    raise FileNotFoundError(f"{workdir}: no checkpoint in {checkpoint_dir(workdir)}")
+  damaged = []
+  for i, step in enumerate(steps):
+    try:
+      _, state = load_state(workdir, step)
+      return step, state, load_meta(workdir, step)
+    except Exception as e:  # noqa: BLE001 - any read failure means this checkpoint is unusable
+      damaged.append(f"checkpoint {step} ({damage(workdir, step, e)})")
+      if i + 1 < len(steps):
+        log.warning("%s is damaged; using the next best, checkpoint %d", damaged[-1], steps[i + 1])
+  raise NoUsableCheckpoint(
+      f"no usable checkpoint left in {checkpoint_dir(workdir)}: " + "; ".join(damaged)
+      + " are damaged. Rerunning the training command moves them aside and trains again.")

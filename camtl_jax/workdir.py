@@ -8,7 +8,7 @@
 `load(workdir)` gives a `TrainedModel` (config, tasks, the selected checkpoint's params, the model
 rebuilt from the checkpoint's fingerprint, the tokenizer) without the config file that trained it:
 prediction, export and adaptation start from it. The selected checkpoint is the one with the best
-dev score, else the latest.
+dev score, else the latest; a damaged one is reported in one line and the next best used.
 
 `WorkdirLock` (WORKDIR/.lock) keeps two runs out of one workdir; `StopSignals` turns SIGTERM and a
 first Ctrl-C into a save and a stop.
@@ -157,15 +157,13 @@ def load_config(workdir: Path) -> ml_collections.ConfigDict:
 
 
 def select_step(workdir: Path) -> int:
-  """The checkpoint with the best dev score, else the latest. Read-only: safe while a run is
+  """The checkpoint with the best dev score, else the latest (checkpoint.ranked_steps), whether
+  or not it is damaged (load falls back from a damaged one). Read-only: safe while a run is
   writing the workdir."""
-  manager = checkpoint.make_manager(workdir, async_save=False, read_only=True)
-  steps = manager.all_steps()
+  steps = checkpoint.ranked_steps(workdir)
   if not steps:
     raise FileNotFoundError(f"workdir {workdir} holds no checkpoint")
-  best = checkpoint.best_step(manager)
-  manager.close()
-  return best if best is not None else max(steps)
+  return steps[0]
 
 
 def task_from_record(record: Mapping[str, Any]) -> Task:
@@ -208,11 +206,24 @@ def model_from_fingerprint(meta: Mapping[str, Any], tasks: Sequence[Task],
                          tasks=experiment.task_specs(tasks))
 
 
-def restore(workdir: Path, step: int) -> tuple[Any, dict]:
-  """(params as numpy, meta) of one checkpoint (onto this process's device, whatever devices saved
-  it: checkpoint.load_state)."""
-  _, state = checkpoint.load_state(workdir, step)
-  return state["params"], checkpoint.load_meta(workdir, step)
+def restore(workdir: Path, step: int | None = None) -> tuple[int, Any, dict]:
+  """(step, params as numpy, meta) of a checkpoint, onto this process's device whatever devices
+  saved it. step None: the best usable one (checkpoint.load_usable_state: a damaged step is
+  reported in one line and the next best used; nothing is moved). A given step that is damaged
+  is a ValueError naming it and its damaged file."""
+  if step is None:
+    step, state, meta = checkpoint.load_usable_state(workdir)
+    return step, state["params"], meta
+  if step not in checkpoint.ranked_steps(workdir):
+    raise FileNotFoundError(f"workdir {workdir} holds no checkpoint {step}; its steps: "
+                            f"{sorted(checkpoint.ranked_steps(workdir))}")
+  try:
+    _, state = checkpoint.load_state(workdir, step)
+    meta = checkpoint.load_meta(workdir, step)
+  except Exception as e:  # noqa: BLE001 - any read failure means this checkpoint is unusable
+    raise ValueError(f"checkpoint {step} is damaged ({checkpoint.damage(workdir, step, e)}); "
+                     "leave out --step to use the best usable one") from e
+  return step, state["params"], meta
 
 
 def load(workdir: str | Path, step: int | None = None,
@@ -221,8 +232,7 @@ def load(workdir: str | Path, step: int | None = None,
   path = check_workdir(workdir)
   config = config or load_config(path)
   tasks, stats = load_task_records(path)
-  step = select_step(path) if step is None else step
-  params, meta = restore(path, step)
+  step, params, meta = restore(path, step)
   params = jax.device_put(params)  # once, not at every forward
   model = model_from_fingerprint(meta, tasks, config)
   log.info("loaded %s step %d (%d tasks)", path, step, len(tasks))

@@ -11,7 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from camtl_jax import checkpoint
+from camtl_jax import checkpoint, workdir
 
 FP = {"tasks": ["a", "b"], "encoder": {"num_layers": 2, "hidden_size": 8}}
 
@@ -294,3 +294,92 @@ def test_read_fingerprint_reads_only_meta_and_writes_nothing(tmp_path):
   meta20.unlink()
   assert checkpoint.read_fingerprint(tmp_path) == FP  # the newest readable meta
   assert sorted(str(p) for p in tmp_path.rglob("*")) == [p for p in before if p != str(meta20)]
+
+
+# ------------------------------------------------------------------------------------------------
+# Using a trained model: the best usable step, read-only (predict, export, adapt)
+
+
+def _every_state_file_garbage(step_dir):
+  for f in (step_dir / "state").rglob("*"):
+    if f.is_file():
+      f.write_bytes(b"garbage")
+
+
+USE_DAMAGE = {  # damage kind -> the file or folder the report must name (below checkpoints/10)
+    "truncated_data_file": "state",
+    "deleted_data_file": "state",
+    "deleted_state_metadata": "state/_METADATA: missing",
+    "deleted_meta_json": "meta/metadata: missing",
+    "empty_meta_json": "meta/metadata: JSONDecodeError: Expecting value",
+    "garbage_meta_json": "meta/metadata: JSONDecodeError",
+    "garbage_state_file": "state",
+    "every_state_file_garbage": "state/_METADATA: JSONDecodeError: Expecting value",
+    "flipped_byte_in_data_file": "state",
+    "truncated_manifest": "state",
+}
+USE_DAMAGE_FN = {**DAMAGE, "deleted_data_file": lambda d: _data_file(d).unlink(),
+                 "empty_meta_json": lambda d: (d / "meta" / "metadata").write_text(""),
+                 "every_state_file_garbage": _every_state_file_garbage}
+
+
+def _save_scored(workdir, scores: dict) -> None:
+  manager = checkpoint.make_manager(workdir, keep=5, save_every=10, async_save=False)
+  for step, score in scores.items():
+    assert checkpoint.save(manager, step, _state(step), _meta(step, score), score, force=True)
+  manager.wait_until_finished()
+  manager.close()
+
+
+def _snapshot(path) -> dict:
+  return {str(p): p.read_bytes() for p in sorted(path.rglob("*")) if p.is_file()}
+
+
+def test_ranked_steps_put_the_best_score_first_then_the_unscored_latest_first(tmp_path):
+  _save_scored(tmp_path, {10: 0.9, 20: 0.5, 30: None, 40: 0.9, 50: None})
+  assert checkpoint.ranked_steps(tmp_path) == [40, 10, 20, 50, 30]
+  assert workdir.select_step(tmp_path) == 40
+
+
+@pytest.mark.parametrize("damage", sorted(USE_DAMAGE))
+def test_using_a_model_falls_back_from_a_damaged_best_step_and_moves_nothing(
+    tmp_path, caplog, damage):
+  _save_scored(tmp_path, {10: 0.9, 20: 0.5, 30: None})  # best: 10, then 20, then 30
+  step_dir = tmp_path / "checkpoints" / "10"
+  USE_DAMAGE_FN[damage](step_dir)
+  before = _snapshot(tmp_path)
+  with caplog.at_level(logging.WARNING):
+    step, params, meta = workdir.restore(tmp_path)
+  assert step == 20 and meta == _meta(20, 0.5)
+  _assert_state({**_state(20), "params": params}, 20)
+  warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING
+              and r.name == checkpoint.__name__]
+  assert len(warnings) == 1 and "\n" not in warnings[0], warnings
+  assert warnings[0].startswith(f"checkpoint 10 ({step_dir / USE_DAMAGE[damage]}")
+  assert warnings[0].endswith("is damaged; using the next best, checkpoint 20")
+  assert _snapshot(tmp_path) == before  # read-only: nothing moved, nothing written
+
+
+def test_no_usable_checkpoint_left_is_one_line_naming_each_damaged_step(tmp_path):
+  _save_scored(tmp_path, {10: 0.9, 20: None})
+  ckpts = tmp_path / "checkpoints"
+  USE_DAMAGE_FN["empty_meta_json"](ckpts / "10")
+  USE_DAMAGE_FN["truncated_data_file"](ckpts / "20")
+  with pytest.raises(checkpoint.NoUsableCheckpoint) as e:
+    workdir.restore(tmp_path)
+  message = str(e.value)
+  assert "\n" not in message and message.startswith(f"no usable checkpoint left in {ckpts}: ")
+  assert f"checkpoint 10 ({ckpts / '10' / 'meta' / 'metadata'}: JSONDecodeError" in message
+  assert f"checkpoint 20 ({ckpts / '20' / 'state'}" in message
+
+
+def test_a_damaged_step_asked_for_is_an_error_naming_it_and_its_file(tmp_path):
+  _save_scored(tmp_path, {10: 0.9, 20: 0.5})
+  USE_DAMAGE_FN["every_state_file_garbage"](tmp_path / "checkpoints" / "20")
+  with pytest.raises(ValueError) as e:
+    workdir.restore(tmp_path, 20)
+  assert str(e.value).startswith(
+      f"checkpoint 20 is damaged ({tmp_path / 'checkpoints' / '20' / 'state' / '_METADATA'}: ")
+  with pytest.raises(FileNotFoundError, match=r"no checkpoint 15; its steps: \[10, 20\]"):
+    workdir.restore(tmp_path, 15)
+  assert workdir.restore(tmp_path, 10)[0] == 10

@@ -29,7 +29,6 @@ prediction equals the evaluation step's for the same example.
 """
 from __future__ import annotations
 
-import csv
 import json
 import logging
 from pathlib import Path
@@ -256,7 +255,7 @@ def _jsonl_records(path: str) -> Iterator[tuple[int, dict]]:
 
 def _tsv_records(path: str) -> Iterator[tuple[int, dict]]:
   with open(path, encoding="utf-8", newline="") as f:
-    rows = csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE)
+    rows = (readers.split_tsv(text.rstrip("\r\n")) for text in f)  # as the task readers split
     header = next(rows, None)
     if not header:
       raise DataError(path, 1, None, "empty file: expected a header row naming the columns")
@@ -285,7 +284,7 @@ def read_inputs(task: Task, path: str | Path, file_format: str | None = None) ->
   if file_format == "task":
     if task.reader is None:
       raise ValueError(f"task {task.name} has no reader here; use --format jsonl or tsv")
-    examples = list(task.reader(path, "test", readers.SkipLog()))
+    examples = list(task.reader(path, registry.file_split(task, path), readers.SkipLog()))
   else:
     parse = RECORD_READERS[task.type]
     examples = [parse(record, path, line) for line, record in _FILE_READERS[file_format](path)]

@@ -678,3 +678,94 @@ def test_custom_tsv_and_jsonl_empty_text(tmp_path):
   task = registry.custom_task("sim", "regression", "sim/{split}.jsonl", ("a", "b"), "score",
                               splits=("dev",))
   assert_empty_text(lambda: registry.load_split(task, tmp_path, "dev"), "sim/dev.jsonl", 1, "a")
+
+
+# ------------------------------------------------------------------------------------------------
+# One reader path for training and prediction; inputs that were accepted silently or crashed
+
+
+COLA_ROWS = [tsv("gj04", "1", "", "The sailors rode the breeze clear of the rocks."),
+             tsv("gj04", "0", "*", "The weights made the rope stretch pulley."),
+             tsv("cj99", "1", "", "The doll wriggled itself loose.")]
+
+
+def test_predict_reads_a_headerless_cola_file_as_training_does(tmp_path):
+  from camtl_jax import predict
+  task = registry.get_task("glue/cola")
+  path = write_lines(tmp_path / "glue" / "CoLA" / "dev.tsv", COLA_ROWS)
+  trained_on = registry.load_split(task, tmp_path, "dev")
+  assert [ex.texts for ex in trained_on][0] == ("The sailors rode the breeze clear of the rocks.",)
+  for fmt in ("task", None):  # --format task, and detected from the .tsv that is not generic
+    assert predict.read_inputs(task, path, fmt) == trained_on
+  elsewhere = write_lines(tmp_path / "mine" / "dev.tsv", COLA_ROWS)  # by the file's name
+  assert [ex.texts for ex in predict.read_inputs(task, elsewhere, "task")] == [
+      ex.texts for ex in trained_on]
+  damaged = write_lines(tmp_path / "bad" / "glue" / "CoLA" / "dev.tsv",
+                        COLA_ROWS[:2] + [tsv("cj99", "x", "", "A sentence.")])
+  with pytest.raises(DataError) as trained_error:
+    registry.load_split(task, tmp_path / "bad", "dev")
+  with pytest.raises(DataError) as predict_error:
+    predict.read_inputs(task, damaged, "task")
+  assert str(predict_error.value) == str(trained_error.value)
+  assert str(trained_error.value).startswith(f"{damaged}, line 3, field 'label': unknown label")
+
+
+@pytest.mark.integration  # reads ../shared/data
+def test_predict_reads_the_real_cola_dev_file_as_training_does(shared_data):
+  from camtl_jax import predict
+  task = registry.get_task("glue/cola")
+  examples = predict.read_inputs(task, shared_data / "glue" / "CoLA" / "dev.tsv", "task")
+  assert len(examples) == 1043 and examples == registry.load_split(task, shared_data, "dev")
+
+
+def test_a_tsv_field_longer_than_the_csv_limit_is_read_in_training_and_prediction(tmp_path):
+  import csv
+
+  from camtl_jax import predict
+  long_text = "word " * 40_000  # 200,000 characters: over csv's default limit of 131,072
+  path = write_lines(tmp_path / "glue" / "SST-2" / "train.tsv",
+                     [tsv("sentence", "label"), tsv("short", "0"), tsv(long_text, "1")])
+  examples = registry.load_split("glue/sst2", tmp_path, "train")
+  assert examples[1].texts == (long_text,)
+  generic = write_lines(tmp_path / "inputs.tsv", [tsv("text"), tsv(long_text)])
+  assert predict.read_inputs(registry.get_task("glue/sst2"), generic)[0].texts == (long_text,)
+  assert predict.read_inputs(registry.get_task("glue/sst2"), path, "task")[1].texts == (
+      long_text,)
+  # Quoted csv (task spec files) goes through the csv module: its limit is raised too.
+  assert next(csv.reader([f'"{long_text}",1']))[0] == long_text
+
+
+def test_a_nul_byte_in_a_text_is_refused_naming_file_line_and_field(tmp_path):
+  path = write_lines(tmp_path / "glue" / "SST-2" / "train.tsv",
+                     [tsv("sentence", "label"), tsv("fine", "0"), tsv("bro\0ken", "1")])
+  with pytest.raises(DataError, match=rf"^{path}, line 3, field 'sentence': NUL byte at "
+                     "character 3"):
+    registry.load_split("glue/sst2", tmp_path, "train")
+  jsonl = write_lines(tmp_path / "superglue" / "BoolQ" / "train.jsonl", [json.dumps(
+      {"question": "q\u0000?", "passage": "p", "idx": 0, "label": True})])
+  with pytest.raises(DataError, match=rf"^{jsonl}, line 1, field 'question': NUL byte"):
+    registry.load_split("superglue/boolq", tmp_path, "train")
+
+
+def _wsc_line(span1_index, span1_text, label=True):
+  record = {"text": "Mark told Pete's friend many lies about himself. He should have known.",
+            "target": {"span1_index": span1_index, "span1_text": span1_text,
+                       "span2_index": 8, "span2_text": "He"}, "idx": 0}
+  return json.dumps(record if label is None else {**record, "label": label})
+
+
+def test_wsc_span1_text_must_be_the_words_at_its_index(tmp_path, caplog):
+  folder = tmp_path / "superglue" / "WSC"
+  # Case, punctuation and a possessive 's do not count: "Pete" at "Pete's", "he" at "He".
+  write_lines(folder / "train.jsonl", [_wsc_line(2, "pete"), _wsc_line(0, "Mark")])
+  marked = registry.load_split("superglue/wsc", tmp_path, "train")
+  assert marked[0].texts[0].startswith("Mark told *Pete's* friend")
+  path = write_lines(folder / "val.jsonl", [_wsc_line(0, "Mark"), _wsc_line(2, "Mark")])
+  with pytest.raises(DataError, match=rf"^{path}, line 2, field 'span1_text': 'Mark' is not "
+                     r"the text at span1_index \(\"Pete's\"\)"):
+    registry.load_split("superglue/wsc", tmp_path, "val")
+  # The official test split holds three such rows and needs every row for its leaderboard file.
+  write_lines(folder / "test.jsonl", [_wsc_line(2, "Mark", label=None)])
+  with caplog.at_level(logging.WARNING):
+    assert len(registry.load_split("superglue/wsc", tmp_path, "test")) == 1
+  assert "line 1, field 'span1_text': 'Mark' is not the text at span1_index" in caplog.text

@@ -13,8 +13,9 @@ Nothing disappears silently: a row is left out only
     summarised in the log. The reader's default for such rows is to raise.
 File-level problems (missing file, empty file, missing header column) always raise.
 Every text a reader yields (sentence, question, passage, choice, answer, token, ...) passes through
-check_text: an empty or whitespace-only one is an invalid row (e.g. "glue/RTE/train.tsv, line 17,
-field 'sentence1': empty text"), refused like any other, never trained on or dropped silently.
+check_text: an empty or whitespace-only one, or one holding a NUL byte, is an invalid row (e.g.
+"glue/RTE/train.tsv, line 17, field 'sentence1': empty text"), refused like any other, never
+trained on or dropped silently.
 
 Conversions to a model-ready form (documented here once, used by the file and the TFDS readers):
   * COPA: multiple choice; choice k = (premise + " " + question prompt, choice k), with the prompts
@@ -40,6 +41,7 @@ import functools
 import gzip
 import itertools
 import json
+import re
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
@@ -165,9 +167,18 @@ def _content_lines(path: str, skips: SkipLog) -> Iterator[tuple[int, str]]:
     raise DataError(path, None, None, "empty file: no records")
 
 
-def _split_tsv(text: str) -> list[str]:
-  # Quoting disabled, as the GLUE tools read these files: quote characters are ordinary text.
-  return next(csv.reader([text], delimiter="\t", quoting=csv.QUOTE_NONE))
+def split_tsv(text: str) -> list[str]:
+  """The tab-separated fields of one line. Quoting disabled, as the GLUE tools read these files:
+  quote characters are ordinary text (what csv.reader with QUOTE_NONE gives, without its field
+  size limit and its error on a lone carriage return, neither of which names the file)."""
+  return text.split("\t")
+
+
+_split_tsv = split_tsv
+# Other readers of quoted csv (task spec files) go through the csv module: fields of any length,
+# the row then truncated to max_length like any long text, instead of a raw `field larger than
+# field limit (131072)` error.
+csv.field_size_limit(2**31 - 1)
 
 
 def _jsonl(path: str, skips: SkipLog) -> Iterator[tuple[int, dict]]:
@@ -212,6 +223,8 @@ def check_text(value: Any, path: str, line: int | str | None, field: str) -> str
   if not value.strip():
     raise DataError(path, line, field,
                     "empty text" if not value else f"empty text (only whitespace: {value!r})")
+  if "\0" in value:  # a binary or damaged file: a tokenizer would read it as ordinary text
+    raise DataError(path, line, field, f"NUL byte at character {value.index(chr(0))} of the text")
   return value
 
 
@@ -426,7 +439,14 @@ def _wic(path: str, split: str, line: int, record: dict, labels: tuple[str, ...]
 
 def wsc_example(guid: str, text: str, span1: tuple[int, str], span2: tuple[int, str],
                 label: str | None, idx: int | str, path: str = "", line: Any = None) -> Example:
-  """WSC with span1 marked *...* and span2 #...#, located by word index (span = (index, text))."""
+  """WSC with span1 marked *...* and span2 #...#, located by word index (span = (index, text)).
+
+  span1's text must be the words at its index, up to case, punctuation and a possessive 's
+  ("Emma" at "Emma's"): a DataError otherwise (training would learn whatever word is there). On
+  unlabelled (test) rows a mismatch is a warning naming the row, as the official test split holds
+  three and its leaderboard file needs every row. (span2, the pronoun, is placed by its index:
+  the official validation split has a row whose span2 text is not at its index.)
+  """
   words = text.split()
   for name, (index, span_text), mark in (("span1_index", span1, MARK),
                                          ("span2_index", span2, PRONOUN_MARK)):
@@ -434,8 +454,26 @@ def wsc_example(guid: str, text: str, span1: tuple[int, str], span2: tuple[int, 
     if not 0 <= index <= len(words) - count:
       raise DataError(path, line, name, f"word index {index} (+{count} words) outside the text "
                       f"({len(words)} words)")
+    if name == "span1_index":
+      _check_span_words(words[index:index + count], span_text, label is None, path, line)
     words = mark_words(words, index, count, mark)
   return Example(guid=guid, texts=(" ".join(words),), label=label, example_id=idx)
+
+
+def _span_word(word: str) -> str:
+  return re.sub(r"\W", "", re.sub(r"['\u2019]s$", "", word.lower()))
+
+
+def _check_span_words(found: list[str], span_text: str, warn_only: bool, path: str,
+                      line: Any) -> None:
+  """wsc_example's check of span1's text against the words at its index."""
+  if [_span_word(w) for w in found] == [_span_word(w) for w in span_text.split()]:
+    return
+  error = DataError(path, line, "span1_text", f"{span_text!r} is not the text at span1_index "
+                    f"({' '.join(found)!r})")
+  if not warn_only:
+    raise error
+  log.warning("%s; marking the words at the index", error)
 
 
 def _wsc(path: str, split: str, line: int, record: dict, labels: tuple[str, ...]) -> list[Example]:

@@ -75,6 +75,20 @@ def split_path(task: Task, data_dir: str | Path, split: str) -> Path:
   return Path(data_dir) / task.splits[split]
 
 
+def file_split(task: Task, path: str | Path) -> str:
+  """The split whose file `path` is, by its path's end (glue/CoLA/dev.tsv) or else its name
+  (dev.tsv), so that a task's own file is read as training reads it (CoLA's train and dev files
+  have no header row, its test file has one); 'test' for any other file (unlabelled input in the
+  test split's format)."""
+  parts = Path(path).parts
+  for match in (lambda f: parts[-len(Path(f).parts):] == Path(f).parts,
+                lambda f: parts[-1] == Path(f).name):
+    found = [split for split, f in task.splits.items() if match(f)]
+    if found:
+      return found[0]
+  return "test"
+
+
 def _load_local(task: Task, data_dir: str | Path, split: str, skips: readers.SkipLog
                 ) -> list[Example]:
   path = split_path(task, data_dir, split)

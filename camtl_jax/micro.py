@@ -29,11 +29,23 @@ import numpy as np
 
 from camtl_jax.models import bert
 
-MICRO_VERSION = 1  # bump when the vocabulary or the shape changes
+MICRO_VERSION = 2  # bump when the vocabulary or the shape changes
 SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
 SHAPE = dict(hidden_size=32, num_layers=2, num_heads=2, intermediate_size=64,
              max_position_embeddings=128, hidden_dropout=0.1, attention_dropout=0.1)
 _DEMO_SEED = 0
+# Common English words beside the demo's, so that short everyday test sentences stay short.
+COMMON_WORDS = (
+    "the", "a", "an", "is", "are", "was", "were", "be", "been", "of", "and", "or", "to", "in", "on",
+    "at", "by", "for", "with", "from", "as", "it", "its", "this", "that", "these", "one", "two",
+    "not", "no", "yes", "do", "does", "did", "has", "have", "had", "will", "can", "must", "may",
+    "like", "just", "some", "all", "any", "each", "more", "most", "other", "than", "then", "there",
+    "here", "what", "which", "who", "when", "where", "why", "how", "i", "you", "he", "she", "we",
+    "they", "me", "him", "her", "us", "them", "my", "your", "his", "our", "their", "cat", "dog",
+    "mat", "sat", "sitting", "capital", "france", "germany", "short", "long", "longer", "first",
+    "second", "last", "end", "example", "batch", "task", "tasks", "learning", "multi", "shares",
+    "encoder", "across", "help", "padding", "change", "real", "tokens", "outputs", "indeed",
+    "segment", "punctuation", "numbers", "text", "word", "words", "sentence", "question", "answer")
 
 
 def micro_dir() -> Path:
@@ -65,7 +77,7 @@ def vocabulary() -> list[str]:
   """Special tokens, the demo suite's words (lowercased, BERT's punctuation split), then
   single characters and their '##' continuations."""
   from camtl_jax.tasks import demo  # pylint: disable=import-outside-toplevel
-  words = set()
+  words = set(COMMON_WORDS)
   for name in demo.DEMO_TASK_NAMES:
     for split in ("train", "dev", "test"):
       for row in demo.generate_rows(name, split, _DEMO_SEED):

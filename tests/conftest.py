@@ -103,3 +103,16 @@ def minilm_path() -> Path:
 def pytest_report_header(config):
   import jax
   return f"jax {jax.__version__}: {jax.device_count()} device(s) on {jax.default_backend()}"
+
+
+# Fixtures that reach the real world: a test that takes one (directly or through another fixture)
+# is an integration test, marked here so that no such test slips into the default tier.
+REAL_WORLD_FIXTURES = frozenset({"minilm_path", "shared_data"})
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config, items):
+  del config
+  for item in items:
+    if REAL_WORLD_FIXTURES & set(getattr(item, "fixturenames", ())):
+      item.add_marker(pytest.mark.integration)

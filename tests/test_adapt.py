@@ -174,7 +174,7 @@ REAL_BASE = ("--config.tasks=('superglue/rte', 'glue/mrpc')", BASE_LAYERS,
              "--config.learning_rate=1e-4")
 
 
-@pytest.mark.slow
+@pytest.mark.research
 def test_real_rte_model_adapted_to_cb_with_new_rows_only_beats_majority_class(
     shared_data, minilm_path, tmp_path_factory, tmp_path, capsys):
   base = tiny_workdir(tmp_path_factory, "rte_mrpc", *REAL_BASE, f"--config.data_dir={shared_data}")
@@ -199,7 +199,7 @@ def test_real_rte_model_adapted_to_cb_with_new_rows_only_beats_majority_class(
     assert float(run["accuracy"]) > majority + 0.08, run
 
 
-@pytest.mark.slow
+@pytest.mark.integration
 def test_submission_files_of_the_real_base(shared_data, minilm_path, tmp_path_factory, tmp_path):
   """camtl-predict --submission: the leaderboard files of the model's GLUE / SuperGLUE tasks,
   predicted on their (unlabelled) test splits."""

@@ -1,5 +1,5 @@
-"""aot.py: the train step built from shapes alone (named encoder shapes, registry task specs), and
-camtl-compile-tpu, which needs libtpu (the `tpu` extra).
+"""The train step built from shapes alone (train.build_step: named encoder shapes, registry task
+specs), and camtl-compile-tpu, which needs libtpu (the `tpu` extra).
 
 libtpu makes every JAX process probe for a TPU, so CI keeps it out of the test environment: it
 installs it into a directory of its own (`pip install --target .libtpu "libtpu==0.0.42.*"`) named
@@ -16,7 +16,7 @@ import jax
 import numpy as np
 import pytest
 
-from camtl_jax import experiment, sharding
+from camtl_jax import experiment, sharding, train
 from camtl_jax.perf import aot
 from camtl_jax.models import camtl
 from camtl_jax.configs import mtl24_large, tiny
@@ -54,14 +54,14 @@ def test_encoder_shape_from_config_dir_and_errors(minilm_path):
 def test_mtl24_large_step_builds_from_shapes_without_data():
   c = mtl24_large.get_config()
   mesh = sharding.make_mesh(1, jax.devices()[:1])
-  setup = aot.build_step(c, mesh)
+  setup = train.build_step(c, mesh)
   assert setup.candidates["input_ids"].shape == (24, 64, 2, 384)  # COPA has two choices: K=2
   n = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(setup.abstract["params"]))
   assert 335_141_888 < n < 1.5 * 335_141_888  # + conditional modules (skip adapters: 1.3x)
   assert setup.abstract["params"]["encoder"]["layer_0"]["attention"]["query"]["kernel"].dtype == (
       np.float32)  # params f32 even with bfloat16 compute
   assert setup.model.encoder.dtype == "bfloat16"
-  assert setup.abstract["used"].shape == (24 * aot.NOMINAL_ROWS_PER_TASK,)
+  assert setup.abstract["used"].shape == (24 * train.NOMINAL_ROWS_PER_TASK,)
 
 
 def test_parse_topology():
@@ -85,7 +85,7 @@ def test_compile_tpu_without_libtpu_fails_clearly(tmp_path):
   assert "libtpu is not installed" in proc.stderr and "[tpu]" in proc.stderr
 
 
-@pytest.mark.slow
+@pytest.mark.integration
 @pytest.mark.skipif(not (HAVE_LIBTPU or HAVE_LIBTPU_DIR),
                     reason="libtpu not installed (pip install -e \".[tpu]\", or pip install "
                     "--target DIR and CAMTL_LIBTPU_DIR=DIR): cannot compile for a TPU topology")
@@ -116,7 +116,7 @@ def test_fsdp_splits_large_leaves_but_keeps_embedding_tables_replicated():
   # from an embedding table split along its hidden axis made XLA materialise the whole [tokens, d]
   # activation on every chip (17 GiB on v5e 16x16): tables stay replicated (sharding.py).
   c = mtl24_large.get_config()
-  setup = aot.build_step(c, sharding.make_mesh(1, jax.devices()[:1]))
+  setup = train.build_step(c, sharding.make_mesh(1, jax.devices()[:1]))
   flat = jax.tree_util.tree_flatten_with_path(
       {"params": setup.abstract["params"], "opt_state": setup.abstract["opt_state"]})[0]
   specs = {jax.tree_util.keystr(path): sharding.param_spec(path, x.shape, 256, fsdp=True)

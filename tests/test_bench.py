@@ -9,8 +9,8 @@ import jax
 import numpy as np
 import pytest
 
-from camtl_jax import experiment
-from camtl_jax.perf import aot, bench
+from camtl_jax import experiment, train
+from camtl_jax.perf import bench
 from camtl_jax.models import camtl
 from camtl_jax.configs import tiny
 
@@ -22,7 +22,7 @@ def test_synthetic_candidates_are_valid_batches_of_every_head_type():
   assert {s.type for s in specs} == {"classification", "regression", "tagging", "multiple_choice",
                                      "span"}
   cands = bench.synthetic_candidates(specs, batch_size=4, length=16, vocab_size=100)
-  shapes = aot.candidate_shapes(specs, 4, 16)
+  shapes = train.candidate_shapes(specs, 4, 16)
   assert {k: v.shape for k, v in cands.items()} == {k: v.shape for k, v in shapes.items()}
   assert cands["input_ids"].shape == (len(specs), 4, 2, 16)
   camtl.validate_batch(bench._flat(cands), specs)  # labels, spans, tags, choices all in range
@@ -41,7 +41,7 @@ def test_variants_change_only_what_they_name():
   assert tuple(c.frozen_layers) == (-1, -1) and c.sampler == "mt_uncertainty"  # not mutated
 
 
-@pytest.mark.slow
+@pytest.mark.integration
 def test_bench_command_writes_complete_json(tmp_path):
   out = tmp_path / "bench.json"
   proc = subprocess.run(
@@ -75,7 +75,7 @@ def test_bench_command_writes_complete_json(tmp_path):
                                     "score_vs_plain_forward", "camtl_mtu_peak_fraction"}
 
 
-@pytest.mark.slow
+@pytest.mark.integration
 def test_glue5_bench_on_real_candidates_reports_packing(shared_data, minilm_path, tmp_path):
   """bench:glue5 times the MT-U step on real GLUE candidate sets: packed has less padding than
   padded_128, one program each, and the report holds what the speed issue asks for."""
@@ -106,7 +106,7 @@ def test_glue5_bench_on_real_candidates_reports_packing(shared_data, minilm_path
   assert "packed / padded_128" in proc.stdout
 
 
-@pytest.mark.slow
+@pytest.mark.integration
 def test_bench_times_hf_pytorch_reference_in_lockstep(tmp_path):
   """--variants ...,hf_forward,hf_train: HF's BertForSequenceClassification of the same shape in
   a resident process, called in the same rounds, with the ratios against our programs."""

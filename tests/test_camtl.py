@@ -1,4 +1,4 @@
-"""The CA-MTL model on the real MiniLM checkpoint: identity at init, task conditioning, mixed
+"""The CA-MTL model on the micro model and the real MiniLM checkpoint: identity at init, task conditioning, mixed
 batches, heads inside the model, sharding, bfloat16, the parameter tree and report, bad input."""
 import functools
 
@@ -58,10 +58,14 @@ ONLY = {
 GLUE_SPECS = experiment.task_specs(experiment.get_tasks(experiment.GLUE_TASKS))
 
 
-@pytest.fixture(scope="module")
-def minilm(minilm_path):
-  config, params = convert.load_pretrained(minilm_path)
-  tokenizer = convert.load_tokenizer(minilm_path)
+@pytest.fixture(scope="module", params=["micro", pytest.param("minilm", marks=pytest.mark.integration)])
+def checkpoint(request):
+  """(encoder config, pretrained params, a mixed batch, the plain encoder's outputs) of the micro
+  model (default tier) and of the real MiniLM checkpoint (integration)."""
+  path = experiment.resolve_model_path("micro") if request.param == "micro" else (
+      request.getfixturevalue("minilm_path"))
+  config, params = convert.load_pretrained(path)
+  tokenizer = convert.load_tokenizer(path)
   first, second = zip(*PAIRS)
   enc = tokenizer(list(first), list(second), padding=True, return_tensors="np")
   batch = camtl.example_batch(TASKS, batch_size=len(PAIRS), length=enc["input_ids"].shape[1])
@@ -79,11 +83,11 @@ def minilm(minilm_path):
 
 
 @pytest.fixture(scope="module")
-def superset_params(minilm):
+def superset_params(checkpoint):
   """init_params of a config whose parameters include those of every config below (the skip chain
   covers the top adapter's layer, the matrix alignment the FiLM one); each test takes its subset, so
   the model is initialised (compiled) once."""
-  encoder, pretrained, batch, _ = minilm
+  encoder, pretrained, batch, _ = checkpoint
   model = CAMTL(encoder, ALL_ON.replace(adapter="skip"), TASKS)
   return camtl.init_params(model, jax.random.key(0), pretrained, batch)
 
@@ -94,9 +98,9 @@ def _encode_fn(encoder, config):
   return model, jax.jit(functools.partial(camtl.encode, model))
 
 
-def _params_for(config, minilm, superset):
+def _params_for(config, checkpoint, superset):
   """The superset's parameters that `config`'s model has (same paths, same shapes)."""
-  encoder, _, batch, _ = minilm
+  encoder, _, batch, _ = checkpoint
   model, _ = _encode_fn(encoder, config)
   shapes = jax.eval_shape(model.init, jax.random.key(0), batch)["params"]
   shapes = traverse_util.flatten_dict(shapes)
@@ -122,10 +126,10 @@ def _real_max_diff(a, b, mask):
 
 
 @pytest.mark.parametrize("variant", sorted(VARIANTS))
-def test_identity_at_init_equals_pretrained_encoder(minilm, superset_params, variant):
-  encoder, pretrained, batch, (ref_hidden, ref_pooled) = minilm
+def test_identity_at_init_equals_pretrained_encoder(checkpoint, superset_params, variant):
+  encoder, pretrained, batch, (ref_hidden, ref_pooled) = checkpoint
   config = VARIANTS[variant]
-  params = _params_for(config, minilm, superset_params)
+  params = _params_for(config, checkpoint, superset_params)
   _, encode = _encode_fn(encoder, config)
   mixed = dict(batch, task_id=np.arange(len(PAIRS), dtype=np.int32) % len(TASKS))
   hidden, pooled = encode(params, mixed)
@@ -134,21 +138,21 @@ def test_identity_at_init_equals_pretrained_encoder(minilm, superset_params, var
   assert float(np.abs(pooled[:, 0] - ref_pooled).max()) <= TOL
 
 
-def test_plain_mtl_baseline_has_only_encoder_and_heads(minilm, superset_params):
-  encoder, pretrained, batch, (ref_hidden, ref_pooled) = minilm
+def test_plain_mtl_baseline_has_only_encoder_and_heads(checkpoint, superset_params):
+  encoder, pretrained, batch, (ref_hidden, ref_pooled) = checkpoint
   config = CAMTLConfig(conditioning="none", max_length=64)
-  params = _params_for(config, minilm, superset_params)
+  params = _params_for(config, checkpoint, superset_params)
   assert set(params) == {"encoder", "heads"}
   hidden, pooled = _encode_fn(encoder, config)[1](params, batch)
   assert _real_max_diff(hidden[:, 0], ref_hidden, batch["attention_mask"][:, 0]) <= TOL
 
 
 @pytest.mark.parametrize("component", sorted(ONLY))
-def test_each_component_conditions_on_the_task_and_mixing_is_exact(minilm, superset_params,
+def test_each_component_conditions_on_the_task_and_mixing_is_exact(checkpoint, superset_params,
                                                                     component):
-  encoder, pretrained, batch, _ = minilm
+  encoder, pretrained, batch, _ = checkpoint
   config = ONLY[component]
-  params = _perturb(_params_for(config, minilm, superset_params))
+  params = _perturb(_params_for(config, checkpoint, superset_params))
   _, encode = _encode_fn(encoder, config)
   mask = batch["attention_mask"][:, 0]
   single = {t: encode(params, dict(batch, task_id=np.full(len(PAIRS), t, np.int32)))
@@ -167,20 +171,20 @@ def test_each_component_conditions_on_the_task_and_mixing_is_exact(minilm, super
 @pytest.mark.parametrize("config", [ONLY["adapter"].replace(adapter="skip"),
                                     ONLY["alignment"].replace(alignment="film")],
                          ids=["skip_adapter", "film_alignment"])
-def test_skip_adapter_and_film_alignment_condition_on_the_task(minilm, superset_params, config):
-  encoder, pretrained, batch, _ = minilm
+def test_skip_adapter_and_film_alignment_condition_on_the_task(checkpoint, superset_params, config):
+  encoder, pretrained, batch, _ = checkpoint
   mask = batch["attention_mask"][:, 0]
-  params = _perturb(_params_for(config, minilm, superset_params))
+  params = _perturb(_params_for(config, checkpoint, superset_params))
   _, encode = _encode_fn(encoder, config)
   out = [encode(params, dict(batch, task_id=np.full(len(PAIRS), t, np.int32)))[0] for t in (0, 1)]
   assert _real_max_diff(out[0][:, 0], out[1][:, 0], mask) > 1e-2
 
 
-def test_multiple_choice_rows_use_the_example_task(minilm, superset_params):
+def test_multiple_choice_rows_use_the_example_task(checkpoint, superset_params):
   """The task id repeats over an example's choice rows: choice k of an MC example equals the same
   text encoded as another choice row of the same example."""
-  encoder, pretrained, batch, _ = minilm
-  params = _perturb(_params_for(ALL_ON, minilm, superset_params))
+  encoder, pretrained, batch, _ = checkpoint
+  params = _perturb(_params_for(ALL_ON, checkpoint, superset_params))
   _, encode = _encode_fn(encoder, ALL_ON)
   task_id = np.array([2, 0, 2, 1, 2, 3, 4, 5], np.int32)
   hidden, pooled = encode(params, dict(batch, task_id=task_id))
@@ -208,12 +212,12 @@ def _labelled(batch):
 
 
 @pytest.fixture(scope="module")
-def full_model(minilm, superset_params):
-  encoder, pretrained, batch, _ = minilm
+def full_model(checkpoint, superset_params):
+  encoder, pretrained, batch, _ = checkpoint
   model = CAMTL(encoder, ALL_ON, TASKS)
   batch = _labelled(batch)
   camtl.validate_batch(batch, TASKS)
-  init = _params_for(ALL_ON, minilm, superset_params)
+  init = _params_for(ALL_ON, checkpoint, superset_params)
   params = _perturb(init)
   return model, params, batch, jax.jit(model.apply)({"params": params}, batch), init
 
@@ -298,8 +302,8 @@ def test_batch_sharded_over_data_axis_equals_unsharded(full_model):
     np.testing.assert_allclose(sharded[key], out[key], rtol=1e-5, atol=1e-5, err_msg=key)
 
 
-def test_bfloat16_compute_runs_and_stays_close(minilm, full_model):
-  encoder = minilm[0]
+def test_bfloat16_compute_runs_and_stays_close(checkpoint, full_model):
+  encoder = checkpoint[0]
   _, params, batch, out, _ = full_model
   model16 = CAMTL(encoder.replace(dtype="bfloat16"), ALL_ON, TASKS)
   out16, state = jax.jit(functools.partial(model16.apply, mutable=["intermediates"]))(
@@ -317,8 +321,8 @@ def test_bfloat16_compute_runs_and_stays_close(minilm, full_model):
 # Parameter tree and report
 
 
-def test_encoder_subtree_is_exactly_bert_encoder(minilm, full_model):
-  _, pretrained, _, _ = minilm
+def test_encoder_subtree_is_exactly_bert_encoder(checkpoint, full_model):
+  _, pretrained, _, _ = checkpoint
   _, params, _, _, _ = full_model
   shapes = lambda t: jax.tree.map(np.shape, t)  # noqa: E731
   assert shapes(params["encoder"]) == shapes(pretrained)
@@ -341,8 +345,8 @@ def test_encoder_subtree_is_exactly_bert_encoder(minilm, full_model):
   assert not optim.default_is_pretrained(optim.path_of(keyed))
 
 
-def test_init_params_rejects_a_mismatched_checkpoint(minilm):
-  encoder, pretrained, batch, _ = minilm
+def test_init_params_rejects_a_mismatched_checkpoint(checkpoint):
+  encoder, pretrained, batch, _ = checkpoint
   model = CAMTL(encoder, ALL_ON, TASKS)
   broken = dict(pretrained, pooler={"dense": {"kernel": np.zeros((3, 3), np.float32),
                                               "bias": np.zeros(3, np.float32)}})
@@ -427,8 +431,8 @@ def test_frozen_range_outside_the_model_is_refused():
     ({"adapter_layers": 7}, r"adapter_layers=7 exceeds.*6 layers"),
     ({"max_length": 1000}, r"max_length=1000 exceeds the encoder's 512 positions"),
 ])
-def test_config_outside_the_model_fails_at_build(minilm, changes, message):
-  encoder = minilm[0]
+def test_config_outside_the_model_fails_at_build(checkpoint, changes, message):
+  encoder = checkpoint[0]
   with pytest.raises(ValueError, match=message):
     CAMTL(encoder, camtl.default_config("base").replace(**changes), TASKS)
 

@@ -171,7 +171,7 @@ def _installed_version(name: str) -> str:
   return metadata.version(name)
 
 
-@pytest.mark.slow
+@pytest.mark.integration
 def test_artifact_text_runs_in_a_fresh_venv_with_only_the_listed_packages(exported, trained,
                                                                             tmp_path):
   """load_and_run.py --text in a new virtualenv holding exactly what the artifact's README lists

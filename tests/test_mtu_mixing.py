@@ -156,7 +156,7 @@ def test_share_options_are_checked_against_the_batch():
   assert experiment.max_per_task(common.load_config("tiny")) == 4  # 5 tasks: 1/2 of b = 8
 
 
-@pytest.mark.slow
+@pytest.mark.integration
 def test_real_stsb_at_init_competes_with_real_classification_tasks(shared_data, minilm_path,
                                                                    tmp_path):
   """The first step of a fresh model on real STS-B, RTE, MRPC and CoLA: with the paper's
@@ -169,8 +169,8 @@ def test_real_stsb_at_init_competes_with_real_classification_tasks(shared_data, 
         "tasks=glue/stsb,glue/rte,glue/mrpc,glue/cola", f"data_dir={shared_data}",
         "max_length=64", "batch_size=16", *overrides])
     run = experiment.build_run(config, tmp_path / name)
-    state, tx, labels = train.init_state(run)
-    ctx = train.make_context(run, tx, labels)
+    state, steps = train.compile_run(run)
+    ctx = steps.ctx
     candidates = run.loader.candidates(0)
     flat = mtu.flatten_candidates(candidates)
     idx, h, h_max, _ = jax.jit(lambda p, c, f: train.select(
@@ -185,7 +185,7 @@ def test_real_stsb_at_init_competes_with_real_classification_tasks(shared_data, 
   assert shares["default"].min() >= 1 / 16 and shares["default"].max() <= 0.5, shares
 
 
-@pytest.mark.slow
+@pytest.mark.research
 def test_span_learns_on_the_demo_span_task(minilm_path, tmp_path):
   """The span path (windows, no-answer target, loss, decoding) learns: a span-only run on the
   demo's span task reaches dev F1 >= 0.9 (measured in a 600-step run: 0.19 at step 100, 0.55 at

@@ -97,7 +97,7 @@ def _losses(workdir) -> list[tuple[int, float]]:
   return [(r["step"], r["loss"]) for r in map(json.loads, lines) if "loss" in r]
 
 
-@pytest.mark.slow
+@pytest.mark.integration
 def test_two_processes_with_resume_equal_one_process_on_eight_devices(tmp_path):
   # 4 steps, then the same workdir resumes to 6 (no kill: the first run simply ends at 4).
   for steps in (4, 6):
@@ -129,7 +129,7 @@ def _wait_for_logged_step(workdir: Path, procs, timeout: float = 600) -> None:
   raise AssertionError(f"no train record in {history} after {timeout} s")
 
 
-@pytest.mark.slow
+@pytest.mark.integration
 @pytest.mark.parametrize("signalled", [0, 1])
 def test_sigterm_to_one_process_stops_both_at_one_saved_step(tmp_path, signalled):
   # A preemption notice reaches one host of a pod; every process must save the same step and

@@ -114,9 +114,9 @@ def _assert_same_outputs(run, params, step):
 
 
 def _assert_same_selection(run, steps):
-  state, tx, labels = train.init_state(run)
+  state, steps = train.compile_run(run)
   state = dict(state, params=_perturbed(state["params"]))
-  ctx = train.make_context(run, tx, labels)
+  ctx = steps.ctx
   for step in steps:
     _assert_same_outputs(run, state["params"], step)
     padded = _select(run, state, ctx, step, packed=False)
@@ -126,7 +126,7 @@ def _assert_same_selection(run, steps):
       np.testing.assert_allclose(got, want, atol=1e-5, rtol=1e-5)
 
 
-@pytest.mark.slow
+@pytest.mark.research
 def test_packed_scoring_equals_padded_on_real_glue(shared_data, minilm_path, tmp_path):
   run = _run(tmp_path, GLUE5, f"data_dir={shared_data}", "max_length=128", "batch_size=16")
   assert run.loader.candidates(0)["input_ids"].shape[-1] == 128  # one update shape
@@ -176,11 +176,11 @@ def _no_dropout(model):
 def _assert_same_update(run, steps, chunk_rows=(1, 3, 0)):
   """The packed update (chunks of 1, 3 and the default rows) against the padded one, on the
   batches MT-U selects from the run's candidates: loss, per-example loss, every gradient leaf."""
-  state, tx, labels = train.init_state(run)
+  state, steps = train.compile_run(run, model=_no_dropout(run.model))
   params = _perturbed(state["params"])
-  ctx = dataclasses.replace(train.make_context(run, tx, labels), model=_no_dropout(run.model))
+  ctx = steps.ctx
   assert ctx.update_chunk_rows > 0  # the default packs the update
-  trainable, frozen = optim.split_trainable(params, labels)
+  trainable, frozen = optim.split_trainable(params, ctx.labels)
   for step in steps:
     idx = _select(run, state, ctx, step, packed=False)[0]
     cands = run.loader.candidates(step)
@@ -199,7 +199,7 @@ def _assert_same_update(run, steps, chunk_rows=(1, 3, 0)):
                    want_grads)
 
 
-@pytest.mark.slow
+@pytest.mark.research
 def test_packed_update_equals_padded_on_real_glue(shared_data, minilm_path, tmp_path):
   run = _run(tmp_path, GLUE5, f"data_dir={shared_data}", "max_length=128", "batch_size=16")
   _assert_same_update(run, steps=(0, 1))
@@ -212,8 +212,8 @@ def test_packed_update_equals_padded_on_the_demo_head_types(minilm_path, tmp_pat
 
 def test_a_multiple_choice_task_keeps_the_update_padded(minilm_path, tmp_path):
   run = _run(tmp_path, DEMO_TASKS)
-  state, tx, labels = train.init_state(run)
-  assert train.make_context(run, tx, labels).update_chunk_rows == 0
+  _, steps = train.compile_run(run)
+  assert steps.ctx.update_chunk_rows == 0
 
 
 @pytest.mark.multidevice
@@ -222,21 +222,19 @@ def test_packed_train_step_is_one_program_and_equals_padded(minilm_path, tmp_pat
   multidevice run): one program over several steps, and each step's new state and metrics equal
   the padded step's from the same state (same selection, so the same update; dropout off)."""
   run = _run(tmp_path, "demo/sentiment,demo/similarity,demo/entities,demo/span")
-  state, tx, labels = train.init_state(run)
-  shardings = train.state_shardings(run.mesh, run.config.mesh.fsdp, state)
-  ctx = dataclasses.replace(train.make_context(run, tx, labels), model=_no_dropout(run.model))
-  assert ctx.update_chunk_rows % sharding.data_size(run.mesh) == 0
-  p_train, _ = train.compile_steps(dataclasses.replace(ctx, update_chunk_rows=0), run.mesh,
-                                   shardings)
-  p_packed = train.compile_packed_step(ctx, run.mesh, shardings)
-  state = jax.device_put(state, shardings)
+  state, steps = train.compile_run(run, model=_no_dropout(run.model))
+  assert steps.ctx.update_chunk_rows % sharding.data_size(run.mesh) == 0
+  p_train = train.recompile(steps, update_chunk_rows=0).p_train
+  p_packed = steps.p_train
+  state = jax.device_put(state, steps.shardings)
   for step in range(3):
     cands = run.loader.candidates(step)
     rows = packing.pack_step(cands, run.pack_plan, packing.host_lengths(
         [s.lengths for s in run.train_splits], run.loader.indices(step), 1))
     padded = {k: v for k, v in cands.items() if k != "unpack_index"}
     copy = jax.tree.map(jnp.copy, state)  # both steps donate their state
-    want_state, want = p_train(copy, sharding.global_batch(padded, run.mesh, example_axis=1))
+    want_state, want = p_train(copy, sharding.global_batch(padded, run.mesh, example_axis=1),
+                               None)
     state, got = p_packed(state, sharding.global_batch(cands, run.mesh, example_axis=1),
                           sharding.global_batch(rows, run.mesh, example_axis=0))
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-5, rtol=1e-5), got, want)
@@ -259,17 +257,14 @@ def _assert_packed_eval_equals_padded(run, max_examples: int):
   """evaluate.forward_split packed (the default) against padded to bucket lengths, on every dev
   split: the same rows in the same order, every output within 1e-5 at the positions that carry
   one, the same predictions; and the packed evaluation is one program per head group."""
-  state, tx, labels = train.init_state(run)
-  shardings = train.state_shardings(run.mesh, run.config.mesh.fsdp, state)
-  params = jax.device_put(_perturbed(state["params"]), shardings["params"])
-  ctx = train.make_context(run, tx, labels)
-  assert ctx.eval_chunk_rows > 0  # CPU: the packed rows run in chunks, as in training
+  state, steps = train.compile_run(run)
+  params = jax.device_put(_perturbed(state["params"]), steps.shardings["params"])
+  assert steps.ctx.eval_chunk_rows > 0  # CPU: the packed rows run in chunks, as in training
   packed_setup = evaluate.eval_setup(run.config, run.model.tasks, run.mesh, batch_size=16)
   assert packed_setup.packed  # the default
   padded_setup = dataclasses.replace(packed_setup, packed=False)
   # The training run's eval program (on the mesh: global batches split over 'data'), one each.
-  applies = {setup: train.compile_steps(ctx, run.mesh, shardings)[1]
-             for setup in (packed_setup, padded_setup)}
+  applies = {setup: train.recompile(steps).p_eval for setup in (packed_setup, padded_setup)}
   for task_id, split in run.dev_splits:
     split = evaluate.capped(split, max_examples)
     (want_rows, want), (got_rows, got) = (
@@ -302,7 +297,7 @@ def test_packed_eval_equals_padded_on_every_demo_head_type(minilm_path, tmp_path
   _assert_packed_eval_equals_padded(_run(tmp_path, DEMO_TASKS), max_examples=40)
 
 
-@pytest.mark.slow
+@pytest.mark.research
 def test_packed_eval_equals_padded_on_real_glue(shared_data, minilm_path, tmp_path):
   run = _run(tmp_path, GLUE5, f"data_dir={shared_data}", "max_length=128", "batch_size=16")
   _assert_packed_eval_equals_padded(run, max_examples=64)

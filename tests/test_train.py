@@ -58,7 +58,7 @@ def tiny_run(tmp_path_factory):
   return workdir
 
 
-@pytest.mark.slow
+@pytest.mark.research
 def test_tiny_run_writes_results_and_learns(tiny_run):
   results = json.loads((tiny_run / "results.json").read_text())
   assert set(results["results"]) == set(tiny.get_config().tasks)
@@ -69,7 +69,7 @@ def test_tiny_run_writes_results_and_learns(tiny_run):
   assert abs(sum(shares.values()) - 1) < 1e-6
 
 
-@pytest.mark.slow
+@pytest.mark.research
 def test_tiny_run_lowers_the_loss_on_its_training_candidates(tiny_run, tmp_path):
   # MT-U trains on the most uncertain candidates, so the logged loss of the selected batches need
   # not fall step by step; the deterministic per-task-mean loss on fixed candidate sets must.
@@ -90,7 +90,7 @@ def test_tiny_run_lowers_the_loss_on_its_training_candidates(tiny_run, tmp_path)
   assert after < before, (before, after)
 
 
-@pytest.mark.slow
+@pytest.mark.integration
 def test_sigkill_and_restart_equals_uninterrupted_bitwise(tiny_run, tmp_path):
   workdir = tmp_path / "killed"
   cmd, env = _train_cmd(workdir)
@@ -116,7 +116,7 @@ def test_sigkill_and_restart_equals_uninterrupted_bitwise(tiny_run, tmp_path):
   jax.tree.map(np.testing.assert_array_equal, state_a, state_b)
 
 
-@pytest.mark.slow
+@pytest.mark.integration
 def test_corrupt_latest_checkpoint_falls_back_with_warning(tiny_run, tmp_path, caplog):
   import shutil
   workdir = tmp_path / "corrupt"
@@ -135,7 +135,7 @@ def test_corrupt_latest_checkpoint_falls_back_with_warning(tiny_run, tmp_path, c
   assert f"checkpoint {latest}" in caplog.text
 
 
-@pytest.mark.slow
+@pytest.mark.integration
 def test_changed_task_list_on_same_workdir_is_refused(tiny_run, tmp_path):
   import shutil
   workdir = tmp_path / "mismatch"
@@ -156,11 +156,8 @@ def engine(tmp_path_factory):
   workdir = tmp_path_factory.mktemp("engine")
   run = experiment.build_run(_config(mtu_uncertainty="normalised", mtu_min_share=0.0,
                                      mtu_max_share=1.0), workdir)
-  state, tx, labels = train.init_state(run)
-  shardings = train.state_shardings(run.mesh, run.config.mesh.fsdp, state)
-  ctx = train.make_context(run, tx, labels)
-  p_train, p_eval = train.compile_steps(ctx, run.mesh, shardings)
-  return run, ctx, jax.device_put(state, shardings), p_train, labels
+  state, steps = train.compile_run(run)
+  return run, steps, jax.device_put(state, steps.shardings)
 
 
 def _candidates(run, step):
@@ -169,13 +166,14 @@ def _candidates(run, step):
 
 @pytest.mark.multidevice
 def test_frozen_leaves_bit_identical_trainable_moved(engine):
-  run, ctx, state, p_train, labels = engine
+  run, steps, state = engine
   before = jax.device_get(state["params"])
   state = jax.tree.map(jnp.copy, state)  # p_train donates its input
   for step in range(3):
-    state, _ = p_train(state, _candidates(run, step))
+    state, _ = steps.p_train(state, _candidates(run, step), None)
   after = jax.device_get(state["params"])
-  moved = jax.tree.map(lambda a, b, l: (l, bool(np.any(a != b))), before, after, labels)
+  moved = jax.tree.map(lambda a, b, l: (l, bool(np.any(a != b))), before, after,
+                       steps.ctx.labels)
   flags = jax.tree.leaves(moved, is_leaf=lambda x: isinstance(x, tuple))
   assert all(not changed for label, changed in flags if label == "frozen")
   assert sum(changed for label, changed in flags if label == "trainable") > 0.9 * sum(
@@ -186,40 +184,36 @@ def test_frozen_leaves_bit_identical_trainable_moved(engine):
 def test_chunked_eval_forward_equals_one_pass(engine):
   """eval_step run 8 examples at a time (as on CPU by default) gives every example, of every
   head type, the outputs of the one-pass forward."""
-  import dataclasses
-  import functools
-  run, ctx, state, _, _ = engine
+  run, steps, state = engine
   examples = mtu.flatten_candidates(jax.device_get(_candidates(run, 0)))  # [T*b, ...]
   examples = sharding.global_batch(examples, run.mesh, example_axis=0)
-  forward = lambda chunk: jax.jit(functools.partial(  # noqa: E731
-      train.eval_step, dataclasses.replace(ctx, eval_chunk_rows=chunk)))(state["params"], examples)
+  forward = lambda chunk: train.recompile(steps, eval_chunk_rows=chunk).p_eval(  # noqa: E731
+      state["params"], examples, None)
   one_pass, chunked = jax.device_get(forward(0)), jax.device_get(forward(8))
   assert len(run.tasks) * run.config.batch_size > 8 and set(chunked) == set(one_pass)
   for key, value in one_pass.items():
     np.testing.assert_allclose(chunked[key], value, atol=1e-5, rtol=1e-5, err_msg=key)
 
 
-@pytest.mark.slow
+@pytest.mark.integration
 def test_nan_guard_covers_the_updated_parameters(engine):
   """A NaN learning rate gives finite loss and gradients but NaN parameters: the step is skipped
   (parameters and optimizer state bit-identical) and counted. The config refuses such a rate;
   this checks the step itself."""
-  import dataclasses
-  run, ctx, state, _, _ = engine
+  run, steps, state = engine
   tx, _ = experiment.make_optimizer(run.config, state["params"], run.model.encoder.num_layers,
                                     learning_rate=float("nan"))
-  shardings = train.state_shardings(run.mesh, run.config.mesh.fsdp, state)
-  p_nan, _ = train.compile_steps(dataclasses.replace(ctx, tx=tx), run.mesh, shardings)
+  p_nan = train.recompile(steps, tx=tx).p_train
   before = jax.device_get(state)
-  after, metrics = p_nan(jax.tree.map(jnp.copy, state), _candidates(run, 0))
+  after, metrics = p_nan(jax.tree.map(jnp.copy, state), _candidates(run, 0), None)
   after = jax.device_get(after)
   jax.tree.map(np.testing.assert_array_equal, before["params"], after["params"])
   jax.tree.map(np.testing.assert_array_equal, before["opt_state"], after["opt_state"])
   assert int(after["skipped"]) == 1 and int(after["bad_run"]) == 1 and int(after["step"]) == 1
   assert float(metrics["skipped"]) == 1.0
   # At the consecutive-bad-step limit the state halts on the device: a finite step changes nothing.
-  p_halt, _ = train.compile_steps(dataclasses.replace(ctx, max_bad_steps=1), run.mesh, shardings)
-  halted, _ = p_halt(jax.device_put(after, shardings), _candidates(run, 1))
+  p_halt = train.recompile(steps, max_bad_steps=1).p_train
+  halted, _ = p_halt(jax.device_put(after, steps.shardings), _candidates(run, 1), None)
   halted = jax.device_get(halted)
   jax.tree.map(np.testing.assert_array_equal, before["params"], halted["params"])
   assert int(halted["bad_run"]) == 2
@@ -228,7 +222,8 @@ def test_nan_guard_covers_the_updated_parameters(engine):
 
 
 def test_optimizer_state_holds_no_frozen_leaves(engine):
-  run, ctx, state, _, labels = engine
+  run, steps, state = engine
+  labels = steps.ctx.labels
   n_trainable = sum(np.size(x) for x, l in zip(jax.tree.leaves(state["params"]),
                                                 jax.tree.leaves(labels)) if l == "trainable")
   n_frozen = sum(np.size(x) for x, l in zip(jax.tree.leaves(state["params"]),
@@ -239,7 +234,8 @@ def test_optimizer_state_holds_no_frozen_leaves(engine):
 
 
 def test_selection_in_compiled_step_equals_numpy(engine):
-  run, ctx, state, _, _ = engine
+  run, steps, state = engine
+  ctx = steps.ctx
   candidates = jax.device_get(_candidates(run, 5))
   flat = mtu.flatten_candidates(candidates)
   mse = state["regression_mse"]
@@ -333,7 +329,7 @@ def _fake_mesh(n):
   return FakeMesh()
 
 
-@pytest.mark.slow
+@pytest.mark.integration
 def test_one_and_eight_devices_give_the_same_losses(tmp_path):
   _run(tmp_path / "one", "--config.total_steps=6", "--config.eval_every=100", devices=1)
   _run(tmp_path / "eight", "--config.total_steps=6", "--config.eval_every=100", devices=8)
@@ -351,19 +347,17 @@ def _regression_share(tmp_path, targets: str, steps: int = 40) -> float:
   run = experiment.build_run(config, tmp_path)
   target = run.train_splits[1].arrays["target"]
   target[:] = 0.0 if targets == "constant" else np.random.default_rng(0).normal(0, 1, target.shape)
-  state, tx, labels = train.init_state(run)
-  shardings = train.state_shardings(run.mesh, run.config.mesh.fsdp, state)
-  p_train, _ = train.compile_steps(train.make_context(run, tx, labels), run.mesh, shardings)
-  state = jax.device_put(state, shardings)
+  state, compiled = train.compile_run(run)
+  state = jax.device_put(state, compiled.shardings)
   counts = []
   for step in range(steps):
-    state, metrics = p_train(state, _candidates(run, step))
+    state, metrics = compiled.p_train(state, _candidates(run, step), None)
     counts.append(metrics["task_count"])
   late = np.sum(jax.device_get(counts[steps // 2:]), axis=0)
   return float(late[1] / late.sum())
 
 
-@pytest.mark.slow
+@pytest.mark.research
 def test_regression_task_made_harder_is_selected_more(tmp_path):
   # MT-U scores a regression task by its running candidate MSE as a fraction of the prior variance
   # (mtu.calibrated_regression_uncertainty): predictable targets sink towards 0 and are left
@@ -376,14 +370,12 @@ def test_regression_task_made_harder_is_selected_more(tmp_path):
 
 def _step_flops(tmp_path, **overrides) -> float:
   run = experiment.build_run(_config(**overrides), tmp_path)
-  state, tx, labels = train.init_state(run)
-  shardings = train.state_shardings(run.mesh, run.config.mesh.fsdp, state)
-  p_train, _ = train.compile_steps(train.make_context(run, tx, labels), run.mesh, shardings)
-  compiled = p_train.lower(state, _candidates(run, 0)).compile()
+  state, steps = train.compile_run(run)
+  compiled = steps.p_train.lower(state, _candidates(run, 0), None).compile()
   return compiled.cost_analysis()["flops"]
 
 
-@pytest.mark.slow
+@pytest.mark.integration
 def test_frozen_layers_cost_no_weight_gradient_flops(tmp_path):
   # Same model and batch; only the freeze policy differs. Frozen layer 0 and the embeddings must
   # drop their weight-gradient matmuls from the compiled step.

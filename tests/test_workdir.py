@@ -50,7 +50,7 @@ def _error_line(proc) -> str:
   return lines[0]
 
 
-@pytest.mark.slow
+@pytest.mark.integration
 def test_a_refused_run_changes_no_file_and_names_the_differing_leaves(trained_copy):
   before = _snapshot(trained_copy)
   line = _error_line(_train(trained_copy, "--config.tasks=('demo/sentiment', 'demo/span')",
@@ -61,7 +61,7 @@ def test_a_refused_run_changes_no_file_and_names_the_differing_leaves(trained_co
   assert workdir_lib.load(trained_copy).step in (6, 12)  # still loads
 
 
-@pytest.mark.slow
+@pytest.mark.integration
 def test_trajectory_changes_are_refused_unless_allowed(trained_copy):
   before = _snapshot(trained_copy)
   line = _error_line(_train(trained_copy, "--config.batch_size=4", "--config.seed=3",
@@ -76,7 +76,7 @@ def test_trajectory_changes_are_refused_unless_allowed(trained_copy):
   assert "resuming with changed settings" in allowed.stderr and "seed: 0 -> 3" in allowed.stderr
 
 
-@pytest.mark.slow
+@pytest.mark.integration
 def test_a_second_run_on_a_locked_workdir_stops_with_a_clear_message(trained_copy):
   with workdir_lib.WorkdirLock(trained_copy):
     line = _error_line(_train(trained_copy))
@@ -84,7 +84,7 @@ def test_a_second_run_on_a_locked_workdir_stops_with_a_clear_message(trained_cop
   assert not (trained_copy / ".lock").exists()
 
 
-@pytest.mark.slow
+@pytest.mark.integration
 def test_sigterm_saves_the_step_and_a_rerun_resumes_bitwise(tmp_path_factory, tmp_path):
   path = tmp_path / "term"
   cmd, env = _cmd(path, "--config.checkpoint_every=1000")  # only the stop itself saves mid-run
@@ -113,7 +113,7 @@ def test_sigterm_saves_the_step_and_a_rerun_resumes_bitwise(tmp_path_factory, tm
   jax.tree.map(np.testing.assert_array_equal, resumed, uninterrupted)
 
 
-@pytest.mark.slow
+@pytest.mark.integration
 def test_best_step_survives_a_resume_and_is_what_prediction_loads(trained_copy):
   import json
   proc = _train(trained_copy, "--config.total_steps=18", "--config.keep_checkpoints=1",
@@ -129,7 +129,7 @@ def test_best_step_survives_a_resume_and_is_what_prediction_loads(trained_copy):
   assert workdir_lib.load(trained_copy).step == results["step"]
 
 
-@pytest.mark.slow
+@pytest.mark.integration
 def test_a_repeated_run_loads_its_programs_from_a_shared_compilation_cache(tmp_path):
   """With config.compile_cache_dir shared, the second run of the same config compiles nothing
   (and says so) and computes exactly what the first did."""
@@ -146,9 +146,39 @@ def test_a_repeated_run_loads_its_programs_from_a_shared_compilation_cache(tmp_p
           == (tmp_path / "b" / "results.json").read_text())
 
 
-@pytest.mark.slow
+@pytest.mark.integration
 def test_an_empty_compile_cache_dir_turns_the_cache_off(tmp_path):
   run = _train(tmp_path / "run", "--config.total_steps=1", "--config.eval_every=1",
                "--config.compile_cache_dir=")
   assert run.returncode == 0, run.stderr[-3000:]
   assert not (tmp_path / "run" / "compile_cache").exists()
+
+
+# ------------------------------------------------------------------------------------------------
+# Refused runs write nothing (in process, the micro config)
+
+
+def test_a_data_change_seen_only_in_the_row_counts_is_refused_before_caches_are_written(
+    micro_workdir, tmp_path):
+  from camtl_jax import train
+  from tests.conftest import micro_config
+  copy = tmp_path / "copy"
+  shutil.copytree(micro_workdir, copy)
+  before = _snapshot(copy)
+  # A smaller doc_stride: more windows of the span task's contexts, nothing else changes.
+  with pytest.raises(checkpoint.WorkdirMismatch, match=r"train_rows\[4\]: \d+ -> \d+"):
+    train.train_and_evaluate(micro_config(doc_stride=4), str(copy))
+  assert _snapshot(copy) == before
+
+
+def test_a_run_refused_for_missing_data_leaves_no_workdir_behind(tmp_path):
+  from camtl_jax import train
+  from tests.conftest import micro_config
+  config = micro_config(data_dir=str(tmp_path / "no_data"))
+  with pytest.raises((FileNotFoundError, ValueError), match="no_data"):
+    train.train_and_evaluate(config, str(tmp_path / "new" / "run"))
+  assert not (tmp_path / "new" / "run").exists()
+  (tmp_path / "mine").mkdir()  # a folder the user made stays
+  with pytest.raises((FileNotFoundError, ValueError), match="no_data"):
+    train.train_and_evaluate(config, str(tmp_path / "mine"))
+  assert (tmp_path / "mine").is_dir() and not any((tmp_path / "mine").iterdir())

@@ -36,14 +36,12 @@ with static shapes and one program.
 from __future__ import annotations
 
 import dataclasses
-import logging
 from typing import Callable, Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-log = logging.getLogger(__name__)
 NO_TOKEN = -1  # unpack_index of a candidate position without a token (gathered as zeros)
 ROW_KEYS = ("input_ids", "token_type_ids", "segment_ids", "position_ids", "task_id")
 
@@ -194,23 +192,6 @@ def pack_step(candidates: dict[str, np.ndarray], pack_plan: PackPlan,
     return None
   rows, candidates["unpack_index"] = packed
   return rows
-
-
-def dispatch(p_packed: Callable, p_padded: Callable, pack_plan: PackPlan) -> Callable:
-  """p(state, candidates, rows): the packed train step, or with rows None the padded one (a second
-  program, compiled at its first use, which a packed run says once)."""
-  said = []
-
-  def step(state, candidates, rows):
-    if rows is not None:
-      return p_packed(state, candidates, rows)
-    if pack_plan.enabled and not said:
-      said.append(True)
-      log.warning("a candidate set needs more than the %d packed rows per host planned: it and "
-                  "any such later one are scored padded (compiling that program once)",
-                  pack_plan.rows_per_host)
-    return p_padded(state, candidates)
-  return step
 
 
 # ------------------------------------------------------------------------------------------------

@@ -140,7 +140,7 @@ def init_state(run: experiment.Run) -> tuple[State, Any, Any]:
 
 
 def new_state(params, tx, total_rows: int, num_tasks: int) -> State:
-  """The state around fresh params (also built from shapes alone by aot.py, under eval_shape)."""
+  """The state around fresh params (also built from shapes alone, under eval_shape: build_step)."""
   return {
       "step": jnp.zeros((), jnp.int32),
       "params": params,
@@ -163,30 +163,124 @@ def state_shardings(mesh: jax.sharding.Mesh, fsdp: bool, state: State) -> Any:
   }
 
 
-def compile_steps(ctx: StepContext, mesh: jax.sharding.Mesh, shardings: Any
-                  ) -> tuple[Callable, Callable]:
-  """train_step jitted once with explicit shardings and the state donated; eval_step likewise,
-  called p_eval(params, batch, head_types) (head_types static: one program per head group, as
-  evaluation packs its batches at max_length by default; padded: one per group and bucket)."""
+# ------------------------------------------------------------------------------------------------
+# The one compile path: training, evaluation, AOT, the benchmarks and the tests all jit here.
+
+
+@dataclasses.dataclass(frozen=True)
+class Steps:
+  """train_step and eval_step jitted once each, with explicit shardings, and what they close over.
+
+  p_train(state, candidates, rows) -> (state, metrics): candidates [T, b, ...] split over 'data'
+    on axis 1; rows: the candidates packed for the scoring forward (packing.pack_step, split over
+    'data' on axis 0), or None to score them padded. jit keeps one program for each case (a packed
+    run compiles the padded one only if a candidate set ever overflows its packed rows). The
+    state is donated.
+  p_eval(params, batch, head_types) -> outputs [B, ...]: head_types static (one program per head
+    group, as evaluation packs its batches at max_length by default; padded: one per group and
+    bucket). Both lower from abstract shapes too (p_train.lower(...), build_step).
+  """
+  ctx: StepContext             # example_sharding set: the steps' own context
+  mesh: jax.sharding.Mesh
+  shardings: Any               # of the state (state_shardings)
+  p_train: Callable
+  p_eval: Callable
+
+
+def compile_steps(ctx: StepContext, mesh: jax.sharding.Mesh, shardings: Any) -> Steps:
+  """The Steps of a context over a mesh, for a state with these shardings."""
   candidates = sharding.batch_sharding(mesh, example_axis=1)
   examples = sharding.batch_sharding(mesh, example_axis=0)
   rep = sharding.replicated(mesh)
   ctx = dataclasses.replace(ctx, example_sharding=examples)
-  p_train = jax.jit(functools.partial(train_step, ctx), in_shardings=(shardings, candidates),
+  p_train = jax.jit(functools.partial(train_step, ctx),
+                    in_shardings=(shardings, candidates, examples),
                     out_shardings=(shardings, rep), donate_argnums=0)
   p_eval = jax.jit(functools.partial(eval_step, ctx), in_shardings=(shardings["params"], examples),
                    out_shardings=examples, static_argnums=2)
-  return p_train, p_eval
+  return Steps(ctx, mesh, shardings, p_train, p_eval)
 
 
-def compile_packed_step(ctx: StepContext, mesh: jax.sharding.Mesh, shardings: Any) -> Callable:
-  """train_step jitted with packed rows for scoring, p(state, candidates, rows): the rows split
-  over 'data' on their first axis."""
-  ctx = dataclasses.replace(ctx, example_sharding=sharding.batch_sharding(mesh, example_axis=0))
-  return jax.jit(functools.partial(train_step, ctx),
-                 in_shardings=(shardings, sharding.batch_sharding(mesh, example_axis=1),
-                               sharding.batch_sharding(mesh, example_axis=0)),
-                 out_shardings=(shardings, sharding.replicated(mesh)), donate_argnums=0)
+def recompile(steps: Steps, **changes) -> Steps:
+  """The same steps with StepContext fields changed (e.g. update_chunk_rows=0): a new jit."""
+  return compile_steps(dataclasses.replace(steps.ctx, **changes), steps.mesh, steps.shardings)
+
+
+def compile_run(run: experiment.Run, **changes) -> tuple[State, Steps]:
+  """A run's fresh state (init_state; not yet placed: jax.device_put(state, steps.shardings)) and
+  its Steps; changes: StepContext fields to override (benchmarks and tests)."""
+  state, tx, labels = init_state(run)
+  shardings = state_shardings(run.mesh, run.config.mesh.fsdp, state)
+  ctx = dataclasses.replace(make_context(run, tx, labels), **changes)
+  return state, compile_steps(ctx, run.mesh, shardings)
+
+
+# The data-usage mask's rows per task (bool, replicated) when a step is built without data.
+NOMINAL_ROWS_PER_TASK = 100_000
+
+
+@dataclasses.dataclass(frozen=True)
+class StepSetup:
+  """A config's Steps built from shapes alone (no checkpoint, no data).
+
+  init(rng) -> State is the state init_state builds, but with a random encoder (jit it with
+  out_shardings=steps.shardings); abstract is its jax.eval_shape; candidates the abstract global
+  candidate set [T, b, ...] at the requested length.
+  """
+  config: ml_collections.ConfigDict
+  model: camtl_lib.CAMTL
+  mesh: jax.sharding.Mesh
+  init: Callable[[jax.Array], State]
+  abstract: State
+  candidates: dict[str, jax.ShapeDtypeStruct]
+  steps: Steps
+
+
+def candidate_shapes(specs: tuple, batch_size: int, length: int
+                     ) -> dict[str, jax.ShapeDtypeStruct]:
+  """A global candidate set of docs/batch_format.md: task_id [T, b], input_ids [T, b, K, L], ...
+  (specs: models.heads.TaskSpec per task)."""
+  one = camtl_lib.example_batch(specs, 1, length)
+  return {k: jax.ShapeDtypeStruct((len(specs), batch_size) + v.shape[1:], v.dtype)
+          for k, v in one.items()}
+
+
+def build_step(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh,
+               encoder: Any = None, length: int | None = None,
+               rows_per_task: int = NOMINAL_ROWS_PER_TASK, **changes) -> StepSetup:
+  """Everything the compiled train step needs, from the config's shapes: the encoder shape from a
+  named shape or a model directory's config (experiment.encoder_shape) unless `encoder`
+  (bert.EncoderConfig) is given, the task specs from the registry's records, an abstract state.
+
+  length: the candidates' bucket length L (default config.max_length). rows_per_task sizes the
+  data-usage mask and the baseline samplers' task sizes. changes: StepContext fields to override.
+  """
+  encoder = encoder or experiment.encoder_shape(config)
+  experiment.validate_config(config, encoder.num_layers, mesh)
+  specs = experiment.task_specs(experiment.get_tasks(config.tasks))
+  model = experiment.build_model(config, encoder, specs)
+  example = camtl_lib.example_batch(specs, 1, min(8, config.max_length))
+  params = jax.eval_shape(model.init, jax.random.key(0), example)["params"]
+  tx, labels = experiment.make_optimizer(config, params, encoder.num_layers)
+  total_rows = rows_per_task * len(specs)
+
+  def init(rng: jax.Array) -> State:
+    return new_state(model.init(rng, example)["params"], tx, total_rows, len(specs))
+  abstract = jax.eval_shape(init, jax.random.key(0))
+  shardings = state_shardings(mesh, config.mesh.fsdp, abstract)
+  ctx = dataclasses.replace(experiment.make_context(config, model, tx, labels,
+                                                    (rows_per_task,) * len(specs)), **changes)
+  candidates = candidate_shapes(specs, config.batch_size, length or config.max_length)
+  return StepSetup(config, model, mesh, init, abstract, candidates,
+                   compile_steps(ctx, mesh, shardings))
+
+
+def lower_train_step(setup: StepSetup):
+  """jax.stages.Lowered of the sharded train step on the abstract state and candidates (scored
+  padded)."""
+  state = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
+                       setup.abstract, setup.steps.shardings)
+  return setup.steps.p_train.lower(state, setup.candidates, None)
 
 
 def make_context(run: experiment.Run, tx, labels) -> StepContext:
@@ -200,17 +294,16 @@ def run_fingerprint(run: experiment.Run) -> dict:
   return experiment.fingerprint(run.config, run.model, [s.num_rows for s in run.train_splits])
 
 
-def restore_or_init(run: experiment.Run, manager) -> tuple[State, Any, Any, Any, dict]:
-  """The newest readable checkpoint of the workdir, or a fresh state. Returns
-  (state on devices, tx, labels, shardings, meta)."""
-  state, tx, labels = init_state(run)
-  shardings = state_shardings(run.mesh, run.config.mesh.fsdp, state)
+def restore_or_init(run: experiment.Run, manager, fresh: State, shardings: Any
+                    ) -> tuple[State, dict]:
+  """The newest readable checkpoint of the workdir, or the fresh state (compile_run's), on the
+  devices with these shardings. Returns (state, meta)."""
   abstract = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
-                          state, shardings)
+                          fresh, shardings)
   restored = checkpoint.restore_latest(manager, abstract, run_fingerprint(run), run.workdir)
   if restored is None:
-    return jax.device_put(state, shardings), tx, labels, shardings, {}
-  return restored[0], tx, labels, shardings, restored[1]
+    return jax.device_put(fresh, shardings), {}
+  return restored
 
 
 # ------------------------------------------------------------------------------------------------
@@ -262,7 +355,8 @@ def _train(config, path: Path, is_main: bool) -> dict:
       run.model, config.freeze_embeddings)))
   manager = checkpoint.make_manager(path, config.keep_checkpoints, config.checkpoint_every,
                                     config.async_checkpoint)
-  state, tx, labels, shardings, meta = restore_or_init(run, manager)  # refuses another run's dir
+  fresh, steps = compile_run(run)
+  state, meta = restore_or_init(run, manager, fresh, steps.shardings)  # refuses another run's dir
   if int(state["bad_run"]) >= config.max_bad_steps:
     raise TrainingStopped(f"the checkpoint in {path} stopped after {int(state['bad_run'])} "
                           "consecutive NaN/Inf steps; lower the learning rate or check the data, "
@@ -271,11 +365,8 @@ def _train(config, path: Path, is_main: bool) -> dict:
     workdir.write_config(run.workdir, run.config)
     workdir.write_task_records(run.workdir, run.tasks,
                                [(s.target_mean, s.target_std) for s in run.train_splits])
-  p_train, p_eval = compile_steps(make_context(run, tx, labels), run.mesh, shardings)
-  p_train = packing.dispatch(compile_packed_step(make_context(run, tx, labels), run.mesh,
-                                                 shardings), p_train, run.pack_plan)
   evaluator = functools.partial(
-      evaluate.evaluate, p_eval, tasks=run.tasks, dev_splits=run.dev_splits,
+      evaluate.evaluate, steps.p_eval, tasks=run.tasks, dev_splits=run.dev_splits,
       setup=evaluate.eval_setup(config, run.model.tasks, run.mesh),
       max_examples=config.max_eval_examples)
   meta = {"fingerprint": run_fingerprint(run), "trajectory": workdir.trajectory(config),
@@ -284,7 +375,7 @@ def _train(config, path: Path, is_main: bool) -> dict:
                                 int(state["step"]), config.batch_size, enabled=is_main)
   signals = workdir.StopSignals(enabled=jax.process_count() == 1)
   try:
-    state = _loop(run, manager, state, meta, p_train, evaluator, reporter, signals)
+    state = _loop(run, manager, state, meta, steps.p_train, evaluator, reporter, signals)
   finally:
     signals.restore()
     manager.wait_until_finished()
@@ -295,15 +386,13 @@ def _train(config, path: Path, is_main: bool) -> dict:
 def _loop(run, manager, state, meta, p_train, evaluator, reporter, signals) -> State:
   """The steps from the state's step to config.total_steps: train, log, evaluate, save."""
   config = run.config
-  pending = []
+  pending, overflows = [], []
   for step in range(int(state["step"]), config.total_steps):
     candidates = run.loader.candidates(step)
     camtl_lib.validate_candidates(candidates, run.model.tasks)  # jitted code cannot raise
-    rows = run.pack_plan.enabled and packing.pack_step(  # adds candidates['unpack_index']
-        candidates, run.pack_plan, packing.host_lengths(
-            [s.lengths for s in run.train_splits], run.loader.indices(step), jax.process_count()))
+    rows = _packed_rows(run, candidates, step, overflows)
     candidates = sharding.global_batch(candidates, run.mesh, example_axis=1)
-    rows = sharding.global_batch(rows, run.mesh, example_axis=0) if rows else None
+    rows = None if rows is None else sharding.global_batch(rows, run.mesh, example_axis=0)
     state, metrics = _timed_step(reporter, p_train, state, candidates, rows, first=not pending and
                                  step == reporter.start_step)
     pending.append(metrics)
@@ -323,6 +412,25 @@ def _loop(run, manager, state, meta, p_train, evaluator, reporter, signals) -> S
       manager.wait_until_finished()
       raise Interrupted(done, run.workdir, signals.exit_status)
   return state
+
+
+def _packed_rows(run, candidates: dict[str, np.ndarray], step: int, overflows: list[int]
+                 ) -> dict[str, np.ndarray] | None:
+  """This host's candidates packed for the scoring forward (packing.pack_step, which adds
+  candidates['unpack_index']); None: packing is off, or the candidate set needs more rows than
+  planned (it is scored padded, a second program; `overflows` collects those steps and the
+  first is said)."""
+  if not run.pack_plan.enabled:
+    return None
+  rows = packing.pack_step(candidates, run.pack_plan, packing.host_lengths(
+      [s.lengths for s in run.train_splits], run.loader.indices(step), jax.process_count()))
+  if rows is None and not overflows:
+    log.warning("a candidate set needs more than the %d packed rows per host planned: it and "
+                "any such later one are scored padded (compiling that program once)",
+                run.pack_plan.rows_per_host)
+  if rows is None:
+    overflows.append(step)
+  return rows
 
 
 def _timed_step(reporter, p_train, state, candidates, rows, first: bool):

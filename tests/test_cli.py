@@ -90,9 +90,9 @@ def test_shipped_and_file_configs_load_from_any_folder(tmp_path):
 
 def test_constants_the_commands_repeat_for_a_fast_help_equal_the_librarys():
   """cli/ modules spell out a few library constants so --help imports nothing heavy."""
-  from camtl_jax import predict
-  from camtl_jax.perf import aot, bench
+  from camtl_jax import predict, train
+  from camtl_jax.perf import bench
   from camtl_jax.cli import bench as cli_bench, compile_tpu, predict as cli_predict
   assert cli_bench.VARIANTS == bench.ORDER and cli_bench.OPTIONAL == bench.OPTIONAL
-  assert compile_tpu.NOMINAL_ROWS_PER_TASK == aot.NOMINAL_ROWS_PER_TASK
+  assert compile_tpu.NOMINAL_ROWS_PER_TASK == train.NOMINAL_ROWS_PER_TASK
   assert cli_predict.FORMATS == predict.FORMATS and cli_predict.ON_LONG == predict.ON_LONG

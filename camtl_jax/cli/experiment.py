@@ -90,8 +90,7 @@ def measures(out: Path, committed: Path | None, overrides: Sequence[str]):
   fields = [o[len("--config."):] for o in overrides]
 
   def step_flops(spec: str) -> float:
-    from camtl_jax.perf import aot  # pylint: disable=import-outside-toplevel
-    return train_step_flops(aot, common.load_config(spec, fields))
+    return train_step_flops(common.load_config(spec, fields))
 
   def parameters(spec: str) -> int:
     config = common.load_config(spec, fields)
@@ -113,19 +112,15 @@ def measures(out: Path, committed: Path | None, overrides: Sequence[str]):
                              train_rows=train_rows)
 
 
-def train_step_flops(aot, config) -> float:
+def train_step_flops(config) -> float:
   """XLA's FLOPs of one train step of config (cost_analysis of the compiled program, per
   device): candidates at max_length, the update, scoring and evaluation chunk loops off (XLA
   counts a loop body once), so every row of the step is counted full. Machine-independent."""
-  import dataclasses  # pylint: disable=import-outside-toplevel
   from camtl_jax import sharding, train  # pylint: disable=import-outside-toplevel
-  mesh = sharding.make_mesh(config.mesh.model)
-  setup = aot.build_step(config, mesh)
-  ctx = dataclasses.replace(setup.ctx, update_chunk_rows=0, eval_chunk_rows=0,
-                            score_chunk_rows=0)
-  p_train, p_eval = train.compile_steps(ctx, mesh, setup.shardings)
-  setup = dataclasses.replace(setup, ctx=ctx, p_train=p_train, p_eval=p_eval)
-  return aot.cost_report(aot.lower_train_step(setup).compile())["flops"]
+  from camtl_jax.perf import profiling  # pylint: disable=import-outside-toplevel
+  setup = train.build_step(config, sharding.make_mesh(config.mesh.model), update_chunk_rows=0,
+                           eval_chunk_rows=0, score_chunk_rows=0)
+  return profiling.cost_report(train.lower_train_step(setup).compile())["flops"]
 
 
 def _experiment(args) -> None:

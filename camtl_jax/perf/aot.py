@@ -2,12 +2,13 @@
 
   camtl-compile-tpu --config glue_base --topology v5e:4x4 [--json OUT] [--config.x=y]
 
-`build_step` makes everything `train.train_step` closes over (model, optimizer, freeze labels,
-StepContext, state shardings) from an EncoderConfig, the task list and the config, with no
-checkpoint and no data: the encoder shape comes from a named shape ('bert-base', 'bert-large',
-'roberta-base', 'roberta-large': experiment.NAMED_ENCODERS) or a model directory's config, the task
-specs from the registry's Task records, and the state is abstract (jax.eval_shape). The benchmark
-(bench.py) instantiates the same setup with random weights.
+`train.build_step` (the library's one compile path, from shapes) makes everything
+`train.train_step` closes over (model, optimizer, freeze labels, StepContext, state shardings) from
+an EncoderConfig, the task list and the config, with no checkpoint and no data: the encoder shape
+comes from a named shape ('bert-base', 'bert-large', 'roberta-base', 'roberta-large':
+experiment.NAMED_ENCODERS) or a model directory's config, the task specs from the registry's Task
+records, and the state is abstract (jax.eval_shape). The benchmark (bench.py) instantiates the
+same setup with random weights.
 
 `compile_for_topology` lowers the sharded train step (MT-U included when the config samples with
 it) over a mesh of a TPU topology's devices with libtpu on a CPU-only host
@@ -22,29 +23,24 @@ probes for a TPU and takes /tmp/libtpu_lockfile; keep it in its own environment 
 """
 from __future__ import annotations
 
-import dataclasses
-import json
 import os
 import time
-from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import jax
-import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from camtl_jax import experiment, sharding, train
-from camtl_jax.models import bert
-from camtl_jax.models import camtl as camtl_lib
-from camtl_jax.models.heads import TaskSpec
+from camtl_jax import sharding, train
+from camtl_jax.perf import profiling
 
-State = dict[str, Any]
+# Names of the setup from shapes and of XLA's reports, kept for aot.py's callers: their one
+# definition is the library's (train.py) and perf/profiling.py's.
+NOMINAL_ROWS_PER_TASK = train.NOMINAL_ROWS_PER_TASK
+GIB = profiling.GIB
+StepSetup, build_step, lower_train_step = train.StepSetup, train.build_step, train.lower_train_step
+memory_report, cost_report = profiling.memory_report, profiling.cost_report
 
-# Rows per task for the data-usage mask `used` (bool, replicated) when no data is read.
-NOMINAL_ROWS_PER_TASK = 100_000
-
-GIB = 2 ** 30
 # Per chip, by topology prefix: HBM, the chip config that makes one JAX device per chip, and the
 # published dense bf16 peak and HBM bandwidth (for a roofline step time next to XLA's cost model).
 CHIPS: dict[str, dict[str, Any]] = {
@@ -57,108 +53,6 @@ CHIPS: dict[str, dict[str, Any]] = {
     "v6e": {"hbm_bytes": 32 * GIB, "chip_config_name": "default", "peak_flops": 918e12,
             "hbm_bandwidth": 1640e9},
 }
-
-
-# ------------------------------------------------------------------------------------------------
-# Shapes without weights or data
-
-
-def candidate_shapes(specs: tuple[TaskSpec, ...], batch_size: int, length: int
-                     ) -> dict[str, jax.ShapeDtypeStruct]:
-  """A global candidate set of docs/batch_format.md: task_id [T, b], input_ids [T, b, K, L], ..."""
-  one = camtl_lib.example_batch(specs, 1, length)
-  return {k: jax.ShapeDtypeStruct((len(specs), batch_size) + v.shape[1:], v.dtype)
-          for k, v in one.items()}
-
-
-@dataclasses.dataclass(frozen=True)
-class StepSetup:
-  """The train step of a config, built from shapes.
-
-  init(rng) -> State is the state train.init_state builds, but with a random encoder (jit it
-  with out_shardings=shardings); abstract is its jax.eval_shape; p_train and p_eval are
-  train.compile_steps' jitted steps; candidates the abstract global candidate set.
-  """
-  config: ml_collections.ConfigDict
-  model: camtl_lib.CAMTL
-  mesh: jax.sharding.Mesh
-  ctx: experiment.StepContext
-  init: Callable[[jax.Array], State]
-  abstract: State
-  shardings: Any
-  p_train: Callable
-  p_eval: Callable
-  candidates: dict[str, jax.ShapeDtypeStruct]
-
-
-def _init_fn(model: camtl_lib.CAMTL, tx, total_rows: int, example) -> Callable[[jax.Array], State]:
-  def init(rng: jax.Array) -> State:
-    return train.new_state(model.init(rng, example)["params"], tx, total_rows, len(model.tasks))
-  return init
-
-
-def build_step(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh,
-               encoder: bert.EncoderConfig | None = None, length: int | None = None,
-               rows_per_task: int = NOMINAL_ROWS_PER_TASK) -> StepSetup:
-  """Everything the compiled train step needs, from the config's shapes (no checkpoint, no data).
-
-  length: the candidates' bucket length L (default config.max_length). rows_per_task sizes the
-  data-usage mask and the baseline samplers' task sizes.
-  """
-  encoder = encoder or experiment.encoder_shape(config)
-  experiment.validate_config(config, encoder.num_layers, mesh)
-  specs = experiment.task_specs(experiment.get_tasks(config.tasks))
-  model = experiment.build_model(config, encoder, specs)
-  example = camtl_lib.example_batch(specs, 1, min(8, config.max_length))
-  params = jax.eval_shape(model.init, jax.random.key(0), example)["params"]
-  tx, labels = experiment.make_optimizer(config, params, encoder.num_layers)
-  init = _init_fn(model, tx, rows_per_task * len(specs), example)
-  abstract = jax.eval_shape(init, jax.random.key(0))
-  shardings = train.state_shardings(mesh, config.mesh.fsdp, abstract)
-  ctx = experiment.make_context(config, model, tx, labels, (rows_per_task,) * len(specs))
-  p_train, p_eval = train.compile_steps(ctx, mesh, shardings)
-  candidates = candidate_shapes(specs, config.batch_size, length or config.max_length)
-  return StepSetup(config, model, mesh, ctx, init, abstract, shardings, p_train, p_eval,
-                   candidates)
-
-
-def lower_train_step(setup: StepSetup):
-  """jax.stages.Lowered of the sharded train step on the abstract state and candidates."""
-  state = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
-                       setup.abstract, setup.shardings)
-  return setup.p_train.lower(state, setup.candidates)
-
-
-# ------------------------------------------------------------------------------------------------
-# What XLA says about a compiled program
-
-
-def memory_report(compiled) -> dict[str, int]:
-  """Per-device bytes from compiled.memory_analysis(); total = arguments + outputs + temporaries
-  - aliased (donated outputs reuse their argument buffers) + generated code."""
-  m = compiled.memory_analysis()
-  if m is None:
-    return {}
-  report = {
-      "arguments": int(m.argument_size_in_bytes), "outputs": int(m.output_size_in_bytes),
-      "temporaries": int(m.temp_size_in_bytes), "aliased": int(m.alias_size_in_bytes),
-      "generated_code": int(m.generated_code_size_in_bytes),
-  }
-  report["total"] = (report["arguments"] + report["outputs"] + report["temporaries"]
-                     - report["aliased"] + report["generated_code"])
-  return report
-
-
-def cost_report(compiled) -> dict[str, float]:
-  """Per-device flops, transcendentals, bytes accessed and (TPU) the cost model's
-  optimal_seconds."""
-  cost = compiled.cost_analysis()
-  if isinstance(cost, (list, tuple)):  # older jax: one dict per program
-    cost = cost[0] if cost else {}
-  cost = cost or {}
-  keys = {"flops": "flops", "transcendentals": "transcendentals",
-          "bytes_accessed": "bytes accessed", "optimal_seconds": "optimal_seconds"}
-  return {name: float(cost[key]) for name, key in keys.items() if key in cost}
 
 
 # ------------------------------------------------------------------------------------------------
@@ -215,7 +109,7 @@ def compile_for_topology(config: ml_collections.ConfigDict, topology: str,
   _, chip = parse_topology(topology)
   devices = topology_devices(topology)
   mesh = sharding.make_mesh(config.mesh.model, devices)
-  setup = build_step(config, mesh, rows_per_task=rows_per_task)
+  setup = train.build_step(config, mesh, rows_per_task=rows_per_task)
   encoder = setup.model.encoder
   report = {
       "topology": topology, "chips": len(devices), "device_kind": devices[0].device_kind,
@@ -230,14 +124,14 @@ def compile_for_topology(config: ml_collections.ConfigDict, topology: str,
   }
   start = time.perf_counter()
   try:
-    compiled = lower_train_step(setup).compile()
+    compiled = train.lower_train_step(setup).compile()
   except jax.errors.JaxRuntimeError as e:
     if "RESOURCE_EXHAUSTED" not in str(e):
       raise
     report.update(fits=False, compile_error=str(e).strip().splitlines()[0],
                   compile_seconds=time.perf_counter() - start)
     return report
-  memory, cost = memory_report(compiled), cost_report(compiled)
+  memory, cost = profiling.memory_report(compiled), profiling.cost_report(compiled)
   report.update(
       compile_seconds=time.perf_counter() - start, memory_per_chip=memory,
       hbm_fraction=memory.get("total", 0) / chip["hbm_bytes"],

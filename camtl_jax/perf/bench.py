@@ -20,8 +20,9 @@ For one config (T = len(config.tasks), b = config.batch_size, L = config.max_len
 
 Optional (--variants ...,hf_forward,hf_train; torch and transformers installed): HF transformers'
 PyTorch BertForSequenceClassification of the same encoder shape doing forward_plain's and
-plain_all_trainable's work, in a resident process called in the same rounds (hf_reference.py);
-targets hf_forward_over_ours and hf_train_over_ours (>= 1: ours at least as fast).
+plain_all_trainable's work, in a resident process called in the same rounds (hf_reference.py,
+launched by module name); targets hf_forward_over_ours and hf_train_over_ours (>= 1: ours at
+least as fast).
 
 The baseline sampler is the config's when it is not 'mt_uncertainty', else 'proportional'. Each
 program is lowered and compiled once (compile time reported separately) and run once to warm up
@@ -45,13 +46,13 @@ call, which includes the buffers of the programs compiled before it).
 from __future__ import annotations
 
 import dataclasses
-import functools
+import importlib.util
 import json
 import os
 import statistics
+import subprocess
 import sys
-import time
-from pathlib import Path
+import tempfile
 from typing import Any, Callable
 
 import jax
@@ -60,12 +61,11 @@ import ml_collections
 import numpy as np
 
 from camtl_jax import experiment, mtu, sharding, train
-from camtl_jax.perf import aot, hf_reference
 from camtl_jax.models import bert
 from camtl_jax.models.heads import TaskSpec
+from camtl_jax.perf import profiling
+from camtl_jax.perf.profiling import MIB, Program
 from camtl_jax.tasks import base
-
-MIB = 2 ** 20
 
 
 # ------------------------------------------------------------------------------------------------
@@ -107,7 +107,7 @@ FORWARD_VARIANTS: dict[str, tuple[str, str]] = {
 }
 ORDER = ("plain", "camtl", "camtl_mtu", "score", "forward_plain", "forward_camtl",
          "camtl_all_trainable", "plain_all_trainable")
-OPTIONAL = hf_reference.VARIANTS  # the PyTorch reference programs, run only when asked for
+OPTIONAL = ("hf_forward", "hf_train")  # the PyTorch reference programs, run only when asked for
 
 
 # ------------------------------------------------------------------------------------------------
@@ -139,7 +139,7 @@ def synthetic_candidates(specs: tuple[TaskSpec, ...], batch_size: int, length: i
   used choice row a real token (the bucket is full), labels/targets/spans/tags valid for each
   task's head type."""
   rng = np.random.default_rng(seed)
-  shapes = aot.candidate_shapes(specs, batch_size, length)
+  shapes = train.candidate_shapes(specs, batch_size, length)
   out = {k: np.zeros(v.shape, v.dtype) for k, v in shapes.items()}
   out["input_ids"] = rng.integers(1, vocab_size, shapes["input_ids"].shape).astype(np.int32)
   out["attention_mask"][:] = 1
@@ -158,93 +158,79 @@ def _flat(candidates: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
 
 
 # ------------------------------------------------------------------------------------------------
-# Measuring
-
-
-def _proc_status(field: str) -> int | None:
-  """A /proc/self/status size field in bytes (Linux), else None."""
-  try:
-    for line in Path("/proc/self/status").read_text().splitlines():
-      if line.startswith(field + ":"):
-        return int(line.split()[1]) * 1024
-  except OSError:
-    pass
-  return None
-
-
-def _reset_peak_rss() -> None:
-  """Resets the kernel's peak-RSS mark (VmHWM) so the next reading is this program's peak."""
-  try:
-    Path("/proc/self/clear_refs").write_text("5")
-  except OSError:
-    pass
-
-
-def _device_peak_bytes() -> int | None:
-  stats = jax.local_devices()[0].memory_stats()
-  return int(stats["peak_bytes_in_use"]) if stats and "peak_bytes_in_use" in stats else None
+# The PyTorch reference programs, run in their own process: `python -m camtl_jax.perf.hf_reference`
+# (launched by module name, so this module imports neither torch nor that tool)
 
 
 @dataclasses.dataclass
-class Program:
-  """One compiled program and what was measured of it.
+class ReferenceShape:
+  """What the PyTorch model and its inputs look like (the bench's encoder and batch); sent to the
+  reference process as its JSON setup request (hf_reference.main reads these fields)."""
+  hidden_size: int
+  num_layers: int
+  num_heads: int
+  intermediate_size: int
+  vocab_size: int
+  length: int
+  forward_examples: int
+  train_examples: int
+  num_labels: int = 2
+  threads: int = 0  # 0: os.cpu_count()
 
-  args: the next call's arguments; carry(out, args) -> the call after (the train step donates
-  its state, so each call takes the state the previous one returned).
-  """
-  name: str
-  examples: int
-  compiled: Any
-  args: tuple
-  carry: Callable[[Any, tuple], tuple]
-  compile_s: float
-  rss_peak: int | None = None
-  device_peak: int | None = None
-  flops: float | None = None      # per call and device; None: the compiled program's cost_analysis
-  step_s: list[float] = dataclasses.field(default_factory=list)
-  cpu_s: list[float] = dataclasses.field(default_factory=list)
+
+class ReferenceWorker:
+  """The resident PyTorch process. Requests and replies are JSON lines; its stderr goes to a file,
+  quoted when it fails."""
+
+  def __init__(self, shape: ReferenceShape):
+    self.log = tempfile.NamedTemporaryFile("w+", suffix=".log", prefix="camtl_hf_reference_")
+    self.proc = subprocess.Popen([sys.executable, "-m", "camtl_jax.perf.hf_reference"],
+                                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.log,
+                                 text=True)
+    self.request({"setup": dataclasses.asdict(shape)})
+
+  def request(self, message: dict[str, Any]) -> dict[str, Any]:
+    self.proc.stdin.write(json.dumps(message) + "\n")
+    self.proc.stdin.flush()
+    line = self.proc.stdout.readline()
+    if not line:
+      self.log.seek(0)
+      raise RuntimeError("the HF reference process stopped: " + self.log.read()[-2000:])
+    return json.loads(line)
+
+  def close(self) -> None:
+    if self.proc.poll() is None:
+      self.proc.stdin.close()
+      self.proc.wait(timeout=60)
+    self.log.close()
+
+
+class HFProgram:
+  """One reference program in the worker, called like profiling.Program (call, step_s, cpu_s)."""
+
+  def __init__(self, name: str, examples: int, worker: ReferenceWorker):
+    self.name, self.examples, self.worker = name, examples, worker
+    self.step_s: list[float] = []
+    self.cpu_s: list[float] = []
 
   def call(self) -> tuple[float, float]:
-    """One blocked call: (wall seconds, process CPU seconds)."""
-    start, start_cpu = time.perf_counter(), time.process_time()
-    out = jax.block_until_ready(self.compiled(*self.args))
-    wall, cpu = time.perf_counter() - start, time.process_time() - start_cpu
-    self.args = self.carry(out, self.args)
-    return wall, cpu
+    """One call in the worker: (its wall seconds, its process CPU seconds)."""
+    reply = self.worker.request({"run": self.name})
+    return reply["wall"], reply["cpu"]
 
 
-def compile_program(name: str, jitted, args: tuple, examples: int,
-                    carry: Callable[[Any, tuple], tuple] | None = None) -> Program:
-  """Lowers and compiles (timed), then warms up once, recording the peak memory of that call."""
-  start = time.perf_counter()
-  compiled = jitted.lower(*args).compile()
-  program = Program(name, examples, compiled, args, carry or (lambda out, a: a),
-                    time.perf_counter() - start)
-  _reset_peak_rss()
-  program.call()
-  program.rss_peak, program.device_peak = _proc_status("VmHWM"), _device_peak_bytes()
-  return program
-
-
-def matmul_program(mesh: jax.sharding.Mesh, n: int, dtype: str) -> Program:
-  """A jitted [n*D, n] @ [n, n] split over the D devices of 'data': the peak we compare with."""
-  d = sharding.data_size(mesh)
-  rows = sharding.batch_sharding(mesh, 0)
-  a = jax.device_put(jnp.ones((n * d, n), bert.DTYPES[dtype]), rows)
-  b = jax.device_put(jnp.ones((n, n), bert.DTYPES[dtype]), sharding.replicated(mesh))
-  return compile_program("matmul", jax.jit(jnp.matmul, out_shardings=rows), (a, b), 0)
-
-
-def time_round_robin(programs: list[Program], matmul: Program, steps: int,
-                     matmul_reps: int = 3) -> None:
-  """`steps` rounds, each calling every program once and the matmul matmul_reps times. On a
-  machine shared with other work, every program then sees the same mix of quiet and busy
-  moments, and the fastest call of each is comparable with the fastest matmul."""
-  for _ in range(steps):
-    for program in [matmul] * matmul_reps + programs:
-      wall, cpu = program.call()
-      program.step_s.append(wall)
-      program.cpu_s.append(cpu)
+def reference_programs(shape: ReferenceShape, names: tuple[str, ...]
+                       ) -> tuple[ReferenceWorker, list[HFProgram]]:
+  """The worker and the requested reference programs (OPTIONAL; each warmed up once)."""
+  if importlib.util.find_spec("torch") is None:
+    raise ValueError(f"{', '.join(names)} need PyTorch: pip install torch==2.13.0 (the CPU "
+                     "build), or leave them out of --variants")
+  worker = ReferenceWorker(shape)
+  made = [HFProgram(n, shape.forward_examples if n == "hf_forward" else shape.train_examples,
+                    worker) for n in names]
+  for program in made:
+    program.call()
+  return worker, made
 
 
 # ------------------------------------------------------------------------------------------------
@@ -253,7 +239,7 @@ def time_round_robin(programs: list[Program], matmul: Program, steps: int,
 
 def _row(p: Program, devices: int, peak: float) -> dict[str, Any]:
   best = min(p.step_s)
-  cost, memory = aot.cost_report(p.compiled), aot.memory_report(p.compiled)
+  cost, memory = profiling.cost_report(p.compiled), profiling.memory_report(p.compiled)
   flops = (cost.get("flops", 0.0) if p.flops is None else p.flops) * devices
   return {
       "name": p.name, "examples": p.examples, "seconds_per_step": best,
@@ -268,7 +254,7 @@ def _row(p: Program, devices: int, peak: float) -> dict[str, Any]:
   }
 
 
-def _reference_row(p: hf_reference.HFProgram) -> dict[str, Any]:
+def _reference_row(p: HFProgram) -> dict[str, Any]:
   """A PyTorch reference program's times (no XLA FLOPs or memory analysis for it)."""
   best = min(p.step_s)
   return {"name": p.name, "examples": p.examples, "seconds_per_step": best,
@@ -277,24 +263,25 @@ def _reference_row(p: hf_reference.HFProgram) -> dict[str, Any]:
           "cpu_seconds_per_step": statistics.median(p.cpu_s), "examples_per_s": p.examples / best}
 
 
-def _state(setup: aot.StepSetup, seed: int):
-  return jax.jit(setup.init, out_shardings=setup.shardings)(jax.random.key(seed))
+def _state(setup: train.StepSetup, seed: int):
+  return jax.jit(setup.init, out_shardings=setup.steps.shardings)(jax.random.key(seed))
 
 
-def _forward_fn(setup: aot.StepSetup, kind: str):
-  """The jitted forward-only program: 'eval' over flat examples [T*b, ...], 'score' (MT-U's
-  scoring and selection) over the candidates [T, b, ...]."""
-  if kind == "eval":  # every head type, as the scoring forward runs them
-    return jax.jit(functools.partial(train.eval_step, setup.ctx),
-                   in_shardings=(setup.shardings["params"], sharding.batch_sharding(setup.mesh, 0)))
-  candidates = sharding.batch_sharding(setup.mesh, 1)
+def _forward_fn(setup: train.StepSetup, kind: str):
+  """The jitted forward-only program: 'eval' (the steps' eval_step, every head type as the scoring
+  forward runs them) over flat examples [T*b, ...], 'score' (MT-U's scoring and selection) over
+  the candidates [T, b, ...]."""
+  steps = setup.steps
+  if kind == "eval":
+    return steps.p_eval
   mse = setup.abstract["regression_mse"]
 
   def score(params, cands):
     flat = mtu.flatten_candidates(cands)
-    return train.select(setup.ctx, params, cands, flat, jnp.zeros((), jnp.int32),
+    return train.select(steps.ctx, params, cands, flat, jnp.zeros((), jnp.int32),
                         jax.random.key(0), jnp.ones(mse.shape, mse.dtype))
-  return jax.jit(score, in_shardings=(setup.shardings["params"], candidates))
+  return jax.jit(score, in_shardings=(steps.shardings["params"],
+                                      sharding.batch_sharding(setup.mesh, 1)))
 
 
 def variant_programs(name: str, config, mesh, encoder, cands: dict[str, jax.Array],
@@ -302,7 +289,7 @@ def variant_programs(name: str, config, mesh, encoder, cands: dict[str, jax.Arra
                      with_step: bool = True) -> list[Program]:
   """The compiled step variant `name` (unless with_step is False) and the forward-only programs
   that use its model."""
-  setup = aot.build_step(STEP_VARIANTS[name](config), mesh, encoder)
+  setup = train.build_step(STEP_VARIANTS[name](config), mesh, encoder)
   b, t = config.batch_size, len(config.tasks)
   state = _state(setup, config.seed)
   inputs = {"eval": flat, "score": cands}
@@ -310,21 +297,21 @@ def variant_programs(name: str, config, mesh, encoder, cands: dict[str, jax.Arra
   programs = []
   for fwd in forwards:
     args = (jax.tree.map(jnp.copy, state["params"]), inputs[FORWARD_VARIANTS[fwd][1]])
-    programs.append(compile_program(fwd, _forward_fn(setup, FORWARD_VARIANTS[fwd][1]), args, t * b))
+    jitted = _forward_fn(setup, FORWARD_VARIANTS[fwd][1])
+    programs.append(profiling.compile_program(fwd, jitted, args, t * b))
     programs[-1].flops = _lowered_flops(_forward_fn(one_pass, FORWARD_VARIANTS[fwd][1]), args)
   if with_step:
-    programs.append(compile_program(name, setup.p_train, (state, cands), b,
-                                    carry=lambda out, a: (out[0], a[1])))
-    programs[-1].flops = _lowered_flops(one_pass.p_train, (state, cands))
+    programs.append(profiling.compile_program(name, setup.steps.p_train, (state, cands, None), b,
+                                              carry=lambda out, a: (out[0],) + a[1:]))
+    programs[-1].flops = _lowered_flops(one_pass.steps.p_train, (state, cands, None))
   return programs
 
 
-def one_pass_setup(setup: aot.StepSetup) -> aot.StepSetup:
+def one_pass_setup(setup: train.StepSetup) -> train.StepSetup:
   """The same setup with the update and the evaluation forward in one pass (no chunk loops): its
   programs' cost_analysis counts the FLOPs the chunked ones do on full rows."""
-  ctx = dataclasses.replace(setup.ctx, update_chunk_rows=0, eval_chunk_rows=0)
-  p_train, p_eval = train.compile_steps(ctx, setup.mesh, setup.shardings)
-  return dataclasses.replace(setup, ctx=ctx, p_train=p_train, p_eval=p_eval)
+  return dataclasses.replace(setup, steps=train.recompile(setup.steps, update_chunk_rows=0,
+                                                          eval_chunk_rows=0))
 
 
 def _lowered_flops(jitted, args: tuple) -> float:
@@ -354,7 +341,7 @@ def benchmark(config: ml_collections.ConfigDict, steps: int = 5, matmul_size: in
                                   config.seed)
   cands = sharding.global_batch(cands_np, mesh, example_axis=1)
   flat = sharding.global_batch(_flat(cands_np), mesh, example_axis=0)
-  matmul = matmul_program(mesh, matmul_size, config.dtype)
+  matmul = profiling.matmul_program(mesh, matmul_size, config.dtype)
   programs: list[Program] = []
   for name in [v for v in ORDER if v in STEP_VARIANTS]:
     forwards = tuple(f for f, (owner, _) in FORWARD_VARIANTS.items()
@@ -367,13 +354,13 @@ def benchmark(config: ml_collections.ConfigDict, steps: int = 5, matmul_size: in
     log(f"compiled {', '.join(p.name for p in made)}")
   worker, references = None, []
   if wanted := tuple(v for v in OPTIONAL if v in variants):
-    worker, references = hf_reference.programs(hf_reference.ReferenceShape(
+    worker, references = reference_programs(ReferenceShape(
         encoder.hidden_size, encoder.num_layers, encoder.num_heads, encoder.intermediate_size,
         encoder.vocab_size, config.max_length, len(specs) * config.batch_size,
         config.batch_size), wanted)
     log(f"started the PyTorch reference process for {', '.join(wanted)}")
   try:
-    time_round_robin(programs + references, matmul, steps)
+    profiling.time_round_robin(programs + references, matmul, steps)
   finally:
     if worker:
       worker.close()

@@ -36,10 +36,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from camtl_jax import experiment, input_pipeline, optim, packing, sharding
-from camtl_jax.perf import aot, bench, profiling
-from camtl_jax import mtu, train, update
+from camtl_jax import experiment, input_pipeline, mtu, optim, packing, sharding, train, update
 from camtl_jax.models import bert
+from camtl_jax.perf import profiling
 
 VARIANTS = ("packed", "padded_128", "bucketed")
 
@@ -67,7 +66,7 @@ def _inputs(run, bucketed_loader, step: int) -> dict[str, Any]:
   bucketed = bucketed_loader.candidates(step)
   glob = lambda c, axis=1: sharding.global_batch(c, run.mesh, example_axis=axis)  # noqa: E731
   return {"packed": (glob(cands), None if rows is None else glob(rows, 0)),
-          "padded_128": (glob(padded),), "bucketed": (glob(bucketed),),
+          "padded_128": (glob(padded), None), "bucketed": (glob(bucketed), None),
           "rows": rows, "cands": cands, "lengths": {"padded_128": padded["input_ids"].shape[-1],
                                                     "bucketed": bucketed["input_ids"].shape[-1]}}
 
@@ -115,7 +114,7 @@ def _score_chunk_flops(ctx, state, cands: dict[str, np.ndarray], rows: dict[str,
                            head_types=group.head_types)
   flat = {k: np.asarray(v) for k, v in mtu.flatten_candidates(cands).items()}
   compiled = jax.jit(one_chunk).lower(state["params"], flat, rows).compile()
-  return aot.cost_report(compiled).get("flops", 0.0)
+  return profiling.cost_report(compiled).get("flops", 0.0)
 
 
 def _chunk_flops(ctx, labels, state, batch: dict[str, np.ndarray]) -> float:
@@ -127,7 +126,7 @@ def _chunk_flops(ctx, labels, state, batch: dict[str, np.ndarray]) -> float:
     return update.chunk_loss_and_grads(ctx, trainable, frozen, batch, packed, jnp.int32(0),
                                        jax.random.key(0))
   compiled = jax.jit(one_chunk).lower(trainable, batch).compile()
-  return aot.cost_report(compiled).get("flops", 0.0)
+  return profiling.cost_report(compiled).get("flops", 0.0)
 
 
 def _call(variant: Variant, args: tuple) -> None:
@@ -168,25 +167,21 @@ def real_data_benchmark(config, steps: int = 6, matmul_size: int = 2048,
   run = experiment.build_run(config, Path(tempfile.gettempdir()) / "camtl_bench_real")
   if config.get("bench_encoder", ""):
     run = with_random_encoder(run, config.bench_encoder)
-  state, tx, labels = train.init_state(run)
-  shardings = train.state_shardings(run.mesh, run.config.mesh.fsdp, state)
-  ctx = dataclasses.replace(train.make_context(run, tx, labels),
-                            example_sharding=sharding.batch_sharding(run.mesh, 0))
-  padded_ctx = dataclasses.replace(ctx, update_chunk_rows=0)
-  p_padded, _ = train.compile_steps(padded_ctx, run.mesh, shardings)
-  p_packed = train.compile_packed_step(ctx, run.mesh, shardings)
-  p_fallback, _ = train.compile_steps(ctx, run.mesh, shardings)  # packed update, scored padded
-  p_bucketed, _ = train.compile_steps(padded_ctx, run.mesh, shardings)  # its own program cache
-  state = jax.device_put(state, shardings)
+  state, packed_steps = train.compile_run(run)  # scored packed (padded when a set overflows)
+  ctx, labels = packed_steps.ctx, packed_steps.ctx.labels
+  p_packed = packed_steps.p_train
+  p_padded = train.recompile(packed_steps, update_chunk_rows=0).p_train
+  p_bucketed = train.recompile(packed_steps, update_chunk_rows=0).p_train  # its own programs
+  state = jax.device_put(state, packed_steps.shardings)
   bucketed_loader = input_pipeline.CandidateLoader(
       run.train_splits, config.batch_size, config.seed,
       buckets=input_pipeline.default_buckets(config.max_length, config.bucket_step),
       process_index=jax.process_index(), process_count=jax.process_count())
   copy = lambda: jax.tree.map(jnp.copy, state)  # noqa: E731 every step donates its state
   variants = {
-      "packed": Variant("packed", packing.dispatch(p_packed, p_fallback, run.pack_plan), copy()),
-      "padded_128": Variant("padded_128", lambda s, c: p_padded(s, c), copy()),
-      "bucketed": Variant("bucketed", lambda s, c: p_bucketed(s, c), copy()),
+      "packed": Variant("packed", p_packed, copy()),
+      "padded_128": Variant("padded_128", p_padded, copy()),
+      "bucketed": Variant("bucketed", p_bucketed, copy()),
   }
   b, num_tasks = config.batch_size, len(run.tasks)
   select = _selection(ctx)
@@ -212,15 +207,12 @@ def real_data_benchmark(config, steps: int = 6, matmul_size: int = 2048,
       variant.tokens += real + int(selected["attention_mask"].sum())
     log(f"step {step}: " + ", ".join(f"{n} {v.step_s[-1]:.2f} s" if v.step_s and step else
                                      f"{n} compiled" for n, v in variants.items()))
-  matmul = bench.matmul_program(run.mesh, matmul_size, config.dtype)
-  for _ in range(3):
-    matmul.step_s.append(matmul.call()[0])
-  peak = 2.0 * sharding.data_size(run.mesh) * matmul_size ** 3 / min(matmul.step_s)
+  peak = profiling.matmul_peak(run.mesh, matmul_size, config.dtype)
   inputs = _inputs(run, bucketed_loader, 1)
   compiled = {"packed": p_packed.lower(variants["packed"].state, *inputs["packed"]).compile(),
               "padded_128": p_padded.lower(variants["padded_128"].state,
                                            *inputs["padded_128"]).compile()}
-  flops = {name: aot.cost_report(c).get("flops", 0.0) * run.mesh.size
+  flops = {name: profiling.cost_report(c).get("flops", 0.0) * run.mesh.size
            for name, c in compiled.items()}
   flops["packed"] += (statistics.mean(chunks) - 1) * run.mesh.size * _chunk_flops(
       ctx, labels, variants["packed"].state, _selected(select, variants["packed"].state, inputs))
@@ -253,7 +245,8 @@ def real_data_benchmark(config, steps: int = 6, matmul_size: int = 2048,
         "compile_seconds": v.compile_s, "flops_per_step": flops_per_step,
         "peak_fraction": (None if flops_per_step is None or not median
                           else flops_per_step / median / peak),
-        "memory_per_device": aot.memory_report(compiled[name]) if name in compiled else None}
+        "memory_per_device": (profiling.memory_report(compiled[name]) if name in compiled
+                              else None)}
   packed_over = [a / c for a, c in zip(variants["packed"].step_s, variants["padded_128"].step_s)]
   return {"config": {"tasks": list(config.tasks), "b": b, "L": config.max_length,
                      "model_path": config.get("bench_encoder", "") or config.model_path,

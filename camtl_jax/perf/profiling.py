@@ -1,4 +1,8 @@
-"""Where a compiled step's time goes: a jax.profiler trace of its calls, read back per HLO op.
+"""What the benchmark and AOT tools share (perf/'s one shared module; the tools import nothing
+else of perf/): XLA's memory and cost reports of a compiled program, compiled programs timed
+side by side against a matmul peak, and where a compiled step's time goes.
+
+Where the time goes: a jax.profiler trace of a step's calls, read back per HLO op.
 
   report = profiling.profile_calls(call, steps=3, trace_dir=DIR, hlo_text=compiled.as_text())
 
@@ -25,6 +29,13 @@ from pathlib import Path
 from typing import Any, Callable
 
 import jax
+import jax.numpy as jnp
+
+from camtl_jax import sharding
+from camtl_jax.models import bert
+
+GIB = 2 ** 30
+MIB = 2 ** 20
 
 # Parts of a train step, from an instruction's op_name path (first match wins).
 PARTS = (("update backward", "transpose(jvp("), ("update forward", "jvp("),
@@ -230,3 +241,133 @@ def format_profile(report: dict[str, Any]) -> str:
                  + (f"{rate / 1e9:>12.1f}" if rate else f"{'-':>12}")
                  + (f"{frac:>7.1%}" if frac else f"{'-':>7}"))
   return "\n".join(lines)
+
+
+# ------------------------------------------------------------------------------------------------
+# What XLA says about a compiled program
+
+
+def memory_report(compiled) -> dict[str, int]:
+  """Per-device bytes from compiled.memory_analysis(); total = arguments + outputs + temporaries
+  - aliased (donated outputs reuse their argument buffers) + generated code."""
+  m = compiled.memory_analysis()
+  if m is None:
+    return {}
+  report = {
+      "arguments": int(m.argument_size_in_bytes), "outputs": int(m.output_size_in_bytes),
+      "temporaries": int(m.temp_size_in_bytes), "aliased": int(m.alias_size_in_bytes),
+      "generated_code": int(m.generated_code_size_in_bytes),
+  }
+  report["total"] = (report["arguments"] + report["outputs"] + report["temporaries"]
+                     - report["aliased"] + report["generated_code"])
+  return report
+
+
+def cost_report(compiled) -> dict[str, float]:
+  """Per-device flops, transcendentals, bytes accessed and (TPU) the cost model's
+  optimal_seconds."""
+  cost = compiled.cost_analysis()
+  if isinstance(cost, (list, tuple)):  # older jax: one dict per program
+    cost = cost[0] if cost else {}
+  cost = cost or {}
+  keys = {"flops": "flops", "transcendentals": "transcendentals",
+          "bytes_accessed": "bytes accessed", "optimal_seconds": "optimal_seconds"}
+  return {name: float(cost[key]) for name, key in keys.items() if key in cost}
+
+
+# ------------------------------------------------------------------------------------------------
+# Compiled programs timed side by side
+
+
+def _proc_status(field: str) -> int | None:
+  """A /proc/self/status size field in bytes (Linux), else None."""
+  try:
+    for line in Path("/proc/self/status").read_text().splitlines():
+      if line.startswith(field + ":"):
+        return int(line.split()[1]) * 1024
+  except OSError:
+    pass
+  return None
+
+
+def _reset_peak_rss() -> None:
+  """Resets the kernel's peak-RSS mark (VmHWM) so the next reading is this program's peak."""
+  try:
+    Path("/proc/self/clear_refs").write_text("5")
+  except OSError:
+    pass
+
+
+def _device_peak_bytes() -> int | None:
+  stats = jax.local_devices()[0].memory_stats()
+  return int(stats["peak_bytes_in_use"]) if stats and "peak_bytes_in_use" in stats else None
+
+
+@dataclasses.dataclass
+class Program:
+  """One compiled program and what was measured of it.
+
+  args: the next call's arguments; carry(out, args) -> the call after (the train step donates
+  its state, so each call takes the state the previous one returned).
+  """
+  name: str
+  examples: int
+  compiled: Any
+  args: tuple
+  carry: Callable[[Any, tuple], tuple]
+  compile_s: float
+  rss_peak: int | None = None
+  device_peak: int | None = None
+  flops: float | None = None      # per call and device; None: the compiled program's cost_analysis
+  step_s: list[float] = dataclasses.field(default_factory=list)
+  cpu_s: list[float] = dataclasses.field(default_factory=list)
+
+  def call(self) -> tuple[float, float]:
+    """One blocked call: (wall seconds, process CPU seconds)."""
+    start, start_cpu = time.perf_counter(), time.process_time()
+    out = jax.block_until_ready(self.compiled(*self.args))
+    wall, cpu = time.perf_counter() - start, time.process_time() - start_cpu
+    self.args = self.carry(out, self.args)
+    return wall, cpu
+
+
+def compile_program(name: str, jitted, args: tuple, examples: int,
+                    carry: Callable[[Any, tuple], tuple] | None = None) -> Program:
+  """Lowers and compiles (timed), then warms up once, recording the peak memory of that call."""
+  start = time.perf_counter()
+  compiled = jitted.lower(*args).compile()
+  program = Program(name, examples, compiled, args, carry or (lambda out, a: a),
+                    time.perf_counter() - start)
+  _reset_peak_rss()
+  program.call()
+  program.rss_peak, program.device_peak = _proc_status("VmHWM"), _device_peak_bytes()
+  return program
+
+
+def matmul_program(mesh: jax.sharding.Mesh, n: int, dtype: str) -> Program:
+  """A jitted [n*D, n] @ [n, n] split over the D devices of 'data': the peak we compare with."""
+  d = sharding.data_size(mesh)
+  rows = sharding.batch_sharding(mesh, 0)
+  a = jax.device_put(jnp.ones((n * d, n), bert.DTYPES[dtype]), rows)
+  b = jax.device_put(jnp.ones((n, n), bert.DTYPES[dtype]), sharding.replicated(mesh))
+  return compile_program("matmul", jax.jit(jnp.matmul, out_shardings=rows), (a, b), 0)
+
+
+def matmul_peak(mesh: jax.sharding.Mesh, n: int, dtype: str, calls: int = 3) -> float:
+  """FLOP/s of the fastest of `calls` calls of matmul_program."""
+  matmul = matmul_program(mesh, n, dtype)
+  for _ in range(calls):
+    matmul.step_s.append(matmul.call()[0])
+  return 2.0 * sharding.data_size(mesh) * n ** 3 / min(matmul.step_s)
+
+
+def time_round_robin(programs: list, matmul: Program, steps: int, matmul_reps: int = 3) -> None:
+  """`steps` rounds, each calling every program once and the matmul matmul_reps times. On a
+  machine shared with other work, every program then sees the same mix of quiet and busy
+  moments, and the fastest call of each is comparable with the fastest matmul. programs: Program
+  or anything with call() -> (wall, cpu) seconds and step_s, cpu_s lists."""
+  for _ in range(steps):
+    for program in [matmul] * matmul_reps + programs:
+      wall, cpu = program.call()
+      program.step_s.append(wall)
+      program.cpu_s.append(cpu)

@@ -9,13 +9,11 @@ from camtl_jax.cli import common
 data_dir, max_examples, rounds = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
 config = common.load_config("glue5_minilm", [f"data_dir={data_dir}"])
 run = experiment.build_run(config, pathlib.Path(tempfile.mkdtemp()))
-state, tx, labels = train.init_state(run)
-shardings = train.state_shardings(run.mesh, config.mesh.fsdp, state)
-params = jax.device_put(state["params"], shardings["params"])
-ctx = train.make_context(run, tx, labels)
+state, steps = train.compile_run(run)
+params = jax.device_put(state["params"], steps.shardings["params"])
 packed = evaluate.eval_setup(config, run.model.tasks, run.mesh)
 setups = {"packed": packed, "padded": dataclasses.replace(packed, packed=False)}
-applies = {name: train.compile_steps(ctx, run.mesh, shardings)[1] for name in setups}
+applies = {name: train.recompile(steps).p_eval for name in setups}  # a program cache each
 seconds = {name: [] for name in setups}
 scores = {}
 for _ in range(rounds):

@@ -1,9 +1,9 @@
 """Adapting a trained CA-MTL model to a new task: `camtl-adapt`.
 
-  camtl-adapt --workdir DIR --new-task superglue/cb --data DATA --fraction 0.1 --out NEW_DIR
-  camtl-adapt --workdir DIR --new-task superglue/cb --data DATA --zero-shot-from superglue/rte \\
-      --label-map entailment=entailment,not_entailment=contradiction
-  camtl-adapt --workdir DIR --new-task superglue/cb --data DATA --out CURVE_DIR \\
+  camtl-adapt --workdir DIR --new-task superglue/cb --data-dir DATA --fraction 0.1 --out NEW_DIR
+  camtl-adapt --workdir DIR --new-task superglue/cb --data-dir DATA \\
+      --zero-shot-from superglue/rte --label-map entailment=entailment,not_entailment=contradiction
+  camtl-adapt --workdir DIR --new-task superglue/cb --data-dir DATA --out CURVE_DIR \\
       --fractions 0.01,0.1,1.0 --seeds 0,1,2
 
 Adding a task adds one row to the task embedding and one row to the stacked head of the task's type
@@ -243,10 +243,9 @@ class Adapter:
     self.num_choices, head_types = camtl_lib.choice_layout(self.model.tasks, new_task.type)
     self.step_fn = jax.jit(functools.partial(adapt_step, self.model, self.tx, self.labels,
                                              self.row_mask, head_types), donate_argnums=(0, 1))
-    self.train_examples = registry.load_split(new_task, data_dir, "train",
-                                              source=trained.config.data_source)
-    self.dev_examples = {s: registry.load_split(new_task, data_dir, s,
-                                                source=trained.config.data_source)
+    source = experiment.data_source(trained.config, new_task)  # a spec task: its own files
+    self.train_examples = registry.load_split(new_task, data_dir, "train", source=source)
+    self.dev_examples = {s: registry.load_split(new_task, data_dir, s, source=source)
                          for s in experiment.dev_split_names(new_task)}
     self.extended = self.trained_model(self.params)  # one jitted forward for every evaluation
 

@@ -30,7 +30,7 @@ from camtl_jax import input_pipeline, mtu, optim, packing, sampling, sharding, u
 from camtl_jax.models import bert
 from camtl_jax.models import camtl as camtl_lib
 from camtl_jax.models.heads import TaskSpec
-from camtl_jax.tasks import base, registry
+from camtl_jax.tasks import base, registry, spec
 from camtl_jax.tasks.base import Task
 
 log = logging.getLogger(__name__)
@@ -269,16 +269,47 @@ def get_tasks(names: Sequence[str]) -> list[Task]:
   return [registry.get_task(name) for name in names]
 
 
+def config_tasks(config) -> list[Task]:
+  """The Tasks config.tasks names, in order: those of the spec files config.task_specs
+  (tasks/spec.py; paths beside the spec file or in config.data_dir), else the registry's."""
+  return spec.resolve_tasks(config.tasks, config.get("task_specs", ()),
+                            config.get("data_dir") or None)
+
+
 def load_tasks(config, workdir: Path) -> tuple[list[Task], str]:
   """Task records in config order, and the data root (demo data is generated on demand into
   WORKDIR/demo_data when config.data_dir is empty)."""
   from camtl_jax.tasks import demo  # pylint: disable=import-outside-toplevel
-  tasks = get_tasks(config.tasks)
+  tasks = config_tasks(config)
   data_dir = config.data_dir
   if not data_dir and any(t.name.startswith("demo/") for t in tasks):
     data_dir = str(workdir / "demo_data")
     demo.write_demo_data(data_dir, seed=0)
   return tasks, data_dir
+
+
+def check_files(config, tasks: Sequence[Task], data_dir: str) -> None:
+  """Every train and dev file of the local source exists: one error naming each missing split,
+  said before anything is read or tokenised."""
+  missing = [f"{t.name} {s}: {registry.split_path(t, data_dir, s)}" for t in tasks
+             if data_source(config, t) == "local" for s in ["train"] + dev_split_names(t)
+             if not registry.split_path(t, data_dir, s).is_file()]
+  if missing:
+    raise FileNotFoundError(f"missing data files (data_dir {data_dir!r}): " + "; ".join(missing))
+
+
+def load_examples(config, tasks: Sequence[Task], data_dir: str, splits_of
+                  ) -> dict[tuple[int, str], list]:
+  """(task id, split) -> Examples, for every task and each split splits_of(task) names: every
+  file is read (and any bad row found) before anything is tokenised or cached."""
+  check_files(config, tasks, data_dir)
+  return {(i, s): registry.load_split(task, data_dir, s, source=data_source(config, task))
+          for i, task in enumerate(tasks) for s in splits_of(task)}
+
+
+def data_source(config, task: Task) -> str:
+  """Where a task's data is read from: config.data_source; a spec task's own files always."""
+  return "local" if task.spec else config.data_source
 
 
 def encode_split(config, task: Task, examples, tokenizer, cache_dir: str | None, split: str,
@@ -290,16 +321,17 @@ def encode_split(config, task: Task, examples, tokenizer, cache_dir: str | None,
                                      target_stats=target_stats)
 
 
-def encode_splits(config, tasks: Sequence[Task], data_dir: str, tokenizer, cache_dir: str,
-                  splits_of, train_splits: list | None = None) -> list:
-  """[(task id, EncodedSplit)] for every task and each of its splits named by splits_of(task).
+def encode_splits(config, tasks: Sequence[Task], loaded: Mapping[tuple[int, str], list],
+                  tokenizer, cache_dir: str, splits_of, train_splits: list | None = None) -> list:
+  """[(task id, EncodedSplit)] for every task and each of its splits named by splits_of(task),
+  from load_examples' Examples.
 
   Dev/test regression targets are standardised with the train split's statistics.
   """
   splits = []
   for task_id, split in ((i, s) for i, task in enumerate(tasks) for s in splits_of(task)):
     task = tasks[task_id]
-    examples = registry.load_split(task, data_dir, split, source=config.data_source)
+    examples = loaded[task_id, split]
     stats = None
     if train_splits is not None and task.type == base.REGRESSION:
       stats = (train_splits[task_id].target_mean, train_splits[task_id].target_std)
@@ -463,7 +495,7 @@ def check_config(config) -> tuple[bert.EncoderConfig, list[Task]]:
   """Everything about the config that can be checked without weights or data (task names,
   encoder shape, frozen range, sampler, batch divisibility): fails in seconds, not minutes."""
   encoder = encoder_shape(config)
-  tasks = get_tasks(config.tasks)
+  tasks = config_tasks(config)
   validate_config(config, encoder.num_layers, sharding.make_mesh(config.mesh.model))
   model_config(config, encoder.num_layers).validate(encoder)
   return encoder, tasks
@@ -472,14 +504,17 @@ def check_config(config) -> tuple[bert.EncoderConfig, list[Task]]:
 def build_run(config, workdir: Path) -> Run:
   """Loads the checkpoint's encoder, reads and tokenises every task's train and dev splits."""
   mesh = sharding.make_mesh(config.mesh.model)
+  # The data first: a missing file or a bad row stops the run before weights are read and
+  # before anything is tokenised or cached into the workdir.
+  tasks, data_dir = load_tasks(config, workdir)
+  loaded = load_examples(config, tasks, data_dir, lambda t: ["train"] + dev_split_names(t))
   encoder, pretrained = load_encoder(config)
   validate_config(config, encoder.num_layers, mesh)
   tokenizer = load_tokenizer(config)
-  tasks, data_dir = load_tasks(config, workdir)
   cache_dir = config.cache_dir or str(workdir / "cache")
-  train_splits = [split for _, split in encode_splits(config, tasks, data_dir, tokenizer, cache_dir,
+  train_splits = [split for _, split in encode_splits(config, tasks, loaded, tokenizer, cache_dir,
                                                        lambda t: ["train"])]
-  dev_splits = encode_splits(config, tasks, data_dir, tokenizer, cache_dir, dev_split_names,
+  dev_splits = encode_splits(config, tasks, loaded, tokenizer, cache_dir, dev_split_names,
                              train_splits)
   model = build_model(config, encoder, task_specs(tasks))
   packs = bool(config.get("pack_candidates", False)) and config.sampler == "mt_uncertainty"

@@ -12,7 +12,9 @@ Inputs (one example per jsonl object or tsv row with a header; keys per task typ
   multiple_choice              choices: [[first, second], ...], or premise + choices: [str, ...]
   span                         question, context
   tagging                      words: [str, ...], or text (split on whitespace)
-`--format task` reads the task's own distribution format (GLUE tsv, COPA jsonl, CoNLL, SQuAD json).
+`--format task` reads the task's own distribution format (GLUE tsv, COPA jsonl, CoNLL, SQuAD json,
+a spec task's files). Without --format, a file that is not .jsonl / .tsv, or whose rows lack the
+fields above, is read in the task's own format when that format reads it (else the error says so).
 
 Outputs, one JSON object per example, in the task's natural format:
   classification   label, probabilities {label: p}
@@ -277,7 +279,10 @@ def read_inputs(task: Task, path: str | Path, file_format: str | None = None) ->
   path = str(path)
   if not Path(path).is_file():
     raise DataError(path, None, None, "input file not found")
+  given = file_format
   file_format = file_format or Path(path).suffix.lstrip(".")
+  if file_format not in FORMATS and not given and task.reader is not None:
+    file_format = "task"  # e.g. a SQuAD .json, a CoNLL file, a spec task's csv
   if file_format not in FORMATS:
     raise ValueError(f"{path}: unknown input format {file_format!r}; pass --format one of "
                      f"{FORMATS}")
@@ -286,11 +291,34 @@ def read_inputs(task: Task, path: str | Path, file_format: str | None = None) ->
       raise ValueError(f"task {task.name} has no reader here; use --format jsonl or tsv")
     examples = list(task.reader(path, registry.file_split(task, path), readers.SkipLog()))
   else:
-    parse = RECORD_READERS[task.type]
-    examples = [parse(record, path, line) for line, record in _FILE_READERS[file_format](path)]
+    examples = _generic_or_task_format(task, path, file_format, given is None)
   if not examples:
     raise DataError(path, None, None, "no examples in the file")
   return examples
+
+
+def _generic_or_task_format(task: Task, path: str, file_format: str, detect: bool
+                            ) -> list[Example]:
+  """The generic jsonl / tsv fields; when they are missing and the format was not given, the
+  task's own format if it reads the file (a benchmark or spec file), else the error with a hint."""
+  parse = RECORD_READERS[task.type]
+  try:
+    return [parse(record, path, line) for line, record in _FILE_READERS[file_format](path)]
+  except DataError as e:
+    if task.reader is None:
+      raise
+    if detect:
+      try:
+        examples = list(task.reader(path, registry.file_split(task, path), readers.SkipLog()))
+      except (DataError, ValueError):
+        examples = []
+      if examples:
+        log.info("%s: not the generic %s fields; read in %s's own format (--format task)",
+                 path, file_format, task.name)
+        return examples
+    prefix = str(DataError(e.path, e.line, e.field, ""))
+    raise DataError(e.path, e.line, e.field, str(e).removeprefix(prefix) + f" (a file in "
+                    f"{task.name}'s own format reads with --format task)") from None
 
 
 def text_example(task: Task, text: str, text_pair: str | None = None,

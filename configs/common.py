@@ -12,6 +12,9 @@ def base() -> ml_collections.ConfigDict:
   c.encoder_layers = 0          # >0 keeps only the first n pretrained layers (tests, quick runs)
   c.dtype = "float32"           # compute dtype: float32 | bfloat16 (params stay float32)
   c.tasks = ("demo/sentiment",)
+  # Spec files (YAML / JSON) declaring your own tasks (camtl_jax/tasks/spec.py); config.tasks may
+  # name their tasks beside the registry's, e.g. --config.task_specs=examples/my_tasks.yaml.
+  c.task_specs = ()
   c.data_dir = "data"           # root of the original distribution files (see README)
   c.data_source = "local"       # local | tfds (then data_dir is the TFDS data_dir, may be gs://)
   c.cache_dir = ""              # tokenisation cache; default WORKDIR/cache

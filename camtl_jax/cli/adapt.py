@@ -1,10 +1,11 @@
 """`camtl-adapt`: add a task to a trained CA-MTL model and fine-tune it on a fraction of its data.
 
-  camtl-adapt --workdir DIR --new-task superglue/cb --data DATA --fraction 0.1 --out NEW_DIR
-  camtl-adapt --workdir DIR --new-task superglue/cb --data DATA --zero-shot-from superglue/rte \\
-      --label-map entailment=entailment,not_entailment=contradiction
-  camtl-adapt --workdir DIR --new-task superglue/cb --data DATA --out CURVE_DIR \\
+  camtl-adapt --workdir DIR --new-task superglue/cb --data-dir DATA --fraction 0.1 --out NEW_DIR
+  camtl-adapt --workdir DIR --new-task superglue/cb --data-dir DATA \\
+      --zero-shot-from superglue/rte --label-map entailment=entailment,not_entailment=contradiction
+  camtl-adapt --workdir DIR --new-task superglue/cb --data-dir DATA --out CURVE_DIR \\
       --fractions 0.01,0.1,1.0 --seeds 0,1,2
+  camtl-adapt --workdir DIR --new-task my/tickets --task-specs examples/my_tasks.yaml --out NEW_DIR
 
 --train new moves only the new task's embedding row and head row (a linear probe of the pooled
 [CLS] plus one embedding row; default lr 1e-2); --train all uses the trained model's own
@@ -13,6 +14,7 @@ that camtl-predict and camtl-export read; a learning curve writes learning_curve
 """
 from __future__ import annotations
 
+import argparse
 import sys
 from pathlib import Path
 from typing import Any, Sequence
@@ -33,8 +35,13 @@ def _ints(text: str) -> list[int]:
 def _parser():
   p = common.new_parser("camtl-adapt", __doc__)
   p.add_argument("--workdir", required=True, help="a trained workdir")
-  p.add_argument("--new-task", required=True, help="registry name of the task to add")
-  p.add_argument("--data", required=True, help="data root holding the new task's files")
+  p.add_argument("--new-task", required=True,
+                 help="the task to add: a registry name, or a task of --task-specs")
+  p.add_argument("--task-specs", action="append", default=[], metavar="SPEC",
+                 help="a task spec file (YAML / JSON) declaring the new task (repeatable)")
+  p.add_argument("--data-dir", help="data root holding the new task's files (a spec task's "
+                 "relative paths are looked up beside the spec file first)")
+  p.add_argument("--data", dest="data_dir", help=argparse.SUPPRESS)  # the old spelling
   p.add_argument("--fraction", type=float, default=1.0, help="fraction of its train split")
   p.add_argument("--fractions", type=_floats, help="learning curve: comma-separated fractions")
   p.add_argument("--seed", type=int, default=0)
@@ -71,15 +78,17 @@ def _baselines(adapter, args) -> dict[str, float]:
 def run_cli(args) -> dict[str, Any]:
   """Adapts, writes --out and returns the summary (also written to --out/adapt.json)."""
   from camtl_jax import adapt, workdir  # pylint: disable=import-outside-toplevel
-  from camtl_jax.tasks import registry  # pylint: disable=import-outside-toplevel
+  from camtl_jax.tasks import spec  # pylint: disable=import-outside-toplevel
+  new_task = spec.resolve_tasks([args.new_task], args.task_specs, args.data_dir)[0]
+  if args.data_dir is None and not new_task.spec:
+    raise ValueError(f"--data-dir is required for the registry task {new_task.name!r}")
   trained = workdir.load(args.workdir, args.step)
-  new_task = registry.get_task(args.new_task)
   if args.out is None and not args.zero_shot_from:
     raise ValueError("--out is required (unless only --zero-shot-from is asked for)")
   if args.zero_shot_from and not args.label_map:
     raise ValueError("--zero-shot-from needs --label-map source=target,...")
-  adapter = adapt.Adapter(trained, new_task, args.data, args.train, args.init_from, args.steps,
-                    args.batch_size, args.learning_rate, args.seed, args.max_eval_examples,
+  adapter = adapt.Adapter(trained, new_task, args.data_dir or "", args.train, args.init_from,
+                    args.steps, args.batch_size, args.learning_rate, args.seed, args.max_eval_examples,
                     cache_dir=str(Path(args.out) / "cache") if args.out else None)
   baselines = _baselines(adapter, args)
   for name, value in baselines.items():

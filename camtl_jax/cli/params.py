@@ -51,7 +51,7 @@ def _report(args) -> None:
   config = _config(args)
   encoder = experiment.encoder_shape(config)
   model = experiment.build_model(config, encoder,
-                                 experiment.task_specs(experiment.get_tasks(config.tasks)))
+                                 experiment.task_specs(experiment.config_tasks(config)))
   print(f"{encoder.model_type}: {encoder.num_layers} layers, d={encoder.hidden_size}; "
         f"{len(model.tasks)} tasks; {model.config}")
   print(experiment.format_parameter_report(experiment.parameter_report(

@@ -3,18 +3,20 @@
   camtl-predict --workdir DIR --task demo/sentiment --text "what a great movie !"
   camtl-predict --workdir DIR --task glue/rte --input pairs.jsonl --output predictions.jsonl
   camtl-predict --workdir DIR --task demo/span --input dev.json --format task
-  camtl-predict --workdir DIR --submission OUT_DIR --data ../shared/data   # GLUE/SuperGLUE test files
+  camtl-predict --workdir DIR --submission OUT_DIR --data-dir ../shared/data  # GLUE/SuperGLUE
 
 Inputs: one example per jsonl object or tsv row with a header (classification / regression: text,
 text_pair; multiple choice: premise + choices, or choices as pairs; span: question, context;
-tagging: words or text), or --format task for the task's own distribution format. Outputs: one
-JSON object per example (label and probabilities, value and std, choice, answer, tags), with
+tagging: words or text), or --format task for the task's own distribution format (a file that is
+not .jsonl / .tsv, or lacks those fields, is read in the task's own format when it can). Outputs:
+one JSON object per example (label and probabilities, value and std, choice, answer, tags), with
 "id" and "truncated". The checkpoint is the one with the best dev score, else the latest.
 --submission predicts the test split of every GLUE / SuperGLUE task of the model and writes the
 leaderboard files (GLUE <Task>.tsv, SuperGLUE <Task>.jsonl) into OUT_DIR.
 """
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 from pathlib import Path
@@ -34,8 +36,10 @@ def _parser():
   source.add_argument("--input", help="jsonl or tsv file (or the task's own format, --format task)")
   source.add_argument("--text", help="one example: text / premise / question / sentence")
   source.add_argument("--submission", metavar="OUT_DIR",
-                      help="write GLUE/SuperGLUE test-set files of all benchmark tasks (needs --data)")
-  parser.add_argument("--data", help="data root holding the test splits (with --submission)")
+                      help="write GLUE/SuperGLUE test-set files of all benchmark tasks "
+                           "(needs --data-dir)")
+  parser.add_argument("--data-dir", help="data root holding the test splits (with --submission)")
+  parser.add_argument("--data", dest="data_dir", help=argparse.SUPPRESS)  # the old spelling
   parser.add_argument("--max-examples", type=int, default=0,
                       help="with --submission: only the first N test examples (a quick check)")
   parser.add_argument("--text-pair", help="second segment (pairs), or the context (span tasks)")
@@ -61,11 +65,12 @@ def _check_task(workdir: str, name: str) -> None:
 
 
 def _submission(args) -> None:
-  if not args.data:
-    raise common.UserError("--submission needs --data DIR (the root of the test files)")
+  if not args.data_dir:
+    raise common.UserError("--submission needs --data-dir DIR (the root of the test files)")
   from camtl_jax import predict, workdir  # pylint: disable=import-outside-toplevel
   trained = workdir.load(args.workdir, args.step)
-  for path in predict.write_submissions(trained, args.data, args.submission, args.max_examples):
+  for path in predict.write_submissions(trained, args.data_dir, args.submission,
+                                        args.max_examples):
     print(path)
 
 

@@ -336,7 +336,7 @@ def benchmark(config: ml_collections.ConfigDict, steps: int = 5, matmul_size: in
   """Runs the variants; returns the report (see format_table and the JSON of camtl-bench)."""
   mesh = sharding.make_mesh(config.mesh.model)
   encoder = experiment.encoder_shape(config)
-  specs = experiment.task_specs(experiment.get_tasks(config.tasks))
+  specs = experiment.task_specs(experiment.config_tasks(config))
   cands_np = synthetic_candidates(specs, config.batch_size, config.max_length, encoder.vocab_size,
                                   config.seed)
   cands = sharding.global_batch(cands_np, mesh, example_axis=1)

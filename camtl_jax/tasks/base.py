@@ -6,7 +6,7 @@ the tokeniser (input_pipeline.py) and the model heads (models/heads.py).
 from __future__ import annotations
 
 import dataclasses
-from typing import Callable, Iterator, Mapping
+from typing import Any, Callable, Iterator, Mapping
 
 # Head types. The model keeps one stacked head per type; a batch may mix them.
 CLASSIFICATION = "classification"
@@ -75,6 +75,9 @@ class Task:
   tfds_name: str | None = None
   num_choices: int = 1
   benchmark: str | None = None  # "glue" / "superglue" / None, for aggregate scores and submissions
+  # A spec-file task's entry (tasks/spec.py, JSON-ready): tasks.json keeps it, so a workdir
+  # rebuilds the task, reader included, without the spec file. None for registry tasks.
+  spec: Mapping[str, Any] | None = None
 
   @property
   def num_labels(self) -> int:

@@ -7,7 +7,7 @@ into global arrays with jax.make_array_from_process_local_data.
   EncodedSplit x T --CandidateLoader.candidates(step)--> [T, b_local, ...] candidate batch (MT-U)
   EncodedSplit --eval_batches--> [B_local, ...] batches + row indices for post-processing
 
-The batch format is docs/batch_format.md. Data order is a pure function of (seed, step)
+The batch format is docs/design/batch_format.md. Data order is a pure function of (seed, step)
 (DESIGN 4.4): `candidate_indices` computes a step's candidates without replaying earlier steps, so a
 resumed run, and every host of a pod, sees exactly the same candidates.
 """
@@ -456,7 +456,7 @@ def token_lengths(task: Task, examples: Sequence[Example], tokenizer: Tokenizer)
 
 @dataclasses.dataclass
 class EncodedSplit:
-  """One task's split, tokenised: the arrays of docs/batch_format.md padded to max_length.
+  """One task's split, tokenised: the arrays of docs/design/batch_format.md padded to max_length.
 
   arrays: input_ids / token_type_ids / attention_mask [N, L_max] ([N, C, L_max] for multiple
     choice), length [N], example_index [N], plus the task type's own keys (label, target,
@@ -551,7 +551,7 @@ def encode_split(task: Task, examples: Sequence[Example], tokenizer: Tokenizer, 
     target_stats: regression: (mean, std) of the train split; None computes them from `examples`
       (pass the train EncodedSplit's target_mean/target_std for dev and test).
   Returns:
-    EncodedSplit with arrays as in docs/batch_format.md.
+    EncodedSplit with arrays as in docs/design/batch_format.md.
   """
   if not examples:
     raise ValueError(f"{task.name} {split}: no examples to encode")
@@ -702,7 +702,7 @@ def _fill_rows(out: dict[str, np.ndarray], sel: np.ndarray, arrays: Mapping[str,
 def assemble_batch(splits: Sequence[EncodedSplit] | Mapping[int, EncodedSplit],
                    task_ids: np.ndarray, rows: np.ndarray, num_choices: int, length: int,
                    uid_offsets: Sequence[int] | Mapping[int, int]) -> dict[str, np.ndarray]:
-  """Gathers rows of several tasks into one batch of docs/batch_format.md.
+  """Gathers rows of several tasks into one batch of docs/design/batch_format.md.
 
   Args:
     splits: EncodedSplit per task id (a list, or a dict task id -> split).

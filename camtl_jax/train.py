@@ -238,8 +238,8 @@ class StepSetup:
 
 def candidate_shapes(specs: tuple, batch_size: int, length: int
                      ) -> dict[str, jax.ShapeDtypeStruct]:
-  """A global candidate set of docs/batch_format.md: task_id [T, b], input_ids [T, b, K, L], ...
-  (specs: models.heads.TaskSpec per task)."""
+  """A global candidate set of docs/design/batch_format.md: task_id [T, b], input_ids
+  [T, b, K, L], ... (specs: models.heads.TaskSpec per task)."""
   one = camtl_lib.example_batch(specs, 1, length)
   return {k: jax.ShapeDtypeStruct((len(specs), batch_size) + v.shape[1:], v.dtype)
           for k, v in one.items()}

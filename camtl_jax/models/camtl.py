@@ -16,7 +16,7 @@ with film = {'dense': {'kernel' [dim(z), 2k], 'bias' [2k]}}. Only params['encode
 every conditional parameter lives outside it, so conditional modules of frozen layers are trainable
 by construction. With conditioning='none' (the plain MTL baseline) only 'encoder' and 'heads' exist.
 
-The forward takes the batch dict of docs/batch_format.md and returns per-example outputs (see
+The forward takes the batch dict of docs/design/batch_format.md and returns per-example outputs (see
 `CAMTL`); `validate_batch` checks a batch's data on the host with errors that name field and row.
 """
 from __future__ import annotations
@@ -282,8 +282,8 @@ def at_positions(bias: Array, token_task: Array, positions: Array) -> Array:
 class CAMTL(nn.Module):
   """CA-MTL: the shared encoder modulated per task, and per-task heads.
 
-  __call__(batch, deterministic) with the batch of docs/batch_format.md (input_ids etc. [B, K, L],
-  task_id [B], and the label keys of the head types present) returns, per example:
+  __call__(batch, deterministic) with the batch of docs/design/batch_format.md (input_ids etc.
+  [B, K, L], task_id [B], and the label keys of the head types present) returns, per example:
     'loss' [B]       the example's loss under its own task's head (heads.py);
     'aux_loss' [B]   the regression variance head's Gaussian NLL (0 for other types);
     and for each head type present: 'cls_logits' [B, C_max], 'regression' [B],
@@ -415,7 +415,7 @@ def check_batch_shapes(batch: Mapping[str, Any], tasks: Sequence[TaskSpec]) -> N
   missing = [key for key in required_keys(tasks) if key not in batch]
   if missing:
     raise ValueError(f"batch is missing key(s) {missing} needed by the task list "
-                     f"({sorted({t.type for t in tasks})}); see docs/batch_format.md")
+                     f"({sorted({t.type for t in tasks})}); see docs/design/batch_format.md")
   shape = tuple(batch["input_ids"].shape)
   if len(shape) != 3:
     raise ValueError(f"batch['input_ids'] must be [B, K, L], got shape {shape}")

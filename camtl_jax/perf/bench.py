@@ -31,8 +31,8 @@ jax.block_until_ready, and the matmul of the peak three times: on a machine shar
 every program sees the same mix of quiet and busy moments. The time of a program is its fastest
 call (the median, the mean and the process CPU time per call are reported too), the peak the
 fastest matmul. Weights are random (only shapes matter for speed); candidates are synthetic
-batches of docs/batch_format.md with every task's labels in range and all L positions real tokens,
-so the numbers do not depend on any data.
+batches of docs/design/batch_format.md with every task's labels in range and all L positions
+real tokens, so the numbers do not depend on any data.
 
 Reported per program: seconds per call (fastest, median, mean; CPU seconds), examples/s, compile
 time, XLA's FLOPs per call (cost_analysis, summed over devices; of the same program with its chunk
@@ -135,7 +135,7 @@ def _fill_labels(out: dict[str, np.ndarray], spec: TaskSpec, rng: np.random.Gene
 
 def synthetic_candidates(specs: tuple[TaskSpec, ...], batch_size: int, length: int,
                          vocab_size: int, seed: int = 0) -> dict[str, np.ndarray]:
-  """A candidate set [T, b, ...] of docs/batch_format.md: random token ids, every position of a
+  """A [T, b, ...] candidate set of docs/design/batch_format.md: random ids, every position of a
   used choice row a real token (the bucket is full), labels/targets/spans/tags valid for each
   task's head type."""
   rng = np.random.default_rng(seed)

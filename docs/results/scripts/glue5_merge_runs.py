@@ -1,17 +1,18 @@
-# Adds the runs finished under /work/runs/glue5_2000 (this session: the ablation arms attention,
+# Adds the runs finished under RUNS_DIR/glue5_2000 (2026-12-04: the ablation arms attention,
 # adapter, layernorm at seed 0 and single_task at seed 1) to the committed 2000-step GLUE-5 summary.
 # Every committed arm/seed whose workdir is not there is rebuilt from the committed per-seed record
 # (results.json; an arm's committed wall seconds go to its first folder), then comparison.summarise
 # makes the summary over all planned runs of seeds 0, 1 as camtl-experiment does
 # (arms in plan order; single_task seed 1 after the ablation arms).
-#   python docs/results/scripts/glue5_merge_runs.py REPO
+# Run from the repository root (RUNS_DIR as given to the scripts that made the runs):
+#   python docs/results/scripts/glue5_merge_runs.py RUNS_DIR
 import json, pathlib, sys
 from camtl_jax import comparison
 
-repo = pathlib.Path(sys.argv[1])
+repo = pathlib.Path(".")
 path = repo / "docs/results/glue5_minilm.json"
 committed = json.loads(path.read_text())
-out = pathlib.Path("/work/runs/glue5_2000")
+out = pathlib.Path(sys.argv[1]) / "glue5_2000"
 runs = comparison.planned_runs("glue5_minilm", (0, 1))
 # The plan of seeds 0, 1 runs single_task at the first seed only; its finished seed-1 runs count too.
 planned = {r.folder for r in runs}

@@ -1,12 +1,14 @@
-# Adds camtl_mtu seed 1 (its workdir under /work/runs/glue5_2000) to the committed 2000-step
-# GLUE-5 summary: camtl_mtu seed 0's results.json is rebuilt from the committed per-seed record,
-# then comparison.arm_summary averages the two seeds as camtl-experiment does.
+# Adds camtl_mtu seed 1 (its workdir under RUNS_DIR/glue5_2000, glue5_seed1_run.sh) to the
+# committed 2000-step GLUE-5 summary: camtl_mtu seed 0's results.json is rebuilt from the committed
+# per-seed record, then comparison.arm_summary averages the two seeds as camtl-experiment does.
+# Run from the repository root:
+#   python docs/results/scripts/glue5_merge_seed1.py RUNS_DIR
 import json, pathlib, shutil, sys
 from camtl_jax import comparison
 
-repo = pathlib.Path(sys.argv[1])
+repo = pathlib.Path(".")
 summary = json.loads((repo / "docs/results/glue5_minilm.json").read_text())
-out = pathlib.Path("/work/runs/glue5_2000")
+out = pathlib.Path(sys.argv[1]) / "glue5_2000"
 seed0 = summary["arms"]["camtl_mtu"]
 record = seed0["per_seed"][0]
 folder = out / "camtl_mtu/seed0"

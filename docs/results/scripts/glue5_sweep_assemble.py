@@ -1,12 +1,13 @@
 # Tabulates the glue5_minilm sweep (docs/results/scripts/glue5_sweep.sh, glue5_sweep_base.sh) into
 # docs/results/glue5_sweep.json: per setting, the dev main metrics at every evaluated step, their
 # mean, and the mean training loss over the last 500 steps; and CoLA alone for 1600 steps.
-#   python docs/results/scripts/glue5_sweep_assemble.py REPO COMMIT
+# Run from the repository root (RUNS_DIR: the sweep scripts'):
+#   python docs/results/scripts/glue5_sweep_assemble.py RUNS_DIR COMMIT
 import json, pathlib, sys
 from camtl_jax import comparison
 
-repo, commit = pathlib.Path(sys.argv[1]), sys.argv[2]
-sweep = pathlib.Path("/work/runs/sweep")
+repo, commit = pathlib.Path("."), sys.argv[2]
+sweep = pathlib.Path(sys.argv[1]) / "sweep"
 
 
 def history(workdir: pathlib.Path) -> list[dict]:

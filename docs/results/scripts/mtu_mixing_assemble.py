@@ -1,13 +1,14 @@
 # Assembles docs/results/mtu_mixing.json from the two workdirs of the MT-U mixing runs
-# (docs/results/scripts/session26_runs.sh, second part): per run reporting.sampling_summary, the
-# tasks' head types, the MT-U options and the two targets' measures; then the runs' plots.
-#   python docs/results/scripts/mtu_mixing_assemble.py REPO COMMIT
+# (docs/results/scripts/glue5_ablation_mtu_mixing.sh, second part): per run
+# reporting.sampling_summary, the tasks' head types, the MT-U options and the two targets'
+# measures; then the runs' plots. Run from the repository root (RUNS_DIR: the script's):
+#   python docs/results/scripts/mtu_mixing_assemble.py RUNS_DIR COMMIT
 import json, pathlib, shutil, sys
 from camtl_jax import reporting
 from camtl_jax.tasks import registry
 
-repo, commit = pathlib.Path(sys.argv[1]), sys.argv[2]
-runs = {"mixed": pathlib.Path("/work/runs/mtu_mixed"), "paper": pathlib.Path("/work/runs/mtu_paper")}
+repo, out, commit = pathlib.Path("."), pathlib.Path(sys.argv[1]), sys.argv[2]
+runs = {"mixed": out / "mtu_mixed", "paper": out / "mtu_paper"}
 OPTIONS = ("mtu_uncertainty", "mtu_min_share", "mtu_max_share", "mt_uncertainty_score")
 summary = {}
 for name, workdir in runs.items():
@@ -21,8 +22,8 @@ for name, workdir in runs.items():
   summary[name] = run
   for png in workdir.glob("*sampling*.png"):
     shutil.copy(png, repo / f"docs/results/mtu_mixing_{name}.png")
-summary["command"] = (repo / "docs/results/scripts/session26_runs.sh").read_text()
-summary["code"] = f"commit {commit} (a clone at /work/runs/code, PYTHONPATH set to it)"
+summary["command"] = (repo / "docs/results/scripts/glue5_ablation_mtu_mixing.sh").read_text()
+summary["code"] = f"commit {commit} (a clone, PYTHONPATH set to it)"
 (repo / "docs/results/mtu_mixing.json").write_text(json.dumps(summary, indent=2))
 for name in runs:
   r = summary[name]

@@ -1,4 +1,4 @@
-# Probe (stop 30): the mixed command of docs/results/mtu_mixing.md with fixed factors on each
+# Probe (2026-12-05, commit 1411d15): the mixed command of docs/results/mtu_mixing.md with fixed factors on each
 # task's loss, w_t = mean(n) / n_t, from each task's gradient norm at init on the shared trainable
 # layers (mtu_task_gradient_norms.json, "init / all but heads"): every task's gradient then has
 # the same norm at the start. experiment.task_loss_scale (the [T] factors update.example_weights

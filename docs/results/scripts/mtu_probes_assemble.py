@@ -2,15 +2,15 @@
 # (docs/results/mtu_mixing.md). Per probe: its script, the code it ran, the shares of all
 # selections, COPA's mean uncertainty and selected loss per log step, and the dev results when it
 # finished (the no-WNUT probe was stopped at step 300). A probe whose workdir is gone keeps its
-# committed record; the probes of stop 27 (COPA alone, both runs at seed 1, calibration only) also
-# keep every task's share per log step, and those of
-# stop 29 every task's mean uncertainty too; the gradient-balancing probes of stop 30 each task's
-# loss factor per log step.
-#   python docs/results/scripts/mtu_probes_assemble.py REPO
+# committed record; the probes run from commit d99c1ce on (COPA alone, both runs at seed 1,
+# calibration only) also keep every task's share per log step, and those from commit c128387 on
+# every task's mean uncertainty too; the gradient-balancing probes each task's loss factor per log
+# step. Run from the repository root (RUNS_DIR: the probe scripts'):
+#   python docs/results/scripts/mtu_probes_assemble.py RUNS_DIR
 import json, pathlib, sys
 from camtl_jax import reporting
 
-repo = pathlib.Path(sys.argv[1])
+repo, runs_dir = pathlib.Path("."), pathlib.Path(sys.argv[1])
 PROBES = {
     "no_wnut17": ("mtu_mixed_no_wnut", "mtu_probe_no_wnut.sh", "commit 5a6d181"),
     "example_mean": ("mtu_mixed_rows", "mtu_probe_example_mean.sh", "commit e1dbea5"),
@@ -38,13 +38,14 @@ PROBES = {
                                "commit 1411d15 + gradient_balance_probe.patch"),
     "mixed_gradient_balance_seed1": ("mtu_balance10_s1", "mtu_probe_gradient_balance.sh",
                                      "commit 1411d15 + gradient_balance_probe.patch"),
-    **{f"{arm}_46901a5_seed{s}": (f"mtu_{arm}_stop30_s{s}", "mtu_rerun_stop30.sh", "commit 46901a5")
+    **{f"{arm}_46901a5_seed{s}": (f"mtu_{arm}_46901a5_s{s}", "mtu_rerun_46901a5.sh",
+                                  "commit 46901a5")
        for arm in ("mixed", "paper") for s in (0, 1)},
 }
 path = repo / "docs/results/mtu_mixing_probes.json"
 out = json.loads(path.read_text()) if path.exists() else {}
 for name, (folder, script, code) in PROBES.items():
-  workdir = pathlib.Path("/work/runs") / folder
+  workdir = runs_dir / folder
   if not (workdir / "history.jsonl").exists():
     continue
   records = reporting.train_records(workdir / "history.jsonl")

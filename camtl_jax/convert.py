@@ -30,6 +30,9 @@ SAFETENSORS = "model.safetensors"
 TORCH_BIN = "pytorch_model.bin"
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt",
                    "vocab.json", "merges.txt", "added_tokens.json")
+# Files that make a directory a tokenizer directory (BERT / RoBERTa / sentencepiece families).
+TOKENIZER_MARKERS = ("tokenizer.json", "vocab.txt", "vocab.json", "spiece.model",
+                     "sentencepiece.bpe.model", "tokenizer.model")
 CONVERTED_CONFIG = "encoder_config.json"
 # Prefixes of task-model checkpoints (BertForSequenceClassification, RobertaForMaskedLM, ...).
 KNOWN_PREFIXES = ("bert.", "roberta.")
@@ -251,9 +254,22 @@ def tokenizer_dir(src: str | os.PathLike) -> Path:
 
 
 def load_tokenizer(src: str | os.PathLike):
-  """The HF fast tokenizer stored with the checkpoint (converted dir, HF dir or hub name)."""
-  from camtl_jax import input_pipeline  # pylint: disable=import-outside-toplevel
-  return input_pipeline.load_tokenizer(tokenizer_dir(src))
+  """The HF fast tokenizer stored with a checkpoint: a converted dir (its tokenizer/), an HF model
+  or tokenizer directory, or a hub name (online only). The one tokenizer loader: training,
+  prediction, export and the data command all load through it.
+
+  Offsets (span tasks) and word ids (tagging) need a fast tokenizer, so a slow one is refused.
+  """
+  from transformers import AutoTokenizer  # pylint: disable=import-outside-toplevel  (1.5 s)
+  path = tokenizer_dir(src)
+  if not any((path / f).exists() for f in TOKENIZER_MARKERS):
+    raise FileNotFoundError(
+        f"{path} has no tokenizer files (looked for {', '.join(TOKENIZER_MARKERS)}); pass the "
+        "checkpoint directory that holds the tokenizer (e.g. the HF model directory).")
+  tokenizer = AutoTokenizer.from_pretrained(path, use_fast=True, local_files_only=True)
+  if not tokenizer.is_fast:
+    raise ValueError(f"{path}: a fast (Rust) tokenizer is required for offsets and word ids.")
+  return tokenizer
 
 
 def convert(src: str | os.PathLike, out_dir: str | os.PathLike) -> tuple[EncoderConfig, dict[str, Any]]:

@@ -66,7 +66,7 @@ def eval_setup(config, specs: Sequence, mesh=None, batch_size: int | None = None
   """The EvalSetup of a training config."""
   return EvalSetup(tuple(specs), batch_size or config.eval_batch_size,
                    input_pipeline.default_buckets(config.max_length, config.bucket_step), mesh,
-                   bool(config.get("pack_eval", True)))
+                   bool(config.pack_eval))
 
 
 def deterministic_forward(model, params, batch: Mapping[str, jax.Array], chunk_rows: int = 0,

@@ -87,9 +87,9 @@ def _encoder_config_at(path: Path) -> bert.EncoderConfig:
 
 def _with_depth_and_dtype(encoder: bert.EncoderConfig, config) -> bert.EncoderConfig:
   """config.encoder_layers (> 0 keeps only the first n layers) and config.dtype applied."""
-  if config.get("encoder_layers"):
+  if config.encoder_layers:
     encoder = encoder.replace(num_layers=min(config.encoder_layers, encoder.num_layers))
-  return encoder.replace(dtype=config.get("dtype", "float32"))
+  return encoder.replace(dtype=config.dtype)
 
 
 def encoder_shape(config) -> bert.EncoderConfig:
@@ -115,12 +115,6 @@ def load_encoder(config) -> tuple[bert.EncoderConfig, Any]:
   return encoder, params
 
 
-def load_tokenizer(config) -> Any:
-  """The HF fast tokenizer of config.model_path."""
-  from camtl_jax import convert  # pylint: disable=import-outside-toplevel
-  return convert.load_tokenizer(resolve_model_path(config.model_path))
-
-
 # ------------------------------------------------------------------------------------------------
 # Freezing, validation, the model, the optimizer
 
@@ -137,11 +131,11 @@ def validate_config(config, num_layers: int, mesh) -> None:
   """Contradictions in the config, reported before anything is loaded or compiled."""
   sampling.check_sampler(config.sampler)
   mtu.check_score_mode(config.mt_uncertainty_score)
-  mtu.check_uncertainty_mode(config.get("mtu_uncertainty", "normalised"))
-  if config.get("loss_weighting", "task_mean") not in update.LOSS_WEIGHTINGS:
+  mtu.check_uncertainty_mode(config.mtu_uncertainty)
+  if config.loss_weighting not in update.LOSS_WEIGHTINGS:
     raise ValueError(f"config.loss_weighting={config.loss_weighting!r} unknown; choose one of "
                      f"{update.LOSS_WEIGHTINGS}")
-  if not config.get("regression_loss_scale", 1.0) > 0:
+  if not config.regression_loss_scale > 0:
     raise ValueError(f"config.regression_loss_scale={config.regression_loss_scale} must be > 0")
   if not config.tasks:
     raise ValueError("config.tasks is empty")
@@ -272,8 +266,7 @@ def get_tasks(names: Sequence[str]) -> list[Task]:
 def config_tasks(config) -> list[Task]:
   """The Tasks config.tasks names, in order: those of the spec files config.task_specs
   (tasks/spec.py; paths beside the spec file or in config.data_dir), else the registry's."""
-  return spec.resolve_tasks(config.tasks, config.get("task_specs", ()),
-                            config.get("data_dir") or None)
+  return spec.resolve_tasks(config.tasks, config.task_specs, config.data_dir or None)
 
 
 def load_tasks(config, workdir: Path) -> tuple[list[Task], str]:
@@ -393,7 +386,7 @@ def max_per_task(config) -> int:
   """The MT-U cap in candidates per task and step: ceil(share * b) with share =
   max(mtu_max_share, 2 / T), so the cap never forces an even split (with two tasks and a cap of
   1/2 every batch would be half and half, whatever the scores)."""
-  share = config.get("mtu_max_share", 1.0)
+  share = config.mtu_max_share
   if share < 1.0:
     share = max(share, 2.0 / len(config.tasks))
   return math.ceil(min(share, 1.0) * config.batch_size - 1e-9)
@@ -401,13 +394,13 @@ def max_per_task(config) -> int:
 
 def floor_slots(config) -> int:
   """The MT-U floor in slots per step: round(mtu_min_share * b)."""
-  return int(round(config.get("mtu_min_share", 0.0) * config.batch_size))
+  return int(round(config.mtu_min_share * config.batch_size))
 
 
 def _check_shares(config) -> None:
   """The floor and cap must leave a batch of b: floor <= b <= T * cap."""
   tasks, b = len(config.tasks), config.batch_size
-  floor, share = config.get("mtu_min_share", 0.0), config.get("mtu_max_share", 1.0)
+  floor, share = config.mtu_min_share, config.mtu_max_share
   if not 0 <= floor <= 1:
     raise ValueError(f"config.mtu_min_share={floor} must be in [0, 1]")
   if not 0 < share <= 1 or max_per_task(config) * tasks < b:
@@ -424,19 +417,19 @@ def make_context(config, model: camtl_lib.CAMTL, tx, labels,
       num_tasks=len(model.tasks), batch_size=config.batch_size, sampler=config.sampler,
       score_mode=config.mt_uncertainty_score, task_sizes=tuple(int(n) for n in task_sizes),
       temperature_alpha=config.temperature_alpha, grad_accum_steps=config.grad_accum_steps,
-      seed=config.seed, uncertainty_mode=config.get("mtu_uncertainty", "normalised"),
+      seed=config.seed, uncertainty_mode=config.mtu_uncertainty,
       floor_slots=floor_slots(config),
       max_per_task=max_per_task(config), max_bad_steps=int(config.max_bad_steps),
       update_chunk_rows=update_chunk_rows(config, model.tasks),
       score_chunk_rows=score_chunk_rows(config), eval_chunk_rows=eval_chunk_rows(config),
-      loss_weighting=config.get("loss_weighting", "task_mean"),
+      loss_weighting=config.loss_weighting,
       task_loss_scale=task_loss_scale(config, model.tasks))
 
 
 def task_loss_scale(config, tasks) -> tuple[float, ...] | None:
   """[T] factor on each task's loss: config.regression_loss_scale for regression tasks, 1 for the
   others; None when every factor is 1 (the loss is then computed exactly as without the option)."""
-  scale = float(config.get("regression_loss_scale", 1.0))
+  scale = float(config.regression_loss_scale)
   if scale == 1.0:
     return None
   return tuple(scale if t.type == base.REGRESSION else 1.0 for t in tasks)
@@ -460,7 +453,7 @@ def chunk_rows(config, requested: int, limit: int | None = None) -> int:
 
 def score_chunk_rows(config) -> int:
   """Rows per chunk of the packed scoring forward (packing.chunked_forward)."""
-  return chunk_rows(config, int(config.get("score_chunk_rows", 0)))
+  return chunk_rows(config, int(config.score_chunk_rows))
 
 
 # Rows per chunk of the evaluation forward (train.eval_step) when the config says 0: on CPU 16,
@@ -472,7 +465,7 @@ AUTO_EVAL_CHUNK_ROWS = {"cpu": 16}
 
 def eval_chunk_rows(config) -> int:
   """Rows per chunk of the evaluation forward; 0: the whole batch at once (config value < 0)."""
-  rows = int(config.get("eval_chunk_rows", 0)) or AUTO_EVAL_CHUNK_ROWS.get(
+  rows = int(config.eval_chunk_rows) or AUTO_EVAL_CHUNK_ROWS.get(
       jax.default_backend(), ACCELERATOR_CHUNK_ROWS)
   return chunk_rows(config, rows) if rows > 0 else 0
 
@@ -484,10 +477,10 @@ def update_chunk_rows(config, tasks: Sequence[TaskSpec]) -> int:
   example). With grad_accum_steps k > 1 a chunk holds at most ceil(b / k) rows: the chunk is the
   update's unit of memory, as a micro-batch is.
   """
-  if not config.get("pack_update", False) or any(t.type == base.MULTIPLE_CHOICE for t in tasks):
+  if not config.pack_update or any(t.type == base.MULTIPLE_CHOICE for t in tasks):
     return 0
   k = config.grad_accum_steps
-  return chunk_rows(config, int(config.get("update_chunk_rows", 0)),
+  return chunk_rows(config, int(config.update_chunk_rows),
                     -(-config.batch_size // k) if k > 1 else None)
 
 
@@ -510,14 +503,15 @@ def build_run(config, workdir: Path) -> Run:
   loaded = load_examples(config, tasks, data_dir, lambda t: ["train"] + dev_split_names(t))
   encoder, pretrained = load_encoder(config)
   validate_config(config, encoder.num_layers, mesh)
-  tokenizer = load_tokenizer(config)
+  from camtl_jax import convert  # pylint: disable=import-outside-toplevel
+  tokenizer = convert.load_tokenizer(resolve_model_path(config.model_path))
   cache_dir = config.cache_dir or str(workdir / "cache")
   train_splits = [split for _, split in encode_splits(config, tasks, loaded, tokenizer, cache_dir,
                                                        lambda t: ["train"])]
   dev_splits = encode_splits(config, tasks, loaded, tokenizer, cache_dir, dev_split_names,
                              train_splits)
   model = build_model(config, encoder, task_specs(tasks))
-  packs = bool(config.get("pack_candidates", False)) and config.sampler == "mt_uncertainty"
+  packs = bool(config.pack_candidates) and config.sampler == "mt_uncertainty"
   # Packed scoring: candidates at max_length, so the update batch has one shape (one program).
   buckets = ((config.max_length,) if packs
              else input_pipeline.default_buckets(config.max_length, config.bucket_step))

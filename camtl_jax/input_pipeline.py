@@ -32,9 +32,6 @@ log = logging.getLogger(__name__)
 
 # Bump when the encoders or the stored layout change, so stale caches are not reused.
 _CACHE_VERSION = 1
-# Files that make a directory a tokenizer directory (BERT / RoBERTa / sentencepiece families).
-_TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "vocab.json", "spiece.model",
-                    "sentencepiece.bpe.model", "tokenizer.model")
 # Span tasks: questions longer than this many tokens are cut (the original BERT SQuAD setting), so
 # every window keeps room for context.
 MAX_QUERY_LENGTH = 64
@@ -45,31 +42,6 @@ Tokenizer = Any  # a transformers fast tokenizer; typed loosely so this module i
 # ----------------------------------------------------------------------------------------------
 # Tokenizer
 # ----------------------------------------------------------------------------------------------
-
-
-def load_tokenizer(path: str | os.PathLike) -> Tokenizer:
-  """Loads the HF fast tokenizer of a checkpoint directory (or a hub name when online).
-
-  Offsets (span tasks) and word ids (tagging) need a fast tokenizer, so a slow one is refused.
-  """
-  from transformers import AutoTokenizer  # pylint: disable=g-import-not-at-top  (1.5 s import)
-  path = os.fspath(path)
-  if os.path.isdir(path):
-    if not any(os.path.exists(os.path.join(path, f)) for f in _TOKENIZER_FILES):
-      raise FileNotFoundError(
-          f"{path} has no tokenizer files (looked for {', '.join(_TOKENIZER_FILES)}); pass the "
-          "checkpoint directory that holds the tokenizer (e.g. the HF model directory).")
-    tokenizer = AutoTokenizer.from_pretrained(path, use_fast=True, local_files_only=True)
-  else:
-    try:
-      tokenizer = AutoTokenizer.from_pretrained(path, use_fast=True)
-    except OSError as e:
-      raise FileNotFoundError(
-          f"cannot load tokenizer {path!r}: not a local directory and not reachable on the hub "
-          f"({e}). Offline, pass a local checkpoint directory instead.") from e
-  if not tokenizer.is_fast:
-    raise ValueError(f"{path}: a fast (Rust) tokenizer is required for offsets and word ids.")
-  return tokenizer
 
 
 def tokenizer_fingerprint(tokenizer: Tokenizer) -> str:
@@ -541,7 +513,7 @@ def encode_split(task: Task, examples: Sequence[Example], tokenizer: Tokenizer, 
   Args:
     task: the Task; its type picks the encoder.
     examples: the split's Examples (registry.load_split).
-    tokenizer: a fast tokenizer (load_tokenizer).
+    tokenizer: a fast tokenizer (convert.load_tokenizer).
     max_length: L_max; longer inputs are truncated longest-first and counted.
     cache_dir: directory of .npz caches, or None for no cache. The cache key covers the task
       (name, type, labels, choices), split, tokenizer fingerprint, max_length, doc_stride,

@@ -43,7 +43,7 @@ def _train(args) -> int | None:
     jax.distributed.initialize(coordinator_address=args.coordinator_address,
                                num_processes=args.num_processes, process_id=args.process_id)
   experiment.check_config(config)  # names, shapes and ranges: fail before any weight is read
-  cache_dir = compile_cache.resolve(config.get("compile_cache_dir", "workdir"), args.workdir)
+  cache_dir = compile_cache.resolve(config.compile_cache_dir, args.workdir)
   if cache_dir is not None:  # before the first compilation: JAX reads the setting once
     compile_cache.enable(cache_dir)
   log.info("JAX process %d/%d, %d local / %d global devices (%s)", jax.process_index(),

@@ -231,15 +231,15 @@ def make_optimizer(config: Any, params: PyTree,
   """(optimizer, labels) for `params`.
 
   config fields: learning_rate, total_steps, warmup_fraction, weight_decay, clip_norm,
-  new_param_lr_multiplier (1.0 = off), frozen_layers ((start, stop) or None = lower half), and
-  optionally freeze_embeddings (default True) and warmup_steps (overrides warmup_fraction).
+  new_param_lr_multiplier (1.0 = off), frozen_layers ((start, stop) or None = lower half),
+  freeze_embeddings.
   is_pretrained(path) says which parameters come from the checkpoint (default: params['encoder']).
   labels: a 'trainable' / 'frozen' tree to use instead of freeze_labels (adaptation).
   """
   if labels is None:
-    labels = freeze_labels(params, config.frozen_layers, config.get("freeze_embeddings", True))
+    labels = freeze_labels(params, config.frozen_layers, config.freeze_embeddings)
   schedule = learning_rate_schedule(config.learning_rate, config.total_steps,
-                                    config.warmup_fraction, config.get("warmup_steps", None))
+                                    config.warmup_fraction)
   trainable = optax.chain(
       optax.clip_by_global_norm(config.clip_norm),
       optax.adamw(schedule, b1=ADAM_B1, b2=ADAM_B2, eps=ADAM_EPS,

@@ -5,6 +5,9 @@
                          regression mean/std (maps outputs back to the task's scale)
   WORKDIR/checkpoints/   Orbax checkpoints (checkpoint.py)
 
+A config.json written before a config field existed is upgraded when it is read (load_config,
+upgrade_legacy_config): the one place an old workdir's missing fields get their values.
+
 `load(workdir)` gives a `TrainedModel` (config, tasks, the selected checkpoint's params, the model
 rebuilt from the checkpoint's fingerprint, the tokenizer) without the config file that trained it:
 prediction, export and adaptation start from it. The selected checkpoint is the one with the best
@@ -30,7 +33,7 @@ from typing import Any, Callable, Mapping, Sequence
 import jax
 import ml_collections
 
-from camtl_jax import atomic, checkpoint, evaluate, experiment
+from camtl_jax import atomic, checkpoint, convert, evaluate, experiment
 from camtl_jax.models import bert
 from camtl_jax.models import camtl as camtl_lib
 from camtl_jax.tasks import base, registry, spec
@@ -148,12 +151,36 @@ def check_workdir(workdir: str | Path) -> Path:
 
 
 def load_config(workdir: Path) -> ml_collections.ConfigDict:
-  """WORKDIR/config.json as a ConfigDict."""
+  """WORKDIR/config.json as a ConfigDict, upgraded (upgrade_legacy_config)."""
   path = workdir / CONFIG_FILE
   if not path.is_file():
     raise FileNotFoundError(f"{path} not found: the workdir was trained before configs were saved "
                             "into it; pass the training config (load(workdir, config=...))")
-  return ml_collections.ConfigDict(json.loads(path.read_text()))
+  return upgrade_legacy_config(json.loads(path.read_text()))
+
+
+# Fields added after workdirs were written, with the value that reproduces what a run made before
+# the field existed did: MT-U as the paper (normalised u, no floor, no cap) and nothing packed.
+# Every other missing field takes the default of configs/common.py's base(), where defaults live.
+LEGACY_VALUES = {"mtu_uncertainty": "normalised", "mtu_min_share": 0.0, "mtu_max_share": 1.0,
+                 "pack_candidates": False, "pack_update": False}
+
+
+def upgrade_legacy_config(saved: Mapping[str, Any]) -> ml_collections.ConfigDict:
+  """A saved config (config.json's dict) with every field of base() it lacks added (nested
+  ones too): LEGACY_VALUES where the old behaviour differs from today's default, else base()'s
+  default. Fields it has are kept as they are, so the library reads every field directly."""
+  from camtl_jax.configs import common  # pylint: disable=import-outside-toplevel
+
+  def filled(have: Mapping[str, Any], defaults: Mapping[str, Any], legacy: Mapping[str, Any]):
+    out = dict(have)
+    for key, value in defaults.items():
+      if key not in out:
+        out[key] = legacy.get(key, value)
+      elif isinstance(value, dict) and isinstance(out[key], dict):
+        out[key] = filled(out[key], value, {})
+    return out
+  return ml_collections.ConfigDict(filled(saved, common.base().to_dict(), LEGACY_VALUES))
 
 
 def select_step(workdir: Path) -> int:
@@ -237,7 +264,8 @@ def load(workdir: str | Path, step: int | None = None,
   model = model_from_fingerprint(meta, tasks, config)
   log.info("loaded %s step %d (%d tasks)", path, step, len(tasks))
   return TrainedModel(path, config, tasks, stats, model, params,
-                      experiment.load_tokenizer(config), step, meta)
+                      convert.load_tokenizer(experiment.resolve_model_path(config.model_path)),
+                      step, meta)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -255,10 +283,10 @@ def trajectory(config) -> dict:
   """The TRAJECTORY_FIELDS of a config (JSON-normalised), and loss_weighting and
   regression_loss_scale when they are not the defaults (so checkpoints written before those
   options existed resume as they did)."""
-  fields = {k: config.get(k) for k in TRAJECTORY_FIELDS}
-  if config.get("loss_weighting", "task_mean") != "task_mean":
+  fields = {k: config[k] for k in TRAJECTORY_FIELDS}
+  if config.loss_weighting != "task_mean":
     fields["loss_weighting"] = config.loss_weighting
-  if config.get("regression_loss_scale", 1.0) != 1.0:
+  if config.regression_loss_scale != 1.0:
     fields["regression_loss_scale"] = config.regression_loss_scale
   return json.loads(json.dumps(fields))
 
@@ -282,7 +310,7 @@ def check_trajectory(config, saved_meta: dict, path: Path) -> None:
   """Refuses a resume with other TRAJECTORY_FIELDS unless config.allow_resume_changes."""
   saved = saved_meta.get("trajectory")
   diffs = checkpoint.fingerprint_diff(saved, trajectory(config)) if saved else []
-  if diffs and not config.get("allow_resume_changes", False):
+  if diffs and not config.allow_resume_changes:
     raise checkpoint.WorkdirMismatch(
         f"{path} was trained with other settings that change the run's trajectory: "
         + "; ".join(diffs) + ". Rerun with the original values, use a new --workdir, or pass "

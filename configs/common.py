@@ -94,4 +94,8 @@ def base() -> ml_collections.ConfigDict:
   # JAX's persistent compilation cache, set by camtl-train (compile_cache.py): 'workdir' =
   # WORKDIR/compile_cache, a directory (share it between runs), or '' (off).
   c.compile_cache_dir = "workdir"
+  # camtl-bench (configs/bench.py): time the MT-U step on real candidate sets, packed against
+  # padded (perf/bench_real.py), optionally at a named encoder shape with random weights.
+  c.bench_real_data = False
+  c.bench_encoder = ""
   return c

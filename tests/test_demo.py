@@ -5,6 +5,7 @@ import os
 import numpy as np
 import pytest
 
+from camtl_jax import convert
 from camtl_jax import input_pipeline as ip
 from camtl_jax.tasks import base, demo, registry
 
@@ -86,7 +87,7 @@ def test_labels_are_consistent_with_the_text(demo_dir, tasks):
 
 
 def test_encodes_with_minilm(demo_dir, tasks, minilm_path):
-  tok = ip.load_tokenizer(minilm_path)
+  tok = convert.load_tokenizer(minilm_path)
   for name, task in tasks.items():
     s = ip.encode_split(task, registry.load_split(task, demo_dir, "dev"), tok, 64, None, "dev",
                         target_stats=(2.5, 1.0))

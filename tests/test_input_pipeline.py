@@ -5,7 +5,7 @@ import os
 import numpy as np
 import pytest
 
-from camtl_jax import evaluate
+from camtl_jax import convert, evaluate
 from camtl_jax import input_pipeline as ip
 from camtl_jax.tasks import base
 from camtl_jax.tasks.base import DataError, Example
@@ -29,7 +29,7 @@ TAG = _task("t/tag", base.TAGGING, ("O", "B-PER", "I-PER", "B-LOC"))
 
 @pytest.fixture(scope="module")
 def tok(minilm_path):
-  return ip.load_tokenizer(minilm_path)
+  return convert.load_tokenizer(minilm_path)
 
 
 def _cls_examples(n=6, pair=True):
@@ -46,7 +46,7 @@ def _cls_examples(n=6, pair=True):
 
 def test_load_tokenizer_errors_on_folder_without_tokenizer(tmp_path):
   with pytest.raises(FileNotFoundError, match="no tokenizer files"):
-    ip.load_tokenizer(tmp_path)
+    convert.load_tokenizer(tmp_path)
 
 
 def test_classification_pairs_and_singles(tok):
@@ -287,7 +287,7 @@ def test_cache_hit_and_invalidation(tok, tmp_path, monkeypatch, minilm_path):
   assert len(calls) == 2
   ip.encode_split(CLS, exs[:5], tok, 16, tmp_path, "train")  # examples
   assert len(calls) == 3
-  other = ip.load_tokenizer(minilm_path)
+  other = convert.load_tokenizer(minilm_path)
   other.add_tokens(["camtlnewtoken"])  # a different tokenizer
   assert ip.tokenizer_fingerprint(other) != ip.tokenizer_fingerprint(tok)
   ip.encode_split(CLS, exs, other, 16, tmp_path, "train")

@@ -62,7 +62,8 @@ def flat(tree) -> dict[str, object]:
 
 def make_config(**overrides) -> ml_collections.ConfigDict:
   config = dict(learning_rate=1e-2, total_steps=20, warmup_fraction=0.1, weight_decay=0.01,
-                clip_norm=1.0, new_param_lr_multiplier=1.0, frozen_layers=(0, 2))
+                clip_norm=1.0, new_param_lr_multiplier=1.0, frozen_layers=(0, 2),
+                freeze_embeddings=True)
   config.update(overrides)
   return ml_collections.ConfigDict(config)
 

@@ -307,7 +307,8 @@ def test_regression_loss_scale_weights_only_the_regression_tasks():
   scale = experiment.task_loss_scale(ml_collections.ConfigDict({"regression_loss_scale": 0.5}),
                                      tasks)
   assert scale == (1.0, 0.5, 1.0)
-  assert experiment.task_loss_scale(ml_collections.ConfigDict({}), tasks) is None
+  assert experiment.task_loss_scale(ml_collections.ConfigDict({"regression_loss_scale": 1.0}),
+                                    tasks) is None
   plain = np.asarray(update.example_weights(task, weight, 3))
   scaled = np.asarray(update.example_weights(task, weight, 3, "task_mean", scale))
   np.testing.assert_array_equal(scaled, plain * np.asarray([1, 1, .5, .5, .5, 1], np.float32))

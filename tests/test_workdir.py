@@ -182,3 +182,24 @@ def test_a_run_refused_for_missing_data_leaves_no_workdir_behind(tmp_path):
   with pytest.raises((FileNotFoundError, ValueError), match="no_data"):
     train.train_and_evaluate(config, str(tmp_path / "mine"))
   assert (tmp_path / "mine").is_dir() and not any((tmp_path / "mine").iterdir())
+
+
+def test_an_old_config_json_is_upgraded_with_the_behaviour_it_was_trained_with(tmp_path):
+  """A config.json written before newer fields existed reads back with every field of base():
+  the MT-U and packing options at the values that reproduce the old run (LEGACY_VALUES), the
+  others at base()'s defaults; fields it holds are kept."""
+  from camtl_jax.configs import common
+  old = common.base().to_dict()
+  for key in ("mtu_uncertainty", "mtu_min_share", "mtu_max_share", "pack_candidates",
+              "pack_update", "loss_weighting", "task_specs", "bench_encoder"):
+    del old[key]
+  del old["model"]["attention_blocks"]
+  old["batch_size"] = 7
+  (tmp_path / workdir_lib.CONFIG_FILE).write_text(__import__("json").dumps(old))
+  config = workdir_lib.load_config(tmp_path)
+  assert (config.mtu_uncertainty, config.mtu_min_share, config.mtu_max_share,
+          config.pack_candidates, config.pack_update) == ("normalised", 0.0, 1.0, False, False)
+  assert (config.loss_weighting, tuple(config.task_specs), config.bench_encoder) == (
+      "task_mean", (), "")
+  assert config.model.attention_blocks == 0 and config.batch_size == 7
+  assert set(config.to_dict()) == set(common.base().to_dict())

@@ -55,7 +55,7 @@ def _parser():
 def _bench(args) -> None:
   variants = _variants(args.variants)
   config = common.load_config(args.config, args.overrides)
-  if config.get("bench_real_data", False):  # bench:glue5: real candidates, packed vs padded
+  if config.bench_real_data:  # bench:glue5: real candidates, packed vs padded
     from camtl_jax.perf import bench_real  # pylint: disable=import-outside-toplevel
     report = bench_real.real_data_benchmark(config, args.steps, args.matmul_size,
                                             log=lambda s: print(s, flush=True),

@@ -165,7 +165,7 @@ def real_data_benchmark(config, steps: int = 6, matmul_size: int = 2048,
   report's `profile` (profiling.summarize: time per part of the step, the matmuls' FLOP rate)."""
   # The tokenisation cache (config.cache_dir, else under this folder) is reused by later runs.
   run = experiment.build_run(config, Path(tempfile.gettempdir()) / "camtl_bench_real")
-  if config.get("bench_encoder", ""):
+  if config.bench_encoder:
     run = with_random_encoder(run, config.bench_encoder)
   state, packed_steps = train.compile_run(run)  # scored packed (padded when a set overflows)
   ctx, labels = packed_steps.ctx, packed_steps.ctx.labels
@@ -249,7 +249,7 @@ def real_data_benchmark(config, steps: int = 6, matmul_size: int = 2048,
                               else None)}
   packed_over = [a / c for a, c in zip(variants["packed"].step_s, variants["padded_128"].step_s)]
   return {"config": {"tasks": list(config.tasks), "b": b, "L": config.max_length,
-                     "model_path": config.get("bench_encoder", "") or config.model_path,
+                     "model_path": config.bench_encoder or config.model_path,
                      "dtype": config.dtype,
                      "packed_rows_per_step": run.pack_plan.rows_per_host * jax.process_count(),
                      "update_chunk_rows": ctx.update_chunk_rows,

@@ -299,8 +299,10 @@ def predictions(split: EncodedSplit, rows: list[np.ndarray], outputs: Outputs) -
 
 def references(split: EncodedSplit) -> list:
   """The gold references of a labelled split, in the form metrics.compute_metrics takes."""
-  by_type = {base.SPAN: metrics.gold_answers, base.TAGGING: lambda ex: list(ex.tags)}
-  return [by_type.get(split.task.type, lambda ex: ex.label)(ex) for ex in split.examples]
+  label = lambda ex: ex.label  # noqa: E731
+  by_type = {base.CLASSIFICATION: label, base.REGRESSION: label, base.MULTIPLE_CHOICE: label,
+             base.SPAN: metrics.gold_answers, base.TAGGING: lambda ex: list(ex.tags)}
+  return [by_type[split.task.type](ex) for ex in split.examples]
 
 
 def split_metrics(split: EncodedSplit, preds: Sequence) -> dict[str, float]:

@@ -4,16 +4,23 @@
 - no module imports a `_private` name of another module;
 - nothing imports camtl_jax/cli/ except the commands themselves (cli/ and the training entry
   main.py);
-- every console script in pyproject.toml is a `main` in cli/ (or main.py);
-- train.py stays a step-and-loop module (<= 500 lines).
+- the library (camtl_jax outside cli/, perf/ and main.py) imports neither cli/ nor perf/;
+- the perf/ tools are siblings: none imports another, only the one shared module (SHARED_PERF);
+- every per-head-type table (a dict literal bound to a name whose keys are task types) is keyed by
+  exactly tasks.base.TASK_TYPES, so a new head type cannot be forgotten in one of them;
+- every console script in pyproject.toml is a `main` in cli/ (or main.py).
 """
 import ast
 import re
 import tomllib
 from pathlib import Path
 
+from camtl_jax.tasks import base
+from camtl_jax.tasks.base import TASK_TYPES
+
 PACKAGE = Path(__file__).resolve().parents[1] / "camtl_jax"
 ENTRY_POINTS = ("camtl_jax.main",)
+SHARED_PERF = "camtl_jax.perf.profiling"
 
 
 def _module_name(path: Path) -> str:
@@ -101,5 +108,57 @@ def test_every_console_script_is_a_thin_command_module():
     assert module.startswith("camtl_jax.cli.") or module in ENTRY_POINTS, (name, module)
 
 
-def test_train_is_the_step_and_the_loop():
-  assert len((PACKAGE / "train.py").read_text().splitlines()) <= 500
+def _is_library(module: str) -> bool:
+  return not module.startswith(("camtl_jax.cli", "camtl_jax.perf")) and module not in ENTRY_POINTS
+
+
+def test_the_library_imports_neither_the_commands_nor_the_tools():
+  modules = _modules()
+  bad = [f"{m} imports {t}" for m, tree in modules.items() if _is_library(m)
+         for imported, names in _imports(tree, m) for t in _targets(imported, names, modules)
+         if t.startswith(("camtl_jax.cli", "camtl_jax.perf"))]
+  assert not bad, bad
+
+
+def test_the_perf_tools_import_no_other_tool_only_the_shared_module():
+  modules = _modules()
+  bad = [f"{m} imports {t}" for m, tree in modules.items() if m.startswith("camtl_jax.perf.")
+         for imported, names in _imports(tree, m) for t in _targets(imported, names, modules)
+         if t.startswith("camtl_jax.perf.") and t not in (m, SHARED_PERF)]
+  assert not bad, f"{bad}: shared code goes into {SHARED_PERF} or the library"
+
+
+# The names tasks.base gives the task types (CLASSIFICATION = "classification", ...).
+_TYPE_NAMES = {name: value for name, value in vars(base).items()
+               if isinstance(value, str) and value in TASK_TYPES}
+
+
+def _key(node: ast.AST) -> str | None:
+  """A dict key as a task type string when it names one (a string, base.X or X), else None."""
+  if isinstance(node, ast.Constant) and isinstance(node.value, str):
+    return node.value
+  if isinstance(node, (ast.Name, ast.Attribute)):
+    return _TYPE_NAMES.get(node.id if isinstance(node, ast.Name) else node.attr)
+  return None
+
+
+def _head_type_tables(tree: ast.Module) -> list[tuple[str, int, set]]:
+  """(name, line, keys) of every dict literal bound to a name (module, class or function level)
+  with a task type among its keys."""
+  tables = []
+  for node in ast.walk(tree):
+    if isinstance(node, (ast.Assign, ast.AnnAssign)) and isinstance(node.value, ast.Dict):
+      keys = {_key(k) for k in node.value.keys if k is not None}
+      if keys & set(TASK_TYPES):
+        target = node.targets[0] if isinstance(node, ast.Assign) else node.target
+        tables.append((ast.unparse(target), node.lineno, keys))
+  return tables
+
+
+def test_every_per_head_type_table_is_keyed_by_exactly_the_task_types():
+  tables = [(m, name, line, keys) for m, tree in _modules().items()
+            for name, line, keys in _head_type_tables(tree)]
+  assert len(tables) >= 10  # mtu.UNCERTAINTY, heads.HEAD_*, metrics, predict, input_pipeline, ...
+  bad = [f"{m}:{line} {name}: {sorted(k or '?' for k in keys)}" for m, name, line, keys in tables
+         if keys != set(TASK_TYPES)]
+  assert not bad, bad

@@ -285,9 +285,9 @@ def test_camtl_data_check_and_stats(tmp_path, data, capsys):
   assert "train: 2 examples" in capsys.readouterr().out
   write(data, "ner_dev.conll", "Nova B-SONG\n")
   assert cli_data.main(["check", str(path), "--tokenizer", "micro"]) == 1
-  out = capsys.readouterr().out
-  assert "dev: bad data: " in out and "ner_dev.conll, line 1, field 'tag'" in out
-  assert "bad data in t/ner" in out
+  captured = capsys.readouterr()
+  assert "ner_dev.conll, line 1, field 'tag': unknown label 'B-SONG'" in captured.out + captured.err
+  assert "bad data in t/ner" in captured.out
   write(tmp_path, "spec.yaml", SPEC.replace("type: span", "type: spam"))
   assert cli_data.main(["check", str(path)]) == 2
   err = capsys.readouterr().err.strip().splitlines()
@@ -379,3 +379,18 @@ def test_a_workdir_trained_on_spec_tasks_predicts_and_exports_without_the_spec(t
   result = export.export_task(trained, "my/tickets", tmp_path / "artifact")
   meta = json.loads((Path(result.out_dir) / "meta.json").read_text())
   assert meta["labels"] == ["account", "billing", "bug"], meta
+
+
+def test_camtl_adapt_adds_a_spec_task(micro_workdir, tmp_path):
+  from camtl_jax import workdir
+  path = spec_folder(tmp_path / "spec")
+  out = tmp_path / "adapted"
+  assert cli_adapt.main(["--workdir", str(micro_workdir), "--new-task", "my/tickets",
+                         "--task-specs", str(path), "--steps", "2", "--out", str(out)]) == 0
+  shutil.rmtree(path.parent)
+  trained = workdir.load(out)
+  assert trained.tasks[-1].name == "my/tickets" and trained.tasks[-1].spec["inferred_labels"]
+  assert trained.tasks[-1].labels == ("account", "billing", "bug")
+  # A registry task still needs --data-dir.
+  assert cli_adapt.main(["--workdir", str(micro_workdir), "--new-task", "superglue/cb",
+                         "--out", str(tmp_path / "cb")]) == 2

@@ -272,12 +272,16 @@ def load_tokenizer(src: str | os.PathLike):
   return tokenizer
 
 
-def convert(src: str | os.PathLike, out_dir: str | os.PathLike) -> tuple[EncoderConfig, dict[str, Any]]:
-  """Converts SRC (HF dir or hub name) and writes OUT_DIR atomically. Returns (config, params)."""
+def convert(src: str | os.PathLike, out_dir: str | os.PathLike, overwrite: bool = False
+            ) -> tuple[EncoderConfig, dict[str, Any]]:
+  """Converts SRC (HF dir or hub name) and writes OUT_DIR atomically. Returns (config, params).
+  An existing, non-empty OUT_DIR is refused unless overwrite (then replaced once the new one is
+  written)."""
   import orbax.checkpoint as ocp
   out = Path(out_dir).expanduser().resolve()
-  if out.exists() and any(out.iterdir()):
-    raise CheckpointError(f"{out}: output directory exists and is not empty")
+  if out.exists() and any(out.iterdir()) and not overwrite:
+    raise CheckpointError(f"{out}: output directory exists and is not empty (overwrite=True "
+                          "replaces it)")
   model_dir = resolve_source(src)
   config, params = load_hf(model_dir)  # all validation happens before anything is written
   out.parent.mkdir(parents=True, exist_ok=True)
@@ -290,8 +294,10 @@ def convert(src: str | os.PathLike, out_dir: str | os.PathLike) -> tuple[Encoder
     for name in TOKENIZER_FILES:
       if (model_dir / name).exists():
         shutil.copy2(model_dir / name, tmp / "tokenizer" / name)
-    if out.exists():
-      out.rmdir()
+    if out.exists() and overwrite:
+      shutil.rmtree(out)
+    elif out.exists():
+      out.rmdir()  # empty
     tmp.rename(out)
   except BaseException:
     shutil.rmtree(tmp, ignore_errors=True)

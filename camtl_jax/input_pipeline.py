@@ -13,6 +13,7 @@ resumed run, and every host of a pod, sees exactly the same candidates.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import hashlib
@@ -551,9 +552,35 @@ def encode_split(task: Task, examples: Sequence[Example], tokenizer: Tokenizer, 
                    meta["num_truncated"], meta["num_examples"], max_length)
       return EncodedSplit(task, split, arrays, max_length=max_length, examples=examples, **meta)
   result = _encode(task, examples, tokenizer, opts, split)
-  if path is not None:
+  if path is not None and _deferred is not None:
+    _deferred.append((path, result))
+  elif path is not None:
     _save_cache(path, result)
   return result
+
+
+# The cache files encode_split would write, kept while deferred_cache_writes is active.
+_deferred: list[tuple[str, EncodedSplit]] | None = None
+
+
+@contextlib.contextmanager
+def deferred_cache_writes() -> Iterator[list[tuple[str, EncodedSplit]]]:
+  """Within it, encode_split keeps the cache files it would write in the yielded list of
+  (path, split) instead of writing them; write_caches(list) writes them. For a caller that checks
+  the encoded data before writing anything (train: a run refused for other row counts, e.g. a
+  new doc_stride, writes nothing into the workdir)."""
+  global _deferred  # pylint: disable=global-statement
+  previous, _deferred = _deferred, []
+  try:
+    yield _deferred
+  finally:
+    _deferred = previous
+
+
+def write_caches(pending: Sequence[tuple[str, EncodedSplit]]) -> None:
+  """Writes the cache files deferred_cache_writes kept."""
+  for path, split in pending:
+    _save_cache(path, split)
 
 
 def _encode(task: Task, examples: Sequence[Example], tokenizer: Tokenizer, opts: EncodeOptions,

@@ -23,7 +23,7 @@ import numpy as np
 import optax
 
 from camtl_jax import checkpoint, compile_cache, evaluate, experiment, optim, reporting, sampling
-from camtl_jax import mtu, packing, sharding, update, workdir
+from camtl_jax import input_pipeline, mtu, packing, sharding, update, workdir
 from camtl_jax.experiment import StepContext
 from camtl_jax.models import camtl as camtl_lib
 
@@ -337,6 +337,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir_path: str) -> 
   """
   path = Path(workdir_path).expanduser().resolve()
   workdir.refuse_other_runs(config, path)
+  created = not path.exists()
   path.mkdir(parents=True, exist_ok=True)
   is_main = jax.process_index() == 0
   lock = workdir.WorkdirLock(path) if is_main else None
@@ -344,13 +345,22 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir_path: str) -> 
     lock.acquire()
   try:
     return _train(config, path, is_main)
+  except BaseException:
+    if created and is_main:  # e.g. refused for missing data: leave no empty workdir behind
+      workdir.remove_if_unused(path)
+    raise
   finally:
     if lock:
       lock.release()
 
 
 def _train(config, path: Path, is_main: bool) -> dict:
-  run = experiment.build_run(config, path)
+  with input_pipeline.deferred_cache_writes() as token_caches:
+    run = experiment.build_run(config, path)
+  # A data change that shows only in the row counts (e.g. doc_stride) is refused before the
+  # run's token caches are written into the workdir.
+  workdir.refuse_other_runs(config, path, [s.num_rows for s in run.train_splits])
+  input_pipeline.write_caches(token_caches)
   log.info("%s", experiment.format_parameter_report(experiment.parameter_report(
       run.model, config.freeze_embeddings)))
   manager = checkpoint.make_manager(path, config.keep_checkpoints, config.checkpoint_every,

@@ -24,6 +24,7 @@ import functools
 import json
 import logging
 import os
+import shutil
 import signal
 import socket
 import threading
@@ -291,19 +292,31 @@ def trajectory(config) -> dict:
   return json.loads(json.dumps(fields))
 
 
-def refuse_other_runs(config, path: Path) -> None:
+def refuse_other_runs(config, path: Path, train_rows: Sequence[int] | None = None) -> None:
   """WorkdirMismatch when the workdir's checkpoints belong to another task list or model shape,
   or were trained with other TRAJECTORY_FIELDS (check_trajectory); found from the config alone
-  (no weights, no data) so a refused run writes nothing."""
+  (no weights, no data) so a refused run writes nothing. train_rows: the run's train rows per
+  task, once tokenised (a change that shows only there, e.g. doc_stride, is refused before the
+  token caches are written); None: not compared."""
   meta = checkpoint.read_latest_meta(path)
   if meta is None:
     return
   saved = dict(meta.get("fingerprint") or {})
   model = experiment.build_model(config, experiment.encoder_shape(config),
                                  experiment.task_specs(experiment.config_tasks(config)))
-  current = experiment.fingerprint(config, model, saved.get("train_rows", []))
+  rows = saved.get("train_rows", []) if train_rows is None else train_rows
+  current = experiment.fingerprint(config, model, rows)
   checkpoint.check_fingerprint(saved, current, path)
   check_trajectory(config, meta, path)
+
+
+def remove_if_unused(path: Path) -> None:
+  """Removes a workdir that a run created and then failed in before it wrote a checkpoint or a
+  history line (e.g. refused for missing data): all it holds (the lock, demo data, token caches)
+  is that run's own, and an empty workdir left behind looks like a started run."""
+  steps = [p for p in (path / "checkpoints").glob("*") if p.name.isdigit()]
+  if not steps and not (path / "history.jsonl").exists():
+    shutil.rmtree(path, ignore_errors=True)
 
 
 def check_trajectory(config, saved_meta: dict, path: Path) -> None:

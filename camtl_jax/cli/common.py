@@ -102,6 +102,8 @@ def _parse_value(text: str, current: Any, field_type: type | None) -> Any:
   except (ValueError, SyntaxError):
     if kind in (tuple, list):  # a,b,c without brackets or quotes
       return tuple(part.strip() for part in text.split(",") if part.strip())
+    if kind is float and text.strip().lower().lstrip("+-") in ("nan", "inf", "infinity"):
+      return float(text)  # a float, refused where it must be finite (experiment.check_config)
     raise UserError(f"{text!r} is not a {kind.__name__}") from None
   if kind in (tuple, list) and isinstance(value, (list, tuple, str)):
     return tuple(value) if not isinstance(value, str) else (value,)
@@ -132,6 +134,17 @@ def apply_override(config, item: str) -> None:
     node[leaf] = value
   except (UserError, TypeError, ValueError) as e:
     raise UserError(f"--config.{name}={text}: {e}".split("\n")[0]) from None
+
+
+def check_output_dir(path: str | os.PathLike, overwrite: bool) -> None:
+  """The rule of every command that writes a folder (camtl-export, camtl-convert): an existing,
+  non-empty OUT_DIR is refused (UserError) unless --overwrite, before any work is done."""
+  out = Path(path).expanduser()
+  if out.exists() and not out.is_dir():
+    raise UserError(f"{out} exists and is not a folder")
+  if out.is_dir() and any(out.iterdir()) and not overwrite:
+    raise UserError(f"{out} exists and is not empty; pass --overwrite to replace its files, or "
+                    "choose another folder")
 
 
 def add_config_argument(parser: argparse.ArgumentParser, required: bool = True) -> None:

@@ -17,14 +17,18 @@ def _parser():
   parser = common.new_parser("camtl-convert", __doc__)
   parser.add_argument("src", help="HF model directory (config.json + model.safetensors or "
                       "pytorch_model.bin), or a hub name such as bert-base-uncased (online only)")
-  parser.add_argument("out", help="output directory (must not exist or be empty)")
+  parser.add_argument("out", help="output directory (refused when it exists and is not empty, "
+                      "unless --overwrite)")
+  parser.add_argument("--overwrite", action="store_true",
+                      help="replace an existing, non-empty OUT_DIR")
   return parser
 
 
 def _convert(args) -> None:
+  common.check_output_dir(args.out, args.overwrite)  # the rule camtl-export follows too
   import jax  # pylint: disable=import-outside-toplevel
   from camtl_jax import convert  # pylint: disable=import-outside-toplevel
-  config, params = convert.convert(args.src, args.out)
+  config, params = convert.convert(args.src, args.out, overwrite=args.overwrite)
   n = sum(x.size for x in jax.tree.leaves(params))
   print(f"converted {config.model_type} ({config.num_layers} layers, d={config.hidden_size}, "
         f"{n:,} parameters) -> {args.out}")

@@ -18,7 +18,10 @@ def _parser():
   parser = common.new_parser("camtl-export", __doc__)
   parser.add_argument("--workdir", required=True, help="a trained workdir")
   parser.add_argument("--task", required=True, help="one of the workdir's tasks")
-  parser.add_argument("out", help="artifact directory")
+  parser.add_argument("out", help="artifact directory (refused when it exists and is not empty, "
+                      "unless --overwrite)")
+  parser.add_argument("--overwrite", action="store_true",
+                      help="write into an existing, non-empty OUT_DIR, replacing its files")
   parser.add_argument("--step", type=int, help="checkpoint step (default: best, else latest)")
   parser.add_argument("--benchmark", action="store_true",
                       help="also time the artifact against the multi-task model")
@@ -26,6 +29,7 @@ def _parser():
 
 
 def _export(args) -> None:
+  common.check_output_dir(args.out, args.overwrite)  # before the model loads
   from camtl_jax import export, workdir  # pylint: disable=import-outside-toplevel
   trained = workdir.load(args.workdir, args.step)
   trained.task_id(args.task)

@@ -54,14 +54,17 @@ def register_task(task: Task, overwrite: bool = False) -> Task:
 
 
 def get_task(name: str) -> Task:
-  """The registered task called `name`; a ValueError listing close matches otherwise."""
+  """The registered task called `name`; a ValueError naming close matches and `camtl-data list`
+  otherwise."""
   if name in TASKS:
     return TASKS[name]
   close = difflib.get_close_matches(name, list(TASKS), n=5, cutoff=0.5)
   # Also match on the short name ("mrpc" -> "glue/mrpc").
   close += [n for n in TASKS if n.split("/")[-1] == name.split("/")[-1] and n not in close]
-  hint = f"; did you mean {close}?" if close else ""
-  raise ValueError(f"unknown task {name!r}{hint} (registered: {sorted(TASKS)})")
+  hint = f"; did you mean {', '.join(close)}?" if close else ""
+  # The close matches only: the whole registry would make a line of hundreds of characters.
+  raise ValueError(f"unknown task {name!r}{hint}; `camtl-data list` shows all {len(TASKS)} "
+                   "registered tasks")
 
 
 # ----------------------------------------------------------------------------------------------

@@ -196,3 +196,28 @@ def test_bad_input_gives_clear_errors(workdir, trained, tmp_path, capsys):
   choice = trained.tasks[trained.task_id("demo/choice")]
   with pytest.raises(base.DataError, match="field 'choices'"):
     predict.text_example(choice, "premise only")
+
+
+def test_predict_and_export_fall_back_from_a_damaged_best_checkpoint(workdir, tmp_path, capsys):
+  from camtl_jax import checkpoint
+  from camtl_jax.cli import export as cli_export
+  copy = tmp_path / "run"
+  shutil.copytree(workdir, copy)
+  best, fallback = checkpoint.ranked_steps(copy)[:2]
+  state = copy / "checkpoints" / str(best) / "state"
+  for f in state.rglob("*"):  # every state file overwritten
+    if f.is_file():
+      f.write_text("garbage")
+  before = sorted(str(p) for p in copy.rglob("*"))
+  assert cli_predict.main(["--workdir", str(copy), "--task", "demo/sentiment", "--text",
+                           "a fine film"]) == 0
+  assert cli_export.main(["--workdir", str(copy), "--task", "demo/sentiment",
+                          str(tmp_path / "artifact")]) == 0
+  err = capsys.readouterr().err
+  warning = (f"warning: checkpoint {best} ({state / '_METADATA'}: JSONDecodeError: Expecting "
+             f"value: line 1 column 1 (char 0)) is damaged; using the next best, checkpoint "
+             f"{fallback}")
+  assert [line for line in err.splitlines() if line.startswith("warning:")] == [warning] * 2
+  assert f"(step {fallback})" in err and "Traceback" not in err
+  assert json.loads((tmp_path / "artifact" / "meta.json").read_text())["source"]["step"] == fallback
+  assert sorted(str(p) for p in copy.rglob("*")) == before  # read-only: nothing moved

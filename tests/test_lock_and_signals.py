@@ -141,3 +141,19 @@ def test_a_nan_stop_is_one_error_line_with_exit_2(monkeypatch, tmp_path, capsys)
   assert [line for line in err.splitlines() if "error" in line] == [
       "camtl-train: error: 5 consecutive steps had a NaN/Inf loss or gradient (step 5); stopped "
       "with a checkpoint"]
+
+
+@pytest.mark.integration  # in process, but two micro runs that compile: minutes on 2 cores
+def test_a_run_of_nan_steps_stops_with_one_error_line_keeps_its_checkpoint_and_reruns_so(
+    tmp_path, capsys):
+  """learning_rate 1e30: every update overflows, so every step is skipped as NaN/Inf."""
+  from camtl_jax import checkpoint, main
+  args = ["--config", "micro", "--workdir", str(tmp_path / "run"), "--config.learning_rate=1e30",
+          "--config.max_bad_steps=2"]
+  for _ in range(2):  # the run, then a rerun on its workdir
+    assert main.main(args) == 2
+    err = capsys.readouterr().err
+    [line] = [line for line in err.splitlines() if "error" in line]
+    assert line.startswith("camtl-train: error: ") and "NaN/Inf" in line, err[-2000:]
+    assert "Traceback" not in err
+    assert checkpoint.ranked_steps(tmp_path / "run") == [2]  # kept, not moved or removed

@@ -72,6 +72,11 @@ Needs: pip install """ + " ".join(ARTIFACT_REQUIREMENTS) + """ (and """ + " ".jo
 
     python load_and_run.py INPUTS.npz OUTPUTS.npz
     python load_and_run.py --text "a sentence" [--text-pair "a second one"]
+    python load_and_run.py --text PREMISE --choice A --choice B    # multiple choice
+    python load_and_run.py --text QUESTION --text-pair CONTEXT     # span
+
+--text answers as camtl-predict does: a label with probabilities, a value with its std, the
+chosen option, the answer's text, or one tag per word (no [CLS] / [SEP]).
 
 Files: model.stablehlo (the serialized forward), weights.npz, meta.json (labels, inputs, outputs,
 max_length), tokenizer/ (the checkpoint's tokenizer), load_and_run.py.
@@ -149,10 +154,11 @@ def _fold_adapters(params: Mapping, z1: jax.Array, t: int) -> Weights:
 
 
 def _head_weights(params: Mapping, head_type: str, slot: int, num_labels: int) -> Weights:
-  """The task's row of its stacked head, cropped to its classes / tags."""
+  """The task's row of its stacked head, cropped to its classes / tags: a one-row stack
+  (kernel [1, d, F], bias [1, F]) that heads.HEAD_OUTPUTS reads with slot 0."""
   crop = {base.CLASSIFICATION: num_labels, base.TAGGING: num_labels}.get(head_type)
-  row = lambda p: {"kernel": np.asarray(p["kernel"][slot][:, :crop]),  # noqa: E731
-                   "bias": np.asarray(p["bias"][slot][:crop])}
+  row = lambda p: {"kernel": np.asarray(p["kernel"][slot:slot + 1, :, :crop]),  # noqa: E731
+                   "bias": np.asarray(p["bias"][slot:slot + 1, :crop])}
   return {name: row(p) for name, p in params.items()}
 
 
@@ -193,46 +199,24 @@ def _dense(p: Mapping, x: jax.Array) -> jax.Array:
   return x @ p["kernel"] + p["bias"]
 
 
-def _classification(w, hidden, pooled, inputs):
-  """pooled [B, d] -> logits [B, C]."""
-  return {"logits": _dense(w["classifier"], pooled)}
+# Task type -> {the artifact's output name: the multi-task model's output key} (defined in the
+# standalone loader, which reads both kinds of artifact).
+OUTPUT_KEYS: dict[str, dict[str, str]] = artifact_loader.OUTPUT_KEYS
 
 
-def _regression(w, hidden, pooled, inputs):
-  """pooled [B, d] -> value [B] (standardised units), log_var [B]."""
-  log_var = jnp.clip(_dense(w["log_var"], pooled)[:, 0], -heads.LOG_VAR_BOUND, heads.LOG_VAR_BOUND)
-  return {"value": _dense(w["mean"], pooled)[:, 0], "log_var": log_var}
-
-
-def _multiple_choice(w, hidden, pooled, inputs):
-  """pooled [B, K, d] -> logits [B, K], -1e9 for choices without tokens."""
-  scores = _dense(w["scorer"], pooled)[..., 0]
-  has_tokens = jnp.any(inputs["attention_mask"] > 0, axis=-1)
-  return {"logits": jnp.where(has_tokens, scores, bert.MASK_VALUE)}
-
-
-def _span(w, hidden, pooled, inputs):
-  """hidden [B, L, d] -> start_logits, end_logits [B, L], -1e9 off context (except [CLS])."""
-  logits = _dense(w["span"], hidden)
-  length = hidden.shape[1]
-  allowed = (inputs["context_mask"] > 0) | (jnp.arange(length) == 0)[None, :]
-  mask = lambda x: jnp.where(allowed, x, bert.MASK_VALUE)  # noqa: E731
-  return {"start_logits": mask(logits[..., 0]), "end_logits": mask(logits[..., 1])}
-
-
-def _tagging(w, hidden, pooled, inputs):
-  """hidden [B, L, d] -> logits [B, L, C]."""
-  return {"logits": _dense(w["tagger"], hidden)}
-
-
-# Task type -> f(head weights, hidden [B, L, d] (choice row 0), pooled, inputs) -> outputs.
-HEAD_FORWARD: dict[str, Callable[..., dict[str, jax.Array]]] = {
-    base.CLASSIFICATION: _classification,
-    base.REGRESSION: _regression,
-    base.MULTIPLE_CHOICE: _multiple_choice,
-    base.SPAN: _span,
-    base.TAGGING: _tagging,
-}
+def _head(task_type: str, w: Weights, hidden: jax.Array, pooled: jax.Array,
+          inputs: Mapping[str, jax.Array]) -> dict[str, jax.Array]:
+  """The task's head (heads.HEAD_OUTPUTS, on its one-row stack w): hidden [B, L, d] (choice row
+  0), pooled [B, K, d] -> OUTPUTS[task_type]."""
+  b = hidden.shape[0]
+  num_valid = next(iter(w.values()))["kernel"].shape[-1]
+  if task_type == base.MULTIPLE_CHOICE:
+    num_valid = pooled.shape[1]
+  rows = heads.HeadRows(slot=jnp.zeros((b,), jnp.int32), active=jnp.ones((b,), bool),
+                        num_valid=jnp.full((b,), num_valid, jnp.int32))
+  x = heads.HEAD_INPUT[task_type](heads.Features(pooled=pooled, hidden=hidden))
+  out = heads.HEAD_OUTPUTS[task_type](w, x, inputs, rows)
+  return {name: out[key] for name, key in OUTPUT_KEYS[task_type].items()}
 
 
 def _adapter_fn(p: Mapping, activation: str) -> Callable[[jax.Array], jax.Array]:
@@ -260,7 +244,7 @@ def _hooks(config: camtl_lib.CAMTLConfig, w: Weights, length) -> camtl_lib.Encod
 def forward(encoder: bert.EncoderConfig, config: camtl_lib.CAMTLConfig, task_type: str,
             weights: Weights, *args: jax.Array) -> dict[str, jax.Array]:
   """The task's model on plain weights. args: INPUTS[task_type], [B, L] ([B, K, L] for multiple
-  choice). Returns the head's outputs (see HEAD_FORWARD)."""
+  choice). Returns OUTPUTS[task_type] (heads.HEAD_OUTPUTS under OUTPUT_KEYS' names)."""
   inputs = dict(zip(INPUTS[task_type], args))
   ids = inputs["input_ids"]
   shape = ids.shape
@@ -268,11 +252,10 @@ def forward(encoder: bert.EncoderConfig, config: camtl_lib.CAMTLConfig, task_typ
   hidden, pooled = camtl_lib.ConditionalEncoder(encoder).apply(
       {"params": weights["encoder"]}, rows(ids), rows(inputs["token_type_ids"]),
       rows(inputs["attention_mask"]), _hooks(config, weights, shape[-1]), True)
-  hidden = hidden.reshape(*shape, -1)
-  pooled = pooled.reshape(*shape[:-1], -1)
-  if len(shape) == 3:
-    hidden = hidden[:, 0]
-  return HEAD_FORWARD[task_type](weights["head"], hidden, pooled, inputs)
+  k = shape[1] if len(shape) == 3 else 1
+  hidden = hidden.reshape(shape[0], k, shape[-1], hidden.shape[-1])[:, 0]  # choice row 0
+  pooled = pooled.reshape(shape[0], k, pooled.shape[-1])                   # [B, K, d]
+  return _head(task_type, weights["head"], hidden, pooled, inputs)
 
 
 def input_specs(task_type: str, num_choices: int, max_length: int) -> list[jax.ShapeDtypeStruct]:
@@ -294,7 +277,7 @@ def export_forward(trained: workdir.TrainedModel, task_id: int, weights: Weights
 
 
 # ------------------------------------------------------------------------------------------------
-# The multi-task model's outputs for the same inputs (what the artifact must equal)
+# The multi-task model's batch for the same inputs (what the artifact must equal)
 
 
 def multitask_batch(trained: workdir.TrainedModel, task_id: int,
@@ -311,24 +294,6 @@ def multitask_batch(trained: workdir.TrainedModel, task_id: int,
     batch["context_mask"] = np.asarray(inputs["context_mask"], np.int32)
   batch["task_id"] = np.full((b,), task_id, np.int32)
   return batch
-
-
-# Task type -> f(multi-task outputs, number of classes / choices) -> the export's outputs.
-MULTITASK_OUTPUTS: dict[str, Callable[[Mapping, int], dict[str, np.ndarray]]] = {
-    base.CLASSIFICATION: lambda o, n: {"logits": o["cls_logits"][:, :n]},
-    base.REGRESSION: lambda o, n: {"value": o["regression"], "log_var": o["regression_log_var"]},
-    base.MULTIPLE_CHOICE: lambda o, n: {"logits": o["choice_logits"][:, :n]},
-    base.SPAN: lambda o, n: {"start_logits": o["start_logits"], "end_logits": o["end_logits"]},
-    base.TAGGING: lambda o, n: {"logits": o["tag_logits"][..., :n]},
-}
-
-
-def multitask_outputs(trained: workdir.TrainedModel, task_id: int,
-                      inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-  """The multi-task model's outputs for the task on export inputs, in the export's layout."""
-  spec = trained.model.tasks[task_id]
-  out = jax.device_get(trained.apply(trained.params, multitask_batch(trained, task_id, inputs)))
-  return {k: np.asarray(v) for k, v in MULTITASK_OUTPUTS[spec.type](out, spec.num_labels).items()}
 
 
 def sample_inputs(trained: workdir.TrainedModel, task_id: int, examples,
@@ -390,6 +355,7 @@ def export_task(trained: workdir.TrainedModel, task_name: str, out_dir: str | Pa
   meta = {
       "task": task.name, "type": task.type, "labels": list(task.labels),
       "num_choices": task.num_choices, "max_length": int(trained.config.max_length),
+      "doc_stride": int(trained.config.doc_stride),
       "target_mean": mean, "target_std": std,
       "inputs": list(INPUTS[task.type]),
       "input_shape": "[b, K, l]" if task.type == base.MULTIPLE_CHOICE else "[b, l]",

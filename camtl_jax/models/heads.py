@@ -125,24 +125,29 @@ class HeadOutput(NamedTuple):
   aux_loss: Array  # [B]
 
 
-class StackedDense(nn.Module):
-  """T_type linear maps stacked: kernel [T_type, d, F], bias [T_type, F]; example b uses map
-  slot[b].
+def stacked_dense(p: Mapping[str, Array], x: Array, slot: Array) -> Array:
+  """T_type linear maps stacked, example b using map slot[b]: p {'kernel' [T_type, d, F],
+  'bias' [T_type, F]}, x [B, ..., d], slot [B] -> [B, ..., F] float32."""
+  kernel, bias = p["kernel"], p["bias"]
+  flat = x.reshape(x.shape[0], -1, x.shape[-1]).astype(jnp.float32)
+  y = jnp.einsum("bnd,bdf->bnf", flat, kernel[slot]) + bias[slot][:, None, :]
+  return y.reshape(*x.shape[:-1], kernel.shape[-1])
 
-  x [B, ..., d], slot [B] -> [B, ..., F] float32.
+
+class StackedDense(nn.Module):
+  """The parameters of `stacked_dense` (kernel [T_type, d, F], bias [T_type, F]); returns them.
+
+  __call__(d) -> {'kernel', 'bias'}.
   """
   num_heads: int
   features: int
   kernel_init: Callable = nn.initializers.normal(0.02)
 
   @nn.compact
-  def __call__(self, x: Array, slot: Array) -> Array:
-    d = x.shape[-1]
+  def __call__(self, d: int) -> dict[str, Array]:
     kernel = self.param("kernel", self.kernel_init, (self.num_heads, d, self.features), jnp.float32)
     bias = self.param("bias", nn.initializers.zeros, (self.num_heads, self.features), jnp.float32)
-    flat = x.reshape(x.shape[0], -1, d).astype(jnp.float32)
-    y = jnp.einsum("bnd,bdf->bnf", flat, kernel[slot]) + bias[slot][:, None, :]
-    return y.reshape(*x.shape[:-1], self.features)
+    return {"kernel": kernel, "bias": bias}
 
 
 def cross_entropy(logits: Array, labels: Array) -> Array:
@@ -161,119 +166,172 @@ def _index(x: Array, active: Array, size: int) -> Array:
   return jnp.clip(jnp.where(active, x, 0), 0, size - 1)
 
 
-class _Head(nn.Module):
-  """Common fields: the number of stacked heads (T_type), C_max and the dropout rate."""
+# ------------------------------------------------------------------------------------------------
+# The heads' math: pure functions of (head weights, head input, batch, rows) -> outputs. The
+# modules below and the exported / served forwards (export.py, multitask_export.py) all call
+# these, so a head means the same everywhere. w: the head type's stacked weights
+# (params['heads'][type], or a one-row stack for a one-task artifact); x: the head's input after
+# dropout (HEAD_INPUT); batch: the keys HEAD_INPUTS lists that the outputs read.
+
+
+def classification_outputs(w: Mapping, x: Array, batch: Mapping[str, Array], rows: HeadRows
+                           ) -> dict[str, Array]:
+  """x: pooled [CLS] [B, d] -> 'cls_logits' [B, C_max], masked beyond the task's classes."""
+  logits = stacked_dense(w["classifier"], x, rows.slot)
+  valid = jnp.arange(logits.shape[-1]) < rows.num_valid[:, None]
+  return {"cls_logits": _mask(logits, valid)}
+
+
+def regression_outputs(w: Mapping, x: Array, batch: Mapping[str, Array], rows: HeadRows
+                       ) -> dict[str, Array]:
+  """x: pooled [CLS] [B, d] -> 'regression' [B] (standardised units) and 'regression_log_var'
+  [B] (clipped to +-LOG_VAR_BOUND; its input under stop_gradient, see RegressionHead); both 0
+  for examples of other types."""
+  mean = stacked_dense(w["mean"], x, rows.slot)[:, 0]
+  log_var = stacked_dense(w["log_var"], jax.lax.stop_gradient(x), rows.slot)[:, 0]
+  log_var = jnp.clip(log_var, -LOG_VAR_BOUND, LOG_VAR_BOUND)
+  return {"regression": jnp.where(rows.active, mean, 0.0),
+          "regression_log_var": jnp.where(rows.active, log_var, 0.0)}
+
+
+def choice_outputs(w: Mapping, x: Array, batch: Mapping[str, Array], rows: HeadRows
+                   ) -> dict[str, Array]:
+  """x: pooled [CLS] of every choice row [B, K, d] -> 'choice_logits' [B, K], masked for choices
+  without tokens (batch['attention_mask'] [B, K, L]) or beyond the task's choice count."""
+  scores = stacked_dense(w["scorer"], x, rows.slot)[..., 0]
+  has_tokens = jnp.any(batch["attention_mask"] > 0, axis=-1)
+  valid = has_tokens & (jnp.arange(scores.shape[1]) < rows.num_valid[:, None])
+  return {"choice_logits": _mask(scores, valid)}
+
+
+def span_outputs(w: Mapping, x: Array, batch: Mapping[str, Array], rows: HeadRows
+                 ) -> dict[str, Array]:
+  """x: hidden states [B, L, d] -> 'start_logits', 'end_logits' [B, L], valid on context tokens
+  (batch['context_mask'] [B, L]) and on [CLS] (position 0: "no answer in this window")."""
+  logits = stacked_dense(w["span"], x, rows.slot)  # [B, L, 2]
+  allowed = (batch["context_mask"] > 0) | (jnp.arange(logits.shape[1]) == 0)[None, :]
+  valid = allowed & rows.active[:, None]
+  return {"start_logits": _mask(logits[..., 0], valid), "end_logits": _mask(logits[..., 1], valid)}
+
+
+def tagging_outputs(w: Mapping, x: Array, batch: Mapping[str, Array], rows: HeadRows
+                    ) -> dict[str, Array]:
+  """x: hidden states [B, L, d] -> 'tag_logits' [B, L, C_max], masked beyond the task's tags."""
+  logits = stacked_dense(w["tagger"], x, rows.slot)
+  valid = jnp.arange(logits.shape[-1]) < rows.num_valid[:, None]
+  return {"tag_logits": _mask(logits, valid[:, None, :])}
+
+
+# Task type -> f(head weights, head input, batch, rows) -> the head's outputs.
+HEAD_OUTPUTS: dict[str, Callable[..., dict[str, Array]]] = {
+    base.CLASSIFICATION: classification_outputs,
+    base.REGRESSION: regression_outputs,
+    base.MULTIPLE_CHOICE: choice_outputs,
+    base.SPAN: span_outputs,
+    base.TAGGING: tagging_outputs,
+}
+# Task type -> the head's input from the encoder's features (before dropout).
+HEAD_INPUT: dict[str, Callable[[Features], Array]] = {
+    base.CLASSIFICATION: lambda f: f.pooled[:, 0],
+    base.REGRESSION: lambda f: f.pooled[:, 0],
+    base.MULTIPLE_CHOICE: lambda f: f.pooled,
+    base.SPAN: lambda f: f.hidden,
+    base.TAGGING: lambda f: f.hidden,
+}
+# Task type -> its weights: name -> (F, kernel init); F None = C_max (classes / tags).
+HEAD_WEIGHTS: dict[str, dict[str, tuple[int | None, Callable]]] = {
+    base.CLASSIFICATION: {"classifier": (None, nn.initializers.normal(0.02))},
+    base.REGRESSION: {"mean": (1, nn.initializers.normal(0.02)),
+                      "log_var": (1, nn.initializers.zeros)},
+    base.MULTIPLE_CHOICE: {"scorer": (1, nn.initializers.normal(0.02))},
+    base.SPAN: {"span": (2, nn.initializers.normal(0.02))},
+    base.TAGGING: {"tagger": (None, nn.initializers.normal(0.02))},
+}
+
+
+def _classification_loss(out, batch, rows, max_labels):
+  return cross_entropy(out["cls_logits"], _index(batch["label"], rows.active, max_labels)), None
+
+
+def _regression_loss(out, batch, rows, max_labels):
+  """Squared error, and aux = 0.5 * (log_var + stop_gradient((y - mu)^2) * exp(-log_var)) (see
+  RegressionHead); both 0 for examples of other types (their outputs and targets are 0)."""
+  target = jnp.where(rows.active, batch["target"], 0.0).astype(jnp.float32)
+  squared = jnp.square(out["regression"] - target)
+  log_var = out["regression_log_var"]
+  return squared, 0.5 * (log_var + jax.lax.stop_gradient(squared) * jnp.exp(-log_var))
+
+
+def _choice_loss(out, batch, rows, max_labels):
+  logits = out["choice_logits"]
+  return cross_entropy(logits, _index(batch["label"], rows.active, logits.shape[1])), None
+
+
+def _span_loss(out, batch, rows, max_labels):
+  length = out["start_logits"].shape[1]
+  position = lambda key: _index(batch[key], rows.active, length)  # noqa: E731
+  return 0.5 * (cross_entropy(out["start_logits"], position("start_position"))
+                + cross_entropy(out["end_logits"], position("end_position"))), None
+
+
+def _tagging_loss(out, batch, rows, max_labels):
+  labels = batch["token_labels"]
+  labelled = (labels >= 0) & rows.active[:, None]  # [B, L]
+  token_loss = cross_entropy(out["tag_logits"], _index(labels, labelled, max_labels))
+  count = jnp.sum(labelled, axis=1)
+  return jnp.sum(token_loss * labelled, axis=1) / jnp.maximum(count, 1), None
+
+
+# Task type -> f(outputs, batch, rows, C_max) -> (loss [B], aux loss [B] or None for zeros).
+HEAD_LOSSES: dict[str, Callable[..., tuple[Array, Array | None]]] = {
+    base.CLASSIFICATION: _classification_loss,
+    base.REGRESSION: _regression_loss,
+    base.MULTIPLE_CHOICE: _choice_loss,
+    base.SPAN: _span_loss,
+    base.TAGGING: _tagging_loss,
+}
+
+
+class Head(nn.Module):
+  """The stacked head of one type (HEAD_WEIGHTS' parameters, HEAD_OUTPUTS' math, HEAD_LOSSES'
+  loss), with dropout on its input.
+
+  classification  pooled [CLS] of row 0 -> 'cls_logits' [B, C_max]; loss CE over the task's C
+                  classes.
+  regression      pooled [CLS] of row 0 -> standardised mean 'regression' [B] (loss: squared
+                  error) and a predictive log-variance 'regression_log_var' [B]. aux_loss = 0.5 *
+                  (log_var + stop_gradient((y - mu)^2) * exp(-log_var)), the Gaussian NLL of the
+                  residual: its minimiser is log_var = log E[(y - mu)^2 | x], so exp(log_var)
+                  estimates the regression's own predictive variance, which MT-U sampling uses as
+                  the regression task's uncertainty. The residual AND the log-variance head's
+                  input are under stop_gradient: the aux loss trains only the variance head and
+                  leaves the mean head and the shared encoder to the task loss (MSE), as in the
+                  paper. The log-variance head is zero-initialised: unit variance, the
+                  standardised target's.
+  multiple choice pooled [CLS] of every choice row -> one score each, 'choice_logits' [B, K];
+                  loss CE over the valid choices.
+  span            hidden states of row 0 -> 'start_logits', 'end_logits' [B, L]; loss = mean of
+                  the start and end CE.
+  tagging         hidden states of row 0 -> 'tag_logits' [B, L, C_max]; loss = mean CE over the
+                  example's labelled tokens (token_labels >= 0: first sub-tokens of words), 0 when
+                  it has none.
+  """
+  head_type: str
   num_heads: int
   max_labels: int
   dropout: float
 
-  def drop(self, x: Array, deterministic: bool) -> Array:
-    return nn.Dropout(self.dropout)(x.astype(jnp.float32), deterministic=deterministic)
-
-
-class ClassificationHead(_Head):
-  """Pooled [CLS] of row 0 -> 'cls_logits' [B, C_max]; loss CE over the task's C classes."""
-
   @nn.compact
   def __call__(self, features: Features, batch: Mapping[str, Array], rows: HeadRows,
                deterministic: bool) -> HeadOutput:
-    x = self.drop(features.pooled[:, 0], deterministic)
-    logits = StackedDense(self.num_heads, self.max_labels, name="classifier")(x, rows.slot)
-    logits = _mask(logits, jnp.arange(self.max_labels) < rows.num_valid[:, None])
-    loss = cross_entropy(logits, _index(batch["label"], rows.active, self.max_labels))
-    return HeadOutput({"cls_logits": logits}, loss, jnp.zeros_like(loss))
+    x = HEAD_INPUT[self.head_type](features).astype(jnp.float32)
+    x = nn.Dropout(self.dropout)(x, deterministic=deterministic)
+    w = {name: StackedDense(self.num_heads, width or self.max_labels, init, name=name)(
+        x.shape[-1]) for name, (width, init) in HEAD_WEIGHTS[self.head_type].items()}
+    outputs = HEAD_OUTPUTS[self.head_type](w, x, batch, rows)
+    loss, aux = HEAD_LOSSES[self.head_type](outputs, batch, rows, self.max_labels)
+    return HeadOutput(outputs, loss, jnp.zeros_like(loss) if aux is None else aux)
 
-
-class RegressionHead(_Head):
-  """Pooled [CLS] of row 0 -> standardised mean 'regression' [B] (loss: squared error) and a
-  predictive log-variance 'regression_log_var' [B].
-
-  aux_loss = 0.5 * (log_var + stop_gradient((y - mu)^2) * exp(-log_var)), the Gaussian NLL of the
-  residual: its minimiser is log_var = log E[(y - mu)^2 | x], so exp(log_var) estimates the
-  regression's own predictive variance, which MT-U sampling uses as the regression task's
-  uncertainty. The residual AND the log-variance head's input are under stop_gradient: the aux loss
-  trains only the variance head and leaves the mean head and the shared encoder to the task loss
-  (MSE), as in the paper. The log-variance head is zero-initialised: unit variance, the
-  standardised target's.
-  """
-
-  @nn.compact
-  def __call__(self, features: Features, batch: Mapping[str, Array], rows: HeadRows,
-               deterministic: bool) -> HeadOutput:
-    x = self.drop(features.pooled[:, 0], deterministic)
-    mean = StackedDense(self.num_heads, 1, name="mean")(x, rows.slot)[:, 0]
-    log_var = StackedDense(self.num_heads, 1, nn.initializers.zeros, name="log_var")(
-        jax.lax.stop_gradient(x), rows.slot)[:, 0]
-    log_var = jnp.clip(log_var, -LOG_VAR_BOUND, LOG_VAR_BOUND)
-    target = jnp.where(rows.active, batch["target"], 0.0).astype(jnp.float32)
-    squared = jnp.square(mean - target)
-    aux = 0.5 * (log_var + jax.lax.stop_gradient(squared) * jnp.exp(-log_var))
-    outputs = {"regression": jnp.where(rows.active, mean, 0.0),
-               "regression_log_var": jnp.where(rows.active, log_var, 0.0)}
-    return HeadOutput(outputs, squared, aux)
-
-
-class MultipleChoiceHead(_Head):
-  """Pooled [CLS] of every choice row -> one score each, 'choice_logits' [B, K]; loss CE over the
-  valid choices (rows with any token, and below the task's choice count)."""
-
-  @nn.compact
-  def __call__(self, features: Features, batch: Mapping[str, Array], rows: HeadRows,
-               deterministic: bool) -> HeadOutput:
-    x = self.drop(features.pooled, deterministic)  # [B, K, d]
-    scores = StackedDense(self.num_heads, 1, name="scorer")(x, rows.slot)[..., 0]  # [B, K]
-    k = scores.shape[1]
-    has_tokens = jnp.any(batch["attention_mask"] > 0, axis=-1)  # [B, K]
-    logits = _mask(scores, has_tokens & (jnp.arange(k) < rows.num_valid[:, None]))
-    loss = cross_entropy(logits, _index(batch["label"], rows.active, k))
-    return HeadOutput({"choice_logits": logits}, loss, jnp.zeros_like(loss))
-
-
-class SpanHead(_Head):
-  """Hidden states of row 0 -> 'start_logits', 'end_logits' [B, L], valid on context tokens
-  (context_mask) and on [CLS] (position 0: "no answer in this window"); loss = mean of the start
-  and end CE."""
-
-  @nn.compact
-  def __call__(self, features: Features, batch: Mapping[str, Array], rows: HeadRows,
-               deterministic: bool) -> HeadOutput:
-    x = self.drop(features.hidden, deterministic)  # [B, L, d]
-    logits = StackedDense(self.num_heads, 2, name="span")(x, rows.slot)  # [B, L, 2]
-    length = logits.shape[1]
-    allowed = (batch["context_mask"] > 0) | (jnp.arange(length) == 0)[None, :]
-    valid = allowed & rows.active[:, None]
-    start, end = _mask(logits[..., 0], valid), _mask(logits[..., 1], valid)
-    position = lambda key: _index(batch[key], rows.active, length)  # noqa: E731
-    loss = 0.5 * (cross_entropy(start, position("start_position"))
-                  + cross_entropy(end, position("end_position")))
-    return HeadOutput({"start_logits": start, "end_logits": end}, loss, jnp.zeros_like(loss))
-
-
-class TaggingHead(_Head):
-  """Hidden states of row 0 -> 'tag_logits' [B, L, C_max]; loss = mean CE over the example's
-  labelled tokens (token_labels >= 0: first sub-tokens of words), 0 when it has none."""
-
-  @nn.compact
-  def __call__(self, features: Features, batch: Mapping[str, Array], rows: HeadRows,
-               deterministic: bool) -> HeadOutput:
-    x = self.drop(features.hidden, deterministic)  # [B, L, d]
-    logits = StackedDense(self.num_heads, self.max_labels, name="tagger")(x, rows.slot)
-    logits = _mask(logits, (jnp.arange(self.max_labels) < rows.num_valid[:, None])[:, None, :])
-    labels = batch["token_labels"]
-    labelled = (labels >= 0) & rows.active[:, None]  # [B, L]
-    token_loss = cross_entropy(logits, _index(labels, labelled, self.max_labels))
-    count = jnp.sum(labelled, axis=1)
-    loss = jnp.sum(token_loss * labelled, axis=1) / jnp.maximum(count, 1)
-    return HeadOutput({"tag_logits": logits}, loss, jnp.zeros_like(loss))
-
-
-HEADS: dict[str, type[_Head]] = {
-    base.CLASSIFICATION: ClassificationHead,
-    base.REGRESSION: RegressionHead,
-    base.MULTIPLE_CHOICE: MultipleChoiceHead,
-    base.SPAN: SpanHead,
-    base.TAGGING: TaggingHead,
-}
 
 # The batch keys each head type reads (besides task_id), for clear errors on a missing key.
 HEAD_INPUTS: dict[str, tuple[str, ...]] = {
@@ -304,7 +362,7 @@ class Heads(nn.Module):
     types = layout.types if head_types is None else tuple(
         t for t in layout.types if t in head_types)
     task_id = batch["task_id"]
-    results = {t: HEADS[t](layout.num_heads[t], layout.max_labels[t], self.dropout, name=t)(
+    results = {t: Head(t, layout.num_heads[t], layout.max_labels[t], self.dropout, name=t)(
         features, batch, layout.rows(t, task_id), deterministic) for t in types}
     # Each task's position among the computed types (0 for a type left out: no example has it).
     position = np.array([types.index(layout.types[i]) if layout.types[i] in types else 0

@@ -415,7 +415,7 @@ def results_markdown(summary: dict) -> str:
     n = len(s["seeds"])
     cells = [_cell(s["task_scores"][t], n) for t in tasks]
     diff = diffs.get(arm)
-    paired = (f"{_cell(diff, len(diff['per_seed']), 4)} ({len(diff['per_seed'])} seeds)"
+    paired = (f"{_cell(diff, len(diff['per_seed']), 4)} (n = {len(diff['per_seed'])})"
               if diff else "")
     lines.append(f"| {arm} | {n} | " + " | ".join(cells) + f" | {_cell(s['score'], n, 4)} | "
                  f"{paired} |")
@@ -480,17 +480,33 @@ def write_outputs(out: Path, summary: dict) -> None:
   plot_results(summary, out / "results.png")
 
 
+def portable(record: dict, out: Path | str) -> dict:
+  """The record with this machine's paths in its commands and overrides replaced by names: the
+  experiment folder by OUT, the data folder by DATA, the Python executable by python."""
+  text = json.dumps(record)
+  words = [w for c in record.get("commands", []) for w in c.split(" ")]
+  words += record.get("global_overrides", [])
+  for command in record.get("commands", []):
+    if command.startswith("/"):  # an absolute path to python
+      text = text.replace(json.dumps(command.split(" ")[0])[1:-1] + " ", "python ")
+  for word in words:
+    if word.startswith("--config.data_dir="):
+      text = text.replace(json.dumps(word.split("=", 1)[1])[1:-1], "DATA")
+  return json.loads(text.replace(json.dumps(str(out))[1:-1], "OUT"))
+
+
 def collect(out: Path, runs: Sequence[ArmRun], committed: Path, experiment: str, command: str
             ) -> list[Path]:
-  """Copies out's records (and step_flops.json's new entries) that committed lacks into it and
-  writes committed/results.md from the committed records; trains nothing. Returns the new
-  files."""
+  """Copies out's records (portable: no paths of this machine) and step_flops.json's new entries
+  that committed lacks into it and writes committed/results.md from the committed records;
+  trains nothing. Returns the new files."""
   new = []
   for (arm, seed) in _groups(runs):
     source, target = record_path(out / "records", arm, seed), record_path(committed, arm, seed)
     if source.exists() and not target.exists():
       target.parent.mkdir(parents=True, exist_ok=True)
-      target.write_text(source.read_text())
+      record = portable(json.loads(source.read_text()), out)
+      target.write_text(json.dumps(record, indent=1) + "\n")
       new.append(target)
   flops, known = out / "step_flops.json", committed / "step_flops.json"
   if flops.exists():

@@ -138,7 +138,7 @@ def test_records_of_finished_arms_and_the_tables_built_from_them(tmp_path):
   assert summary["missing"] == ["single_task seed 0"]
   table = comparison.results_markdown(summary)
   assert "| mtl | 2 | 0.650 [0.600, 0.700] | 0.750 [0.700, 0.800] | 0.7000 [0.6500, 0.7500] | "\
-         "0.1500 [0.1500, 0.1500] (2 seeds) |" in table
+         "0.1500 [0.1500, 0.1500] (n = 2) |" in table
   assert "| mtl | 1k | 1.6k (1.00) | 37.5% (of 1,600) | n/a | 100G | 20, 10 |" in table
   assert "Not yet finished (no record): single_task seed 0" in table
   assert "proportional, 100 steps of b = 16" in table
@@ -157,6 +157,10 @@ def test_collect_copies_new_records_and_writes_the_tables(tmp_path):
   (committed / "step_flops.json").write_text(json.dumps({"glue5_minilm:mtl": 1.0}))
   new = comparison.collect(tmp_path, runs, committed, "glue5_minilm", "camtl-experiment ...")
   assert new == [comparison.record_path(committed, "mtl", 0)]
+  record = json.loads(new[0].read_text())
+  assert record["commands"][0].startswith("python -m camtl_jax.main --config glue5_minilm:mtl "
+                                          "--workdir OUT/mtl/seed0 ")
+  assert str(tmp_path) not in new[0].read_text()
   assert json.loads((committed / "step_flops.json").read_text()) == {"glue5_minilm:mtl": 1.0}
   table = (committed / "results.md").read_text()
   assert "| mtl | 1 | 0.600 | 0.6000 |" in table and "no record): mtl seed 1" in table
@@ -223,3 +227,24 @@ def test_an_arm_that_stops_on_a_user_error_shows_that_error(tmp_path):
   assert "Traceback" not in stopped.stderr
   assert lines[-1].startswith("camtl-experiment: error: mtl/seed0 stopped (exit 2): "), lines[-1]
   assert "no_data/glue/RTE/train.tsv: missing file for glue/rte split 'train'" in lines[-1]
+
+
+@pytest.mark.integration
+def test_the_hf_recipe_trains_and_scores_with_our_metrics(tmp_path, shared_data, monkeypatch):
+  """hf_single_task's runner on 64 STS-B rows (real MiniLM): results.json in camtl-train's form,
+  scored by camtl_jax.tasks.metrics, counted FLOPs, every epoch scored, the epoch save removed."""
+  from camtl_jax.cli import common  # pylint: disable=import-outside-toplevel
+  from camtl_jax.perf import hf_finetune  # pylint: disable=import-outside-toplevel
+  data = tmp_path / "data" / "glue" / "STS-B"
+  data.mkdir(parents=True)
+  for split, rows in (("train", 65), ("dev", 33)):
+    lines = (shared_data / "glue" / "STS-B" / f"{split}.tsv").read_text().splitlines()[:rows]
+    (data / f"{split}.tsv").write_text("\n".join(lines) + "\n")
+  monkeypatch.setitem(hf_finetune.RECIPE, "epochs", 2)
+  config = common.load_config("glue5_minilm:single_task:glue/stsb",
+                              [f"data_dir={tmp_path / 'data'}", "max_eval_examples=16"])
+  result = hf_finetune.finetune(config, tmp_path / "w")
+  assert set(result["results"]["glue/stsb"]) == {"pearson", "spearman"}
+  assert result["rows_seen"] == {"glue/stsb": 128} and result["step"] in (2, 4)
+  assert result["flops"] > 128 * 2 * 22e6  # at least 2 FLOPs per weight per row forward
+  assert [e["epoch"] for e in result["epochs"]] == [1, 2] and not (tmp_path / "w/epoch.pt").exists()

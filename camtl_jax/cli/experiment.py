@@ -139,8 +139,9 @@ def _experiment(args) -> None:
     committed.mkdir(parents=True, exist_ok=True)
     runs = comparison.planned_runs(args.experiment, _seeds(args.seeds), args.total_steps,
                                    measures(out, committed, overrides).step_flops)
-    for path in comparison.collect(out, runs, committed, args.experiment,
-                                   command.replace(" --collect", "")):
+    generic = (f"camtl-experiment --experiment {args.experiment} --out OUT --data-dir DATA "
+               f"--seeds {args.seeds} (each record holds its runs' commands)")
+    for path in comparison.collect(out, runs, committed, args.experiment, generic):
       print(path)
     print((committed / "results.md").read_text())
     return 0

@@ -108,6 +108,7 @@ def finetune(config, workdir: Path) -> dict:
                                 weight_decay=RECIPE["weight_decay"])
   schedule = transformers.get_linear_schedule_with_warmup(
       optimizer, RECIPE["warmup_steps"], steps_per_epoch * RECIPE["epochs"])
+  workdir.mkdir(parents=True, exist_ok=True)
   saved = workdir / "epoch.pt"
   epochs: list[dict] = []
   flops = 0
@@ -133,7 +134,7 @@ def finetune(config, workdir: Path) -> dict:
         optimizer.zero_grad()
         if i % 100 == 0:
           log.info("%s epoch %d step %d/%d loss %.4f", task.name, epoch, i, steps_per_epoch,
-                   float(loss))
+                   loss.item())
     flops += counter.get_total_flops()
     predictions = _predict(model, tokenizer, dev_rows, task)
     references = [ex.label for ex in dev] if not regression else [float(ex.label) for ex in dev]

@@ -45,7 +45,7 @@ NOTE = ("measured before per-arm records existed (docs/results/glue5_minilm.md, 
 
 
 def main(data_dir: str, cache: str) -> None:
-  measures = experiment_cli.measures(Path(cache), None, [f"--config.data_dir={data_dir}"])
+  measures = experiment_cli.measures(Path(cache), OUT, [f"--config.data_dir={data_dir}"])
   earlier = json.loads(EARLIER.read_text())
   for arm, summary in earlier["arms"].items():
     for seed_summary in summary["per_seed"]:
@@ -53,6 +53,7 @@ def main(data_dir: str, cache: str) -> None:
       record = build(arm, seed, seed_summary, measures, data_dir, earlier["command"])
       path = comparison.record_path(OUT, arm, seed)
       path.parent.mkdir(parents=True, exist_ok=True)
+      record = comparison.portable(record, "/work/runs/quiet")  # that run's folder
       path.write_text(json.dumps(record, indent=1) + "\n")
       print(path, record["score"])
 

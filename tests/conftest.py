@@ -50,10 +50,17 @@ def trained_micro_workdir(tmp_path_factory, name: str, **overrides) -> Path:
   return workdir
 
 
-def trained_tiny_workdir(tmp_path_factory, name: str, *overrides: str) -> Path:
-  """A run of the tiny config (2 real MiniLM layers) + `--config.x=y` overrides, trained once per
+# The micro config with the tiny config's schedule, for tests that stop a run in a process: 12
+# steps, a checkpoint every 3, evaluations at 6 and 12.
+MICRO_12_STEPS = ("--config.total_steps=12", "--config.checkpoint_every=3",
+                  "--config.eval_every=6", "--config.log_every=4")
+
+
+def trained_tiny_workdir(tmp_path_factory, name: str, *overrides: str, config: str = "tiny"
+                         ) -> Path:
+  """A run of `config` (tiny: 2 real MiniLM layers) + `--config.x=y` overrides, trained once per
   session by `camtl-train` in a subprocess and shared across modules and xdist workers
-  (integration tests: real weights, a real process)."""
+  (integration tests: a real process)."""
   import subprocess  # pylint: disable=import-outside-toplevel
   import sys  # pylint: disable=import-outside-toplevel
   root = session_root(tmp_path_factory)
@@ -64,7 +71,7 @@ def trained_tiny_workdir(tmp_path_factory, name: str, *overrides: str) -> Path:
       shutil.rmtree(workdir, ignore_errors=True)
       env = dict(os.environ, JAX_PLATFORMS="cpu",
                  XLA_FLAGS="--xla_force_host_platform_device_count=1")
-      cmd = [sys.executable, "-m", "camtl_jax.main", "--config", "tiny",
+      cmd = [sys.executable, "-m", "camtl_jax.main", "--config", config,
              "--workdir", str(workdir), *overrides]
       proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
       assert proc.returncode == 0, proc.stderr[-4000:]

@@ -1,5 +1,6 @@
-"""camtl-adapt: adding a held-out demo task to a trained tiny model, '--train new' leaving every old
-task bit-identical, learning the new task, the learning curve, zero-shot and bad input."""
+"""camtl-adapt: adding a held-out demo task to a trained model, '--train new' leaving every old
+task bit-identical, the learning curve, zero-shot and bad input (on the micro model); learning the
+new task (research, on six real MiniLM layers)."""
 import json
 
 import numpy as np
@@ -10,7 +11,7 @@ from camtl_jax import adapt, evaluate, predict, workdir as workdir_lib
 from camtl_jax.cli import adapt as cli_adapt
 from camtl_jax.cli import predict as cli_predict
 from camtl_jax.tasks import registry
-from tests.conftest import trained_tiny_workdir as tiny_workdir
+from tests.conftest import trained_micro_workdir, trained_tiny_workdir as tiny_workdir
 
 HELD_OUT = "demo/sentiment"
 OLD_TASKS = ("demo/similarity", "demo/entities", "demo/choice", "demo/span")
@@ -24,19 +25,33 @@ BASE_LAYERS = "--config.encoder_layers=6"
 
 @pytest.fixture(scope="module")
 def base_workdir(tmp_path_factory):
-  """The tiny run (six layers) on every demo task but the held-out one."""
+  """The micro run on every demo task but the held-out one."""
+  return trained_micro_workdir(tmp_path_factory, "micro_heldout", tasks=OLD_TASKS)
+
+
+@pytest.fixture(scope="module")
+def real_base_workdir(tmp_path_factory):
+  """The tiny run (six real MiniLM layers) on every demo task but the held-out one."""
   return tiny_workdir(tmp_path_factory, "heldout", BASE_LAYERS,
                       "--config.tasks=" + repr(OLD_TASKS))
 
 
-@pytest.fixture(scope="module")
-def adapted_new(base_workdir, tmp_path_factory):
-  out = tmp_path_factory.mktemp("adapted") / "new"
-  code = cli_adapt.main(["--workdir", str(base_workdir), "--new-task", HELD_OUT, "--data",
-                     str(base_workdir / "demo_data"), "--fraction", "0.1", "--train", "new",
-                     "--steps", "80", "--out", str(out)])
+def _adapt_new(base_workdir, out, steps: int):
+  code = cli_adapt.main(["--workdir", str(base_workdir), "--new-task", HELD_OUT, "--data-dir",
+                         str(base_workdir / "demo_data"), "--fraction", "0.1", "--train", "new",
+                         "--steps", str(steps), "--out", str(out)])
   assert code == 0
   return out
+
+
+@pytest.fixture(scope="module")
+def adapted_new(base_workdir, tmp_path_factory):
+  return _adapt_new(base_workdir, tmp_path_factory.mktemp("adapted") / "new", steps=4)
+
+
+@pytest.fixture(scope="module")
+def real_adapted_new(real_base_workdir, tmp_path_factory):
+  return _adapt_new(real_base_workdir, tmp_path_factory.mktemp("adapted") / "real", steps=80)
 
 
 def test_adapted_workdir_is_a_workdir(adapted_new, base_workdir):
@@ -83,40 +98,48 @@ def test_train_new_old_tasks_dev_predictions_unchanged(base_workdir, adapted_new
             == evaluate.predictions(split, rows_a, out_a))
 
 
-def test_train_new_learns_the_new_task(adapted_new, base_workdir):
+@pytest.mark.research
+def test_train_new_learns_the_new_task(real_adapted_new, real_base_workdir):
   """Only the new embedding row and head row moved, and the held-out task is learned."""
-  trained = workdir_lib.load(adapted_new)
-  dev = registry.load_split(trained.tasks[-1], base_workdir / "demo_data", "dev")
+  trained = workdir_lib.load(real_adapted_new)
+  dev = registry.load_split(trained.tasks[-1], real_base_workdir / "demo_data", "dev")
   majority = max(np.mean([ex.label == label for ex in dev]) for label in ("0", "1"))
-  accuracy = json.loads((adapted_new / "adapt.json").read_text())["results"]["accuracy"]
+  accuracy = json.loads((real_adapted_new / "adapt.json").read_text())["results"]["accuracy"]
   print(f"--train new, 200 examples, 80 steps: accuracy {accuracy:.3f} (majority {majority:.3f})")
   assert accuracy > majority + 0.25
 
 
-def test_new_task_learns_and_learning_curve(base_workdir, tmp_path, capsys):
-  out = tmp_path / "curve"
-  code = cli_adapt.main(["--workdir", str(base_workdir), "--new-task", HELD_OUT, "--data",
-                     str(base_workdir / "demo_data"), "--train", "all", "--steps", "80",
-                     "--learning-rate", "1e-3",
-                     "--fractions", "0.01,0.1", "--seeds", "0,1", "--out", str(out)])
+def _learning_curve(base_workdir, out, steps: int, learning_rate: str):
+  code = cli_adapt.main(["--workdir", str(base_workdir), "--new-task", HELD_OUT, "--data-dir",
+                         str(base_workdir / "demo_data"), "--train", "all", "--steps", str(steps),
+                         "--learning-rate", learning_rate,
+                         "--fractions", "0.01,0.1", "--seeds", "0,1", "--out", str(out)])
   assert code == 0
-  printed = capsys.readouterr().out
-  print(printed)
   lines = (out / "learning_curve.csv").read_text().splitlines()
-  assert lines[0].startswith("fraction,num_train,seed,steps,score") and len(lines) == 1 + 4
-  assert (out / "learning_curve.png").stat().st_size > 1000
   md = (out / "learning_curve.md").read_text()
+  return lines, md
+
+
+def test_learning_curve_files(base_workdir, tmp_path):
+  lines, md = _learning_curve(base_workdir, tmp_path / "curve", steps=2, learning_rate="1e-3")
+  assert lines[0].startswith("fraction,num_train,seed,steps,score") and len(lines) == 1 + 4
+  assert ((tmp_path / "curve") / "learning_curve.png").stat().st_size > 1000
   assert "| 0.1 | 200 | 2 |" in md and "majority class" in md
+
+
+@pytest.mark.research
+def test_new_task_learns_and_learning_curve(real_base_workdir, tmp_path):
+  lines, md = _learning_curve(real_base_workdir, tmp_path / "curve", steps=80, learning_rate="1e-3")
   rows = [line.split(",") for line in lines[1:]]
   majority = float(md.split("| majority class | - | - | ")[1].split(" ")[0])
   at_tenth = [float(r[4]) for r in rows if r[0] == "0.1"]
   assert min(at_tenth) > majority + 0.25, (at_tenth, majority)  # clearly beats chance
 
 
-def test_zero_shot_through_an_existing_head(tmp_path_factory):
+def test_zero_shot_through_an_existing_head(micro_workdir):
   """A new classification task over the same sentences, read through demo/sentiment's head with
   its labels swapped: its accuracy is exactly 1 - demo/sentiment's on the same examples."""
-  trained = workdir_lib.load(tiny_workdir(tmp_path_factory, "all5"))
+  trained = workdir_lib.load(micro_workdir)
   sentiment = registry.get_task("demo/sentiment")
   flipped = registry.custom_task("test/flipped_sentiment", "classification",
                                  sentiment.splits["dev"].replace("dev", "{split}"),

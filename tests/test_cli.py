@@ -1,5 +1,6 @@
-"""The commands as a user meets them: --help is fast and lists the flags, a user's mistake is one
-line `camtl-X: error: ...` with exit status 2 (no traceback), configs load from any folder."""
+"""The commands as a user meets them: --help is fast and lists the flags (a process each:
+integration), a user's mistake is one line `camtl-X: error: ...` with exit status 2 (no
+traceback), configs load from any folder (in process)."""
 import os
 import subprocess
 import sys
@@ -23,6 +24,16 @@ def _module(script: str) -> str:
   return SCRIPTS[script].partition(":")[0]
 
 
+def _main(module: str, *args: str, capsys) -> subprocess.CompletedProcess:
+  """The command's main(argv) run in this process, as a CompletedProcess (stdout, stderr)."""
+  import importlib  # pylint: disable=import-outside-toplevel
+  capsys.readouterr()
+  code = importlib.import_module(module).main(list(args))
+  out, err = capsys.readouterr()
+  return subprocess.CompletedProcess(args, code, out, err)
+
+
+@pytest.mark.integration
 @pytest.mark.parametrize("script", sorted(SCRIPTS))
 def test_help_exits_0_and_lists_the_flags_within_3_seconds(script, tmp_path):
   start = time.perf_counter()
@@ -56,34 +67,39 @@ def _one_line_error(proc: subprocess.CompletedProcess, prog: str) -> str:
     (("--config", "tiny", "--config.regression_loss_scale=0.0"),
      "config.regression_loss_scale=0.0 must be > 0"),
 ])
-def test_training_mistakes_are_one_line_before_anything_loads(tmp_path, args, expected):
+def test_training_mistakes_are_one_line_before_anything_loads(tmp_path, args, expected, capsys,
+                                                              monkeypatch):
+  monkeypatch.chdir(tmp_path)
   start = time.perf_counter()
-  proc = _run("camtl_jax.main", *args, "--workdir", str(tmp_path / "w"), cwd=tmp_path)
+  proc = _main("camtl_jax.main", *args, "--workdir", str(tmp_path / "w"), capsys=capsys)
   assert expected in _one_line_error(proc, "camtl-train")
   assert time.perf_counter() - start < 30  # no weights, no data read
   assert not (tmp_path / "w").exists()
 
 
-def test_verbose_shows_the_traceback(tmp_path):
-  proc = _run("camtl_jax.main", "--config", "tiny", "--config.tasks=('glue/rtee',)",
-              "--workdir", str(tmp_path / "w"), "--verbose")
-  assert proc.returncode != 0 and "Traceback" in proc.stderr
+def test_verbose_shows_the_traceback(tmp_path, capsys):
+  # --verbose lets the exception through, so Python prints its traceback.
+  with pytest.raises(ValueError, match="unknown task 'glue/rtee'"):
+    _main("camtl_jax.main", "--config", "tiny", "--config.tasks=('glue/rtee',)",
+          "--workdir", str(tmp_path / "w"), "--verbose", capsys=capsys)
 
 
-def test_other_commands_report_mistakes_in_one_line(tmp_path):
+def test_other_commands_report_mistakes_in_one_line(tmp_path, capsys):
   assert "does not exist" in _one_line_error(
-      _run("camtl_jax.cli.predict", "--workdir", str(tmp_path / "none"), "--task", "x",
-           "--text", "hi"), "camtl-predict")
+      _main("camtl_jax.cli.predict", "--workdir", str(tmp_path / "none"), "--task", "x",
+            "--text", "hi", capsys=capsys), "camtl-predict")
   assert "unknown variant" in _one_line_error(
-      _run("camtl_jax.cli.bench", "--config", "bench", "--variants", "fast"), "camtl-bench")
+      _main("camtl_jax.cli.bench", "--config", "bench", "--variants", "fast", capsys=capsys),
+      "camtl-bench")
   assert "unknown config" in _one_line_error(
-      _run("camtl_jax.cli.params", "--config", "glue_bse"), "camtl-params")
+      _main("camtl_jax.cli.params", "--config", "glue_bse", capsys=capsys), "camtl-params")
 
 
-def test_shipped_and_file_configs_load_from_any_folder(tmp_path):
-  by_name = _run("camtl_jax.cli.params", "--config", "tiny", cwd=tmp_path)
-  by_path = _run("camtl_jax.cli.params", "--config", str(REPO / "configs/tiny.py"),
-                 cwd=tmp_path)
+def test_shipped_and_file_configs_load_from_any_folder(tmp_path, capsys, monkeypatch):
+  monkeypatch.chdir(tmp_path)
+  by_name = _main("camtl_jax.cli.params", "--config", "tiny", capsys=capsys)
+  by_path = _main("camtl_jax.cli.params", "--config", str(REPO / "configs/tiny.py"),
+                  capsys=capsys)
   assert by_name.returncode == by_path.returncode == 0, by_name.stderr + by_path.stderr
   assert by_name.stdout == by_path.stdout and "5 tasks" in by_name.stdout
 

@@ -9,7 +9,7 @@ from camtl_jax.models import bert, camtl
 from camtl_jax.tasks import registry
 
 CONFIGS = {
-    "demo": None, "tiny": None, "glue_base": None, "glue_large": None, "mtl24_large": None,
+    "demo": None, "micro": None, "tiny": None, "glue_base": None, "glue_large": None, "mtl24_large": None,
     "single_task": "glue/rte", "mtl_baseline": None, "ablation": "mtu",
     "glue5_minilm": "single_task:glue/cola",
 }
@@ -65,3 +65,31 @@ def test_camtl_params_reports_a_config_without_weights(capsys):
   out = capsys.readouterr().out
   assert "8 tasks" in out and "109,482,240" in out  # BERT-base encoder, from the named shape
   assert "frozen" in out and "1.175x" in out
+
+
+@pytest.mark.integration
+def test_a_non_editable_install_ships_the_configs(tmp_path):
+  """The top-level configs/ folder installs as camtl_jax.configs: from a wheel installed into a
+  plain folder, `--config demo` resolves from any working directory."""
+  import os
+  import subprocess
+  import sys
+  repo = common.config_dir().parent
+  built = subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w",
+                          str(tmp_path / "wheel"), str(repo)], capture_output=True, text=True,
+                         timeout=600)
+  assert built.returncode == 0, built.stderr[-3000:]
+  wheel, = (tmp_path / "wheel").glob("camtl_jax-*.whl")
+  installed = subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps",
+                              "--target", str(tmp_path / "site"), str(wheel)],
+                             capture_output=True, text=True, timeout=600)
+  assert installed.returncode == 0, installed.stderr[-3000:]
+  code = ("from camtl_jax.cli import common; "
+          "print(common.config_dir()); print(common.load_config('demo').tasks[0])")
+  proc = subprocess.run([sys.executable, "-I", "-c", f"import sys; sys.path.insert(0, "
+                         f"{str(tmp_path / 'site')!r}); {code}"], cwd=tmp_path,
+                        capture_output=True, text=True, timeout=120,
+                        env={"PATH": os.environ.get("PATH", "")})
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  folder, first_task = proc.stdout.split()
+  assert folder.startswith(str(tmp_path / "site")) and first_task == "demo/sentiment"

@@ -1,4 +1,4 @@
-"""Two JAX processes on localhost (4 fake CPU devices each, gloo collectives) train the tiny config
+"""Two JAX processes on localhost (4 fake CPU devices each, gloo collectives) train the micro config
 with a checkpoint and a resume, and match one process on 8 devices with the same global batch.
 
 Each process builds only its half of every candidate set (input_pipeline.CandidateLoader's host
@@ -32,7 +32,7 @@ import pytest
 from camtl_jax import checkpoint
 
 REPO = Path(__file__).resolve().parents[1]
-# Quick: the tiny config without its multiple-choice task (K=1 halves the encoder rows), one small
+# Quick: the micro config (b = 8: one example per device) without its multiple-choice task (K=1 halves the encoder rows), one small
 # eval batch per task, evaluation only at the end of each run.
 TASKS = ("demo/sentiment", "demo/similarity", "demo/entities", "demo/span")
 # The default MT-U (calibrated scores, floor and cap). Its selection compares scores after
@@ -56,8 +56,8 @@ def _env(devices: int) -> dict:
 
 def _cmd(workdir, steps: int) -> list[str]:
   # Resuming to more steps changes the schedule: the run must say it is allowed.
-  return [sys.executable, "-m", "camtl_jax.main", "--config", "tiny",
-          "--workdir", str(workdir), f"--config.total_steps={steps}",
+  return [sys.executable, "-m", "camtl_jax.main", "--config", "micro",
+          "--workdir", str(workdir), f"--config.total_steps={steps}", "--config.batch_size=8",
           "--config.allow_resume_changes=True", *OVERRIDES]
 
 

@@ -1,4 +1,6 @@
-"""The training engine end to end on the tiny config (2 MiniLM layers, the generated demo tasks)."""
+"""The training engine end to end: in process on the micro config (default tier), in processes
+(kill, resume, 1 vs 8 devices: integration), and learning on the tiny config (2 real MiniLM
+layers: research)."""
 import json
 import os
 import signal
@@ -15,6 +17,7 @@ import pytest
 
 from camtl_jax import checkpoint, experiment, mtu, optim, sharding, train, update
 from camtl_jax.configs import tiny
+from tests.conftest import micro_config
 from camtl_jax.models.heads import TaskSpec
 from camtl_jax.tasks.base import CLASSIFICATION, REGRESSION, TAGGING
 
@@ -22,6 +25,12 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def _config(**overrides):
+  c = micro_config(**overrides)
+  c.lock()
+  return c
+
+
+def _tiny_config(**overrides):
   c = tiny.get_config()
   c.unlock()
   for key, value in overrides.items():
@@ -30,16 +39,23 @@ def _config(**overrides):
   return c
 
 
-def _train_cmd(workdir, *overrides, devices=1):
+# The micro config with tiny's schedule: 12 steps, a checkpoint every 3, so a kill lands mid-run.
+MICRO_RUN = ("--config.total_steps=12", "--config.checkpoint_every=3", "--config.eval_every=6",
+             "--config.log_every=4")
+MICRO_STEPS = 12
+
+
+def _train_cmd(workdir, *overrides, devices=1, config="micro"):
   env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}",
              JAX_PLATFORMS="cpu")
-  cmd = [sys.executable, "-m", "camtl_jax.main", "--config", "tiny",
-         "--workdir", str(workdir), *overrides]
+  schedule = MICRO_RUN if config == "micro" else ()
+  cmd = [sys.executable, "-m", "camtl_jax.main", "--config", config,
+         "--workdir", str(workdir), *schedule, *overrides]
   return cmd, env
 
 
-def _run(workdir, *overrides, devices=1, timeout=600):
-  cmd, env = _train_cmd(workdir, *overrides, devices=devices)
+def _run(workdir, *overrides, devices=1, timeout=600, config="micro"):
+  cmd, env = _train_cmd(workdir, *overrides, devices=devices, config=config)
   proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
   assert proc.returncode == 0, proc.stderr[-4000:]
   return proc
@@ -52,10 +68,35 @@ def _history(workdir):
 
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory):
-  """One uninterrupted tiny run in a subprocess (shared by several tests)."""
+  """One uninterrupted tiny run (2 real MiniLM layers) in a subprocess."""
+  workdir = tmp_path_factory.mktemp("uninterrupted_tiny")
+  _run(workdir, config="tiny")
+  return workdir
+
+
+@pytest.fixture(scope="module")
+def micro_run(tmp_path_factory):
+  """One uninterrupted 12-step micro run in a subprocess (shared by the process tests)."""
   workdir = tmp_path_factory.mktemp("uninterrupted")
   _run(workdir)
   return workdir
+
+
+def test_resume_from_an_earlier_checkpoint_equals_the_uninterrupted_run_bitwise(micro_workdir,
+                                                                                tmp_path):
+  """In process: the 4-step micro run, restored at its step-2 checkpoint and continued, ends
+  with every state leaf bit-identical to the uninterrupted run's."""
+  import shutil
+  resumed = tmp_path / "resumed"
+  shutil.copytree(micro_workdir, resumed)
+  last = micro_config().total_steps
+  shutil.rmtree(resumed / "checkpoints" / str(last))
+  assert sorted(checkpoint.make_manager(resumed, async_save=False).all_steps()) == [2]
+  train.train_and_evaluate(micro_config(), str(resumed))
+  step_a, state_a = checkpoint.load_state(micro_workdir, last)
+  step_b, state_b = checkpoint.load_state(resumed, last)
+  assert step_a == step_b == last
+  jax.tree.map(np.testing.assert_array_equal, state_a, state_b)
 
 
 @pytest.mark.research
@@ -73,7 +114,7 @@ def test_tiny_run_writes_results_and_learns(tiny_run):
 def test_tiny_run_lowers_the_loss_on_its_training_candidates(tiny_run, tmp_path):
   # MT-U trains on the most uncertain candidates, so the logged loss of the selected batches need
   # not fall step by step; the deterministic per-task-mean loss on fixed candidate sets must.
-  run = experiment.build_run(_config(), tmp_path)
+  run = experiment.build_run(_tiny_config(), tmp_path)
   initial, _, _ = train.init_state(run)
   _, final = checkpoint.load_state(tiny_run)
 
@@ -91,7 +132,7 @@ def test_tiny_run_lowers_the_loss_on_its_training_candidates(tiny_run, tmp_path)
 
 
 @pytest.mark.integration
-def test_sigkill_and_restart_equals_uninterrupted_bitwise(tiny_run, tmp_path):
+def test_sigkill_and_restart_equals_uninterrupted_bitwise(micro_run, tmp_path):
   workdir = tmp_path / "killed"
   cmd, env = _train_cmd(workdir)
   proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.DEVNULL,
@@ -108,25 +149,25 @@ def test_sigkill_and_restart_equals_uninterrupted_bitwise(tiny_run, tmp_path):
   proc.send_signal(signal.SIGKILL)
   proc.wait()
   killed_at = max(checkpoint.make_manager(workdir, async_save=False).all_steps())
-  assert killed_at < tiny.get_config().total_steps
+  assert killed_at < MICRO_STEPS
   _run(workdir)  # same command: resumes from the workdir
-  step_a, state_a = checkpoint.load_state(tiny_run)
+  step_a, state_a = checkpoint.load_state(micro_run)
   step_b, state_b = checkpoint.load_state(workdir)
-  assert step_a == step_b == tiny.get_config().total_steps
+  assert step_a == step_b == MICRO_STEPS
   jax.tree.map(np.testing.assert_array_equal, state_a, state_b)
 
 
 @pytest.mark.integration
-def test_corrupt_latest_checkpoint_falls_back_with_warning(tiny_run, tmp_path, caplog):
+def test_corrupt_latest_checkpoint_falls_back_with_warning(micro_run, tmp_path, caplog):
   import shutil
   workdir = tmp_path / "corrupt"
-  shutil.copytree(tiny_run, workdir)
+  shutil.copytree(micro_run, workdir)
   manager = checkpoint.make_manager(workdir, async_save=False)
   latest, previous = sorted(manager.all_steps())[-1], sorted(manager.all_steps())[-2]
   for f in (workdir / "checkpoints" / str(latest) / "state").rglob("*"):
     if f.is_file() and f.stat().st_size > 0:
       f.write_bytes(b"\0garbage" * 3)
-  run = experiment.build_run(_config(), workdir)
+  run = experiment.build_run(_config(total_steps=MICRO_STEPS), workdir)
   state, *_ = train.init_state(run)
   abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), state)
   with caplog.at_level("WARNING"):
@@ -135,11 +176,10 @@ def test_corrupt_latest_checkpoint_falls_back_with_warning(tiny_run, tmp_path, c
   assert f"checkpoint {latest}" in caplog.text
 
 
-@pytest.mark.integration
-def test_changed_task_list_on_same_workdir_is_refused(tiny_run, tmp_path):
+def test_changed_task_list_on_same_workdir_is_refused(micro_workdir, tmp_path):
   import shutil
   workdir = tmp_path / "mismatch"
-  shutil.copytree(tiny_run, workdir)
+  shutil.copytree(micro_workdir, workdir)
   config = _config(tasks=("demo/sentiment", "demo/entities"), total_steps=20)
   with pytest.raises(checkpoint.WorkdirMismatch, match="tasks"):
     train.train_and_evaluate(config, str(workdir))
@@ -332,8 +372,9 @@ def _fake_mesh(n):
 
 @pytest.mark.integration
 def test_one_and_eight_devices_give_the_same_losses(tmp_path):
-  _run(tmp_path / "one", "--config.total_steps=6", "--config.eval_every=100", devices=1)
-  _run(tmp_path / "eight", "--config.total_steps=6", "--config.eval_every=100", devices=8)
+  flags = ("--config.total_steps=6", "--config.eval_every=100", "--config.batch_size=8")
+  _run(tmp_path / "one", *flags, devices=1)
+  _run(tmp_path / "eight", *flags, devices=8)
   one = [h["loss"] for h in _history(tmp_path / "one")]
   eight = [h["loss"] for h in _history(tmp_path / "eight")]
   # Same program, same data; only the reduction order of the sharded sums differs.
@@ -343,7 +384,7 @@ def test_one_and_eight_devices_give_the_same_losses(tmp_path):
 def _regression_share(tmp_path, targets: str, steps: int = 40) -> float:
   """Share of selected examples that come from the regression task over the last half of a run
   whose regression targets are 'constant' (perfectly predictable) or 'noise' (unlearnable)."""
-  config = _config(tasks=("demo/sentiment", "demo/similarity"), total_steps=steps,
+  config = _tiny_config(tasks=("demo/sentiment", "demo/similarity"), total_steps=steps,
                    learning_rate=1e-3, warmup_fraction=0.0)
   run = experiment.build_run(config, tmp_path)
   target = run.train_splits[1].arrays["target"]

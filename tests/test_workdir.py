@@ -15,20 +15,24 @@ import numpy as np
 import pytest
 
 from camtl_jax import checkpoint, workdir as workdir_lib
-from tests.conftest import trained_tiny_workdir as tiny_workdir
+from tests.conftest import MICRO_12_STEPS, trained_tiny_workdir
 
 REPO = Path(__file__).resolve().parents[1]
 
 
 def _cmd(path, *overrides):
   env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS="--xla_force_host_platform_device_count=1")
-  return [sys.executable, "-m", "camtl_jax.main", "--config", "tiny", "--workdir", str(path),
-          *overrides], env
+  return [sys.executable, "-m", "camtl_jax.main", "--config", "micro", "--workdir", str(path),
+          *MICRO_12_STEPS, *overrides], env
 
 
 def _train(path, *overrides, timeout=600):
   cmd, env = _cmd(path, *overrides)
   return subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def _micro12(tmp_path_factory) -> Path:
+  return trained_tiny_workdir(tmp_path_factory, "micro12", *MICRO_12_STEPS, config="micro")
 
 
 def _snapshot(path: Path) -> dict[str, str]:
@@ -38,9 +42,9 @@ def _snapshot(path: Path) -> dict[str, str]:
 
 @pytest.fixture
 def trained_copy(tmp_path_factory, tmp_path):
-  """A copy of the session's tiny run (all five demo tasks, 12 steps)."""
+  """A copy of the session's 12-step micro run in a process (all five demo tasks)."""
   copy = tmp_path / "copy"
-  shutil.copytree(tiny_workdir(tmp_path_factory, "all5"), copy)
+  shutil.copytree(_micro12(tmp_path_factory), copy)
   return copy
 
 
@@ -64,9 +68,9 @@ def test_a_refused_run_changes_no_file_and_names_the_differing_leaves(trained_co
 @pytest.mark.integration
 def test_trajectory_changes_are_refused_unless_allowed(trained_copy):
   before = _snapshot(trained_copy)
-  line = _error_line(_train(trained_copy, "--config.batch_size=4", "--config.seed=3",
+  line = _error_line(_train(trained_copy, "--config.batch_size=8", "--config.seed=3",
                             "--config.loss_weighting=example_mean"))
-  assert "batch_size: 8 -> 4" in line and "seed: 0 -> 3" in line
+  assert "batch_size: 4 -> 8" in line and "seed: 0 -> 3" in line
   assert "loss_weighting: <absent> -> 'example_mean'" in line, line
   assert "allow_resume_changes" in line and _snapshot(trained_copy) == before
   # Allowed, it trains on through the compiled step with the other loss weighting.
@@ -109,7 +113,7 @@ def test_sigterm_saves_the_step_and_a_rerun_resumes_bitwise(tmp_path_factory, tm
   # The resumed run does not compile its train step again.
   assert "(from the persistent compilation cache)" in rerun.stderr, rerun.stderr[-3000:]
   _, resumed = checkpoint.load_state(path, 12)
-  _, uninterrupted = checkpoint.load_state(tiny_workdir(tmp_path_factory, "all5"), 12)
+  _, uninterrupted = checkpoint.load_state(_micro12(tmp_path_factory), 12)
   jax.tree.map(np.testing.assert_array_equal, resumed, uninterrupted)
 
 

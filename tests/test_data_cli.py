@@ -66,7 +66,7 @@ def test_stats_bad_data_and_unknown_task(tmp_path, capsys):
   with open(tmp_path / "sentiment" / "dev.tsv", "a", encoding="utf-8") as f:
     f.write("a sentence\tmaybe\n")
   assert cli.main(["stats", "demo/sentiment", "--data-dir", str(tmp_path)]) == 1
-  assert "dev: bad data" in capsys.readouterr().out
+  assert "camtl-data: error: dev: " in capsys.readouterr().err
   assert cli.main(["stats", "glue/mrcp", "--data-dir", str(tmp_path)]) == 2
   assert "glue/mrpc" in capsys.readouterr().err  # close-match hint
 

@@ -26,7 +26,7 @@ def test_the_unknown_task_error_names_close_matches_and_camtl_data_list():
   with pytest.raises(ValueError) as e:
     registry.get_task("glue/mrcp")
   message = str(e.value)
-  assert message.startswith("unknown task 'glue/mrcp'; did you mean glue/mrpc")
+  assert message.startswith("unknown task 'glue/mrcp'; did you mean ['glue/mrpc'")
   assert "`camtl-data list` shows all" in message and len(message) < 200
 
 
@@ -40,7 +40,7 @@ def test_camtl_data_stats_with_a_wrong_data_dir_is_an_error(tmp_path, capsys):
                          "glue/MRPC/train.tsv, glue/MRPC/dev.tsv, glue/MRPC/test.tsv)")
   assert data.main(["stats", "glue/mrcp", "--data-dir", str(tmp_path)]) == 2
   [line] = _errors(capsys)
-  assert line.startswith("camtl-data: error: unknown task 'glue/mrcp'; did you mean glue/mrpc")
+  assert line.startswith("camtl-data: error: unknown task 'glue/mrcp'; did you mean ['glue/mrpc'")
 
 
 def test_camtl_data_stats_bad_data_is_an_error_line_with_the_prefix(tmp_path, capsys):

@@ -61,7 +61,7 @@ def get_task(name: str) -> Task:
   close = difflib.get_close_matches(name, list(TASKS), n=5, cutoff=0.5)
   # Also match on the short name ("mrpc" -> "glue/mrpc").
   close += [n for n in TASKS if n.split("/")[-1] == name.split("/")[-1] and n not in close]
-  hint = f"; did you mean {', '.join(close)}?" if close else ""
+  hint = f"; did you mean {close}?" if close else ""
   # The close matches only: the whole registry would make a line of hundreds of characters.
   raise ValueError(f"unknown task {name!r}{hint}; `camtl-data list` shows all {len(TASKS)} "
                    "registered tasks")

@@ -51,7 +51,7 @@ import numpy as np
 import optax
 from flax import traverse_util
 
-from camtl_jax import checkpoint, evaluate, experiment, input_pipeline, optim, workdir
+from camtl_jax import checkpoint, evaluate, experiment, input_pipeline, optim, update, workdir
 from camtl_jax.models import camtl as camtl_lib
 from camtl_jax.models import heads
 from camtl_jax.tasks import base, metrics, registry
@@ -135,30 +135,35 @@ def train_labels(trained: workdir.TrainedModel, params: Any, mode: str, row_mask
 # The step
 
 
-def adapt_step(model: camtl_lib.CAMTL, tx: optax.GradientTransformation, labels: Any,
-               row_mask: Any | None, head_types: tuple[str, ...], params: Any, opt_state: Any,
-               batch: Mapping[str, jax.Array], rng: jax.Array) -> tuple[Any, Any, jax.Array]:
+def step_context(trained: workdir.TrainedModel, model: camtl_lib.CAMTL,
+                 tx: optax.GradientTransformation, labels: Any) -> experiment.StepContext:
+  """The StepContext adaptation's step closes over: the training config's, for the extended
+  model, with the update padded in one pass and the batch's loss its mean over the examples
+  (one task: the training rule's mean of task means, without the regression loss scale)."""
+  ctx = experiment.make_context(trained.config, model, tx, labels, ())
+  return dataclasses.replace(ctx, grad_accum_steps=1, update_chunk_rows=0,
+                             loss_weighting="task_mean", task_loss_scale=None)
+
+
+def adapt_step(ctx: experiment.StepContext, row_mask: Any | None, head_types: tuple[str, ...],
+               params: Any, opt_state: Any, bad_run: jax.Array, batch: Mapping[str, jax.Array],
+               rng: jax.Array) -> tuple[Any, Any, jax.Array, jax.Array]:
   """One update on a batch [B, K, L] of the new task (K and head_types from
-  camtl.choice_layout) -> (params, opt_state, loss).
+  camtl.choice_layout) -> (params, opt_state, bad_run, loss): the training step's loss and
+  gradient (update.loss_and_grads) and its NaN/Inf guard (update.guarded_apply; bad_run counts
+  the consecutive skipped steps, and at ctx.max_bad_steps nothing moves any more).
 
   Frozen leaves, and (with a row mask) every row outside it, are taken from the old params, so they
   stay bit-identical (not merely unchanged up to p + 0).
   """
-  trainable, frozen = optim.split_trainable(params, labels)
-
-  def loss_fn(train_params):
-    out = model.apply({"params": optim.merge(train_params, frozen)}, batch, deterministic=False,
-                      rngs={"dropout": rng}, head_types=head_types)
-    w = batch["weight"]
-    return jnp.sum((out["loss"] + out["aux_loss"]) * w) / jnp.maximum(jnp.sum(w), 1.0)
-
-  loss, grads = jax.value_and_grad(loss_fn)(trainable)
-  updated, opt_state = optim.apply_gradients(tx, params, opt_state, grads, frozen)
-  keep = lambda new, old, label: old if label == optim.FROZEN else new  # noqa: E731
-  updated = jax.tree.map(keep, updated, params, labels)
+  trainable, frozen = optim.split_trainable(params, ctx.labels)
+  loss, grads, _ = update.loss_and_grads(ctx, trainable, frozen, batch, rng, head_types)
+  updated, opt_state, ok, _ = update.guarded_apply(ctx.tx, ctx.labels, params, opt_state,
+                                                   trainable, frozen, grads, loss,
+                                                   bad_run >= ctx.max_bad_steps)
   if row_mask is not None:
     updated = jax.tree.map(lambda new, old, m: jnp.where(m, new, old), updated, params, row_mask)
-  return updated, opt_state, loss
+  return updated, opt_state, jnp.where(ok, 0, bad_run + 1), loss
 
 
 # ------------------------------------------------------------------------------------------------
@@ -241,8 +246,9 @@ class Adapter:
                                            trained.model.encoder.num_layers, labels=self.labels,
                                            learning_rate=lr, total_steps=steps)
     self.num_choices, head_types = camtl_lib.choice_layout(self.model.tasks, new_task.type)
-    self.step_fn = jax.jit(functools.partial(adapt_step, self.model, self.tx, self.labels,
-                                             self.row_mask, head_types), donate_argnums=(0, 1))
+    self.ctx = step_context(trained, self.model, self.tx, self.labels)
+    self.step_fn = jax.jit(functools.partial(adapt_step, self.ctx, self.row_mask, head_types),
+                           donate_argnums=(0, 1))
     source = experiment.data_source(trained.config, new_task)  # a spec task: its own files
     self.train_examples = registry.load_split(new_task, data_dir, "train", source=source)
     self.dev_examples = {s: registry.load_split(new_task, data_dir, s, source=source)
@@ -286,12 +292,15 @@ class Adapter:
     params = jax.tree.map(jnp.array, self.params)  # a copy: the step donates its input
     opt_state = self.tx.init(params)
     key = jax.random.key(seed)
-    loss = jnp.nan
+    loss, bad_run = jnp.nan, jnp.zeros((), jnp.int32)
     for step in range(self.steps):
       batch = {k: v[0] for k, v in loader.candidates(step).items()}
       batch["task_id"] = np.full_like(batch["task_id"], self.task_id)
-      params, opt_state, loss = self.step_fn(params, opt_state, batch,
-                                             jax.random.fold_in(key, step))
+      params, opt_state, bad_run, loss = self.step_fn(params, opt_state, bad_run, batch,
+                                                      jax.random.fold_in(key, step))
+    if int(bad_run) >= self.ctx.max_bad_steps:
+      raise ValueError(f"adapting to {self.task.name}: {int(bad_run)} consecutive steps had a "
+                       "NaN/Inf loss or gradient; lower --learning-rate")
     stats = (split.target_mean, split.target_std)
     results, score = self.evaluate(params, stats)
     log.info("%s: fraction %g (%d examples), seed %d, %d steps: final loss %.4f, %s",

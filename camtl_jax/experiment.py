@@ -193,7 +193,8 @@ def make_optimizer(config, params: Any, num_layers: int, labels: Any = None, **c
 # Parameter report
 
 
-def _count(tree: Any) -> int:
+def count_parameters(tree: Any) -> int:
+  """Elements in the leaves of a tree of arrays or shapes (jax.ShapeDtypeStruct)."""
   return int(sum(math.prod(x.shape) for x in jax.tree.leaves(tree)))
 
 
@@ -215,15 +216,16 @@ def parameter_report(model: camtl_lib.CAMTL, freeze_embeddings: bool = True) -> 
   labels = traverse_util.flatten_dict(optim.freeze_labels(shapes, frozen_range,
                                                           freeze_embeddings))
   flat = traverse_util.flatten_dict(shapes)
-  count = lambda keep: sum(math.prod(v.shape) for k, v in flat.items() if keep(k))  # noqa: E731
-  total = _count(shapes)
+  count = lambda keep: count_parameters([v for k, v in flat.items() if keep(k)])  # noqa: E731
+  total = count_parameters(shapes)
   frozen = count(lambda k: labels[k] == optim.FROZEN)
   pretrained = count(lambda k: optim.default_is_pretrained(k))
   return {"total": total, "trainable": total - frozen, "frozen": frozen,
-          "pretrained": pretrained, "new": total - pretrained, "plain_encoder": _count(plain),
-          "ratio": total / _count(plain), "frozen_layers": tuple(frozen_range),
+          "pretrained": pretrained, "new": total - pretrained,
+          "plain_encoder": count_parameters(plain), "ratio": total / count_parameters(plain),
+          "frozen_layers": tuple(frozen_range),
           "freeze_embeddings": freeze_embeddings,
-          "by_group": {group: _count(tree) for group, tree in shapes.items()}}
+          "by_group": {group: count_parameters(tree) for group, tree in shapes.items()}}
 
 
 def format_parameter_report(report: Mapping[str, Any]) -> str:

@@ -84,14 +84,8 @@ class _Encoded:
   target_std: float = 1.0
 
 
-def _where(guid: str) -> tuple[str, str | None]:
-  """Splits an Example guid "path:line" into (path, line) for DataError."""
-  path, sep, line = guid.rpartition(":")
-  return (path, line) if sep else (guid, None)
-
-
 def _data_error(ex: Example, field: str, message: str) -> DataError:
-  return DataError(*_where(ex.guid), field, message)
+  return DataError.at(ex.guid, field, message)
 
 
 def _labels_present(examples: Sequence[Example], present: Callable[[Example], bool],

@@ -135,14 +135,10 @@ def _check_long(task: Task, examples: Sequence[Example], long: np.ndarray, on_lo
     raise ValueError(f"on_long must be one of {ON_LONG}, got {on_long!r}")
   if on_long == "error" and long.any() and task.type != base.SPAN:
     first = examples[int(np.flatnonzero(long)[0])]
-    raise DataError(*_where(first.guid), None,
-                    f"{int(long.sum())} example(s) longer than the model's max_length "
-                    f"{max_length} tokens (first shown); shorten them or use on_long='truncate'")
-
-
-def _where(guid: str) -> tuple[str, str | None]:
-  path, sep, line = guid.rpartition(":")
-  return (path, line) if sep else (guid, None)
+    raise DataError.at(first.guid, None,
+                       f"{int(long.sum())} example(s) longer than the model's max_length "
+                       f"{max_length} tokens (first shown); shorten them or use "
+                       "on_long='truncate'")
 
 
 def predict(trained: TrainedModel, task_name: str, examples: Sequence[Example],

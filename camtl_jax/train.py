@@ -20,7 +20,6 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
-import optax
 
 from camtl_jax import checkpoint, compile_cache, evaluate, experiment, optim, reporting, sampling
 from camtl_jax import input_pipeline, mtu, packing, sharding, update, workdir
@@ -68,24 +67,17 @@ def train_step(ctx: StepContext, state: State, candidates: dict[str, jax.Array],
 
   trainable, frozen = optim.split_trainable(state["params"], ctx.labels)
   loss, grads, per_example = update.loss_and_grads(ctx, trainable, frozen, batch, dropout_rng)
-  grad_norm = optax.global_norm(grads)
-  params, opt_state = optim.apply_gradients(ctx.tx, state["params"], state["opt_state"], grads,
-                                            frozen)
-  updated, _ = optim.split_trainable(params, ctx.labels)
-
-  # NaN/Inf guard on the loss, the gradient and the updated parameters (a NaN learning rate gives
-  # finite gradients but NaN parameters): keep the old trainable parameters and optimizer state
-  # and count the skipped step. Frozen leaves are untouched by the update, so no `where` for them.
+  # The NaN/Inf guard (update.guarded_apply) keeps the old state of a bad step, which is counted.
   # After max_bad_steps consecutive bad steps the state halts on the device at once (no step
   # updates it any more, even a finite one) until the host stops at its next log step.
   halted = state["bad_run"] >= ctx.max_bad_steps
-  ok = (jnp.isfinite(loss) & jnp.isfinite(grad_norm) & jnp.isfinite(optax.global_norm(updated))
-        & ~halted)
-  keep = lambda new, old: jax.tree.map(lambda n, o: jnp.where(ok, n, o), new, old)
+  params, opt_state, ok, grad_norm = update.guarded_apply(
+      ctx.tx, ctx.labels, state["params"], state["opt_state"], trainable, frozen, grads, loss,
+      halted)
   new_state = {
       "step": step + 1,
-      "params": optim.merge(keep(updated, trainable), frozen),
-      "opt_state": keep(opt_state, state["opt_state"]),
+      "params": params,
+      "opt_state": opt_state,
       "used": jnp.where(ok, sampling.update_used(state["used"], batch["uid"], batch["weight"]),
                         state["used"]),
       "bad_run": jnp.where(ok, 0, state["bad_run"] + 1),
@@ -257,7 +249,7 @@ def build_step(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh,
   """
   encoder = encoder or experiment.encoder_shape(config)
   experiment.validate_config(config, encoder.num_layers, mesh)
-  specs = experiment.task_specs(experiment.get_tasks(config.tasks))
+  specs = experiment.task_specs(experiment.config_tasks(config))
   model = experiment.build_model(config, encoder, specs)
   example = camtl_lib.example_batch(specs, 1, min(8, config.max_length))
   params = jax.eval_shape(model.init, jax.random.key(0), example)["params"]

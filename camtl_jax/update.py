@@ -13,6 +13,9 @@ mean over the P tasks present of each task's mean loss (DESIGN 4.2 step 6; a tas
 gradient is 1/P whatever its share of the rows). loss_weighting="example_mean" instead weights every
 selected example alike, w_i = 1 / n: a task's weight is its share of the batch. Either way
 config.regression_loss_scale multiplies the regression tasks' w_i (experiment.task_loss_scale).
+
+guarded_apply is the optimizer step behind the NaN/Inf guard; the train step and adaptation's
+step both take it.
 """
 from __future__ import annotations
 
@@ -21,7 +24,9 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from camtl_jax import optim, packing
+import optax
+
+from camtl_jax import optim, packing, sharding
 
 
 LOSS_WEIGHTINGS = ("task_mean", "example_mean")
@@ -46,28 +51,29 @@ def example_weights(task_id: jax.Array, weight: jax.Array, num_tasks: int,
   return w
 
 
-def _loss_fn(ctx, frozen):
+def _loss_fn(ctx, frozen, head_types: tuple[str, ...] | None = None):
   """(trainable params, batch with '_w' [B], dropout key, packed rows or None) ->
-  (weighted loss, per-example loss [B])."""
+  (weighted loss, per-example loss [B]); head_types: only these heads run (None: all)."""
 
   def loss_fn(train_params, batch, key, packed_rows=None):
     params = optim.merge(train_params, frozen)
     out = ctx.model.apply({"params": params}, batch, deterministic=False, rngs={"dropout": key},
-                          packed=packed_rows)
+                          packed=packed_rows, head_types=head_types)
     per_example = out["loss"] + out["aux_loss"]
     return jnp.sum(per_example * batch["_w"]), out["loss"]
   return loss_fn
 
 
-def padded_loss_and_grads(ctx, trainable, frozen, batch: dict[str, jax.Array], rng: jax.Array
+def padded_loss_and_grads(ctx, trainable, frozen, batch: dict[str, jax.Array], rng: jax.Array,
+                          head_types: tuple[str, ...] | None = None
                           ) -> tuple[jax.Array, Any, jax.Array]:
   """(loss, gradient w.r.t. the trainable leaves, per-example loss [b]) of the batch [b, K, L],
-  scanned over ctx.grad_accum_steps micro-batches."""
+  scanned over ctx.grad_accum_steps micro-batches; head_types: only these heads (None: all)."""
   weights = example_weights(batch["task_id"], batch["weight"], ctx.num_tasks,
                               ctx.loss_weighting, ctx.task_loss_scale)
   k = ctx.grad_accum_steps
   micro = jax.tree.map(lambda x: x.reshape((k, -1) + x.shape[1:]), dict(batch, _w=weights))
-  grad_fn = jax.value_and_grad(_loss_fn(ctx, frozen), has_aux=True)
+  grad_fn = jax.value_and_grad(_loss_fn(ctx, frozen, head_types), has_aux=True)
 
   def body(carry, xs):
     loss_acc, grad_acc = carry
@@ -123,21 +129,40 @@ def chunk_loss_and_grads(ctx, trainable, frozen, batch: dict[str, jax.Array],
                                                  ctx.update_chunk_rows)
   mb = dict(batch, unpack_index=local_index, _w=jnp.where(in_chunk, packed["weights"], 0.0))
   grad_fn = jax.value_and_grad(_loss_fn(ctx, frozen), has_aux=True)
-  (loss, per_example), grads = grad_fn(trainable, mb, key, constrain_rows(ctx, part))
+  # The chunk's rows split over 'data' on their first axis (ctx.example_sharding), if set.
+  (loss, per_example), grads = grad_fn(trainable, mb, key,
+                                       sharding.constrain(part, ctx.example_sharding))
   return loss, grads, jnp.where(in_chunk, per_example, 0.0)
 
 
-def constrain_rows(ctx, rows: dict[str, jax.Array]) -> dict[str, jax.Array]:
-  """A chunk's rows split over 'data' on their first axis (ctx.example_sharding), if set."""
-  if ctx.example_sharding is None:
-    return rows
-  return jax.lax.with_sharding_constraint(rows, ctx.example_sharding)
-
-
-def loss_and_grads(ctx, trainable, frozen, batch: dict[str, jax.Array], rng: jax.Array
+def loss_and_grads(ctx, trainable, frozen, batch: dict[str, jax.Array], rng: jax.Array,
+                   head_types: tuple[str, ...] | None = None
                    ) -> tuple[jax.Array, Any, jax.Array]:
   """(loss, gradient w.r.t. the trainable leaves, per-example loss [b]): packed when the context
-  says so (ctx.update_chunk_rows > 0), else padded."""
+  says so (ctx.update_chunk_rows > 0), else padded. head_types: only these heads run (a batch
+  laid out for them, camtl.choice_layout; padded only); None: every head."""
   if ctx.update_chunk_rows > 0:
     return packed_loss_and_grads(ctx, trainable, frozen, batch, rng)
-  return padded_loss_and_grads(ctx, trainable, frozen, batch, rng)
+  return padded_loss_and_grads(ctx, trainable, frozen, batch, rng, head_types)
+
+
+def guarded_apply(tx: optax.GradientTransformation, labels: Any, params: Any, opt_state: Any,
+                  trainable: Any, frozen: Any, grads: Any, loss: jax.Array, halted: jax.Array
+                  ) -> tuple[Any, Any, jax.Array, jax.Array]:
+  """The optimizer step behind the NaN/Inf guard: (params, opt_state, ok, gradient norm).
+
+  The guard covers the loss, the gradient and the updated parameters (a NaN learning rate gives
+  finite gradients but NaN parameters): when any is not finite, or `halted` (the caller's count
+  of consecutive bad steps reached its limit: the state then stays put until the host stops),
+  the old trainable parameters and optimizer state are kept (ok False). Frozen leaves are
+  untouched by the update, so they are the old ones, bit-identical, either way.
+  trainable, frozen: optim.split_trainable(params, labels); grads: of the trainable leaves.
+  """
+  grad_norm = optax.global_norm(grads)
+  new_params, new_opt_state = optim.apply_gradients(tx, params, opt_state, grads, frozen)
+  updated, _ = optim.split_trainable(new_params, labels)
+  ok = (jnp.isfinite(loss) & jnp.isfinite(grad_norm) & jnp.isfinite(optax.global_norm(updated))
+        & ~halted)
+  keep = lambda new, old: jax.tree.map(lambda n, o: jnp.where(ok, n, o), new, old)  # noqa: E731
+  params = optim.merge(keep(updated, trainable), frozen)
+  return params, keep(new_opt_state, opt_state), ok, grad_norm

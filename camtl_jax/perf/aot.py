@@ -29,9 +29,8 @@ from typing import Any
 
 import jax
 import ml_collections
-import numpy as np
 
-from camtl_jax import sharding, train
+from camtl_jax import experiment, sharding, train
 from camtl_jax.perf import profiling
 
 # Names of the setup from shapes and of XLA's reports, kept for aot.py's callers: their one
@@ -117,7 +116,7 @@ def compile_for_topology(config: ml_collections.ConfigDict, topology: str,
       "mesh": dict(mesh.shape), "fsdp": bool(config.mesh.fsdp),
       "encoder": {"model_path": config.model_path, "layers": encoder.num_layers,
                   "hidden": encoder.hidden_size, "dtype": encoder.dtype},
-      "parameters": sum(int(np.prod(x.shape)) for x in jax.tree.leaves(setup.abstract["params"])),
+      "parameters": experiment.count_parameters(setup.abstract["params"]),
       "tasks": len(config.tasks), "sampler": config.sampler,
       "candidates": list(setup.candidates["input_ids"].shape),
       "global_batch": config.batch_size, "hbm_per_chip": chip["hbm_bytes"],

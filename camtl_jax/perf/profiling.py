@@ -162,7 +162,8 @@ def step_part(source: OpSource, frames: dict[int, list[str]]) -> str:
 def thunk_times(trace_dir: str | Path) -> dict[str, tuple[float, int]]:
   """The newest perfetto trace under trace_dir -> {hlo_op: (total seconds, thunk calls)} over the
   jitted modules' thunks."""
-  traces = sorted(Path(trace_dir).glob("**/perfetto_trace.json.gz"), key=lambda p: p.stat().st_mtime)
+  traces = sorted(Path(trace_dir).glob("**/perfetto_trace.json.gz"),
+                  key=lambda p: p.stat().st_mtime)
   if not traces:
     raise FileNotFoundError(f"no perfetto_trace.json.gz under {trace_dir}")
   with gzip.open(traces[-1]) as f:

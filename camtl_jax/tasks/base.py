@@ -95,3 +95,9 @@ class DataError(ValueError):
       where += f", field '{field}'"
     super().__init__(f"{where}: {message}")
     self.path, self.line, self.field = path, line, field
+
+  @classmethod
+  def at(cls, guid: str, field: str | None, message: str) -> "DataError":
+    """The error of the example whose guid is "path:line" (or a bare name: no line)."""
+    path, sep, line = guid.rpartition(":")
+    return cls(path, line, field, message) if sep else cls(guid, None, field, message)

@@ -35,27 +35,27 @@ def _write_lock(workdir, host, pid):
 
 @pytest.mark.integration  # a subprocess holds the lock
 def test_lock_of_a_live_run_refuses_then_is_taken_over_once_it_died(tmp_path, caplog):
-  workdir = tmp_path.resolve()
-  proc = subprocess.Popen([sys.executable, "-c", HOLD_LOCK, str(workdir)], text=True,
+  path = tmp_path.resolve()
+  proc = subprocess.Popen([sys.executable, "-c", HOLD_LOCK, str(path)], text=True,
                           stdout=subprocess.PIPE, env={**os.environ, "JAX_PLATFORMS": "cpu"})
   try:
     assert proc.stdout.readline().strip() == "locked"
     with pytest.raises(workdir.WorkdirLocked) as e:
-      workdir.WorkdirLock(workdir).acquire()
+      workdir.WorkdirLock(path).acquire()
     message = str(e.value)
-    assert str(workdir) in message and "another run" in message
+    assert str(path) in message and "another run" in message
     assert f"host {socket.gethostname()}, pid {proc.pid}," in message
   finally:
     proc.kill()
     proc.wait()  # reaped: a zombie still counts as alive
   with caplog.at_level(logging.WARNING, logger=workdir.__name__):
-    with workdir.WorkdirLock(workdir) as lock:
+    with workdir.WorkdirLock(path) as lock:
       record = json.loads(lock.path.read_text())
       assert record["pid"] == os.getpid() and record["host"] == socket.gethostname()
       assert set(record) == {"host", "pid", "started"}
   [warning] = _records(caplog)
   assert f"of pid {proc.pid} " in warning and "no longer running" in warning
-  assert not (workdir / ".lock").exists()
+  assert not (path / ".lock").exists()
 
 
 @pytest.mark.integration  # a subprocess gives a dead pid

@@ -33,8 +33,6 @@ PAPER_MTU = {"mtu_uncertainty": "normalised", "mtu_min_share": 0.0, "mtu_max_sha
 # Arms matched to camtl_mtu's compute: arm -> the config whose steps are scaled (layernorm is full
 # CA-MTL with proportional sampling).
 MATCHED = {"mtl_matched": "glue5_minilm:mtl", "camtl_matched": "glue5_minilm:layernorm"}
-# The HF transformers recipe of hf_single_task (camtl_jax/perf/hf_finetune.py).
-HF_RECIPE = {"epochs": 3, "learning_rate": 2e-5, "batch_size": 32, "select": "best_epoch"}
 
 
 def default_data_dir() -> str:
@@ -93,9 +91,10 @@ def experiment_arms(seeds=(0, 1), total_steps=None,
                     step_flops: Callable[[str], float] | None = None):
   """The runs of `camtl-experiment --experiment glue5_minilm`: (arm, seed, config, overrides).
 
-  Per seed: camtl_mtu_paper, hf_single_task (one model per task, HF transformers' recipe
-  HF_RECIPE), mtl_matched and camtl_matched, then camtl_mtu, mtl and single_task; after all seeds
-  the ablation steps (first seed). Multi-task arms evaluate dev at half and all their steps (the
+  Per seed: camtl_mtu_paper, hf_single_task (first seed only: one model per task, HF
+  transformers' recipe, camtl_jax/perf/hf_finetune.RECIPE, about 8x the rows of a 2000-step run), mtl_matched and
+  camtl_matched, then camtl_mtu, mtl and single_task; after all seeds the ablation steps (first
+  seed), then hf_single_task's other seeds. Multi-task arms evaluate dev at half and all their steps (the
   better is kept), single-task arms at their end. Single-task budget: each task trains
   total_steps / 5 steps of b examples, the examples a task gets on average in a multi-task run.
   Matched arms: step_flops(config) is XLA's FLOPs of one compiled train step of that config
@@ -111,14 +110,16 @@ def experiment_arms(seeds=(0, 1), total_steps=None,
     mtu = step_flops("glue5_minilm:camtl_mtu")
     matched = {arm: (config, _flags(matched_steps(steps, mtu, step_flops(config))))
                for arm, config in MATCHED.items()}
-  runs, later = [], []
+  hf = lambda seed: [("hf_single_task", seed, f"hf:glue5_minilm:single_task:{t}", ())  # noqa
+                     for t in GLUE5]
+  runs = []
   for seed in seeds:
     runs += [("camtl_mtu_paper", seed, "glue5_minilm:camtl_mtu_paper", multi)]
-    runs += [("hf_single_task", seed, f"hf:glue5_minilm:single_task:{t}", ()) for t in GLUE5]
+    runs += hf(seed) if seed == seeds[0] else []
     runs += [(arm, seed, config, flags) for arm, (config, flags) in matched.items()]
     runs += [("camtl_mtu", seed, "glue5_minilm:camtl_mtu", multi),
              ("mtl", seed, "glue5_minilm:mtl", multi)]
     runs += [("single_task", seed, f"glue5_minilm:single_task:{t}", single) for t in GLUE5]
-  later = [(arm, seeds[0], f"glue5_minilm:{arm}", multi)
+  runs += [(arm, seeds[0], f"glue5_minilm:{arm}", multi)
            for arm in ("attention", "adapter", "layernorm")]
-  return runs + later
+  return runs + [run for seed in seeds[1:] for run in hf(seed)]

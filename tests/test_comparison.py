@@ -22,7 +22,8 @@ def test_the_glue5_plan_puts_the_new_arms_first_with_an_equal_single_task_budget
   assert [r.arm for r in runs[:14]] == seed0[:14]  # seed 0 of every main arm before seed 1
   assert {r.arm for r in runs} == (set(glue5_minilm.ARMS) - {"single_task"}) | {
       "single_task", "hf_single_task", "mtl_matched", "camtl_matched"}
-  assert [r.arm for r in runs[-3:]] == ["attention", "adapter", "layernorm"]
+  assert [r.arm for r in runs[-8:-5]] == ["attention", "adapter", "layernorm"]
+  assert [(r.arm, r.seed) for r in runs[-5:]] == [("hf_single_task", 1)] * 5  # hours per seed
   single = [r for r in runs if r.arm == "single_task"]
   assert all(r.overrides[0] == "--config.total_steps=20" for r in single)  # 100 steps / 5 tasks
   assert len({r.folder for r in runs}) == len(runs)  # every run its own workdir

@@ -92,9 +92,10 @@ def experiment_arms(seeds=(0, 1), total_steps=None,
   """The runs of `camtl-experiment --experiment glue5_minilm`: (arm, seed, config, overrides).
 
   Per seed: camtl_mtu_paper, hf_single_task (first seed only: one model per task, HF
-  transformers' recipe, camtl_jax/perf/hf_finetune.RECIPE, about 8x the rows of a 2000-step run), mtl_matched and
-  camtl_matched, then camtl_mtu, mtl and single_task; after all seeds the ablation steps (first
-  seed), then hf_single_task's other seeds. Multi-task arms evaluate dev at half and all their steps (the
+  transformers' recipe camtl_jax/perf/hf_finetune.RECIPE, about 8x the rows of a 2000-step
+  run), mtl_matched and camtl_matched, then camtl_mtu, mtl and single_task; after all seeds the
+  ablation steps (first seed), then hf_single_task's other seeds. Multi-task arms evaluate dev at
+  half and all their steps (the
   better is kept), single-task arms at their end. Single-task budget: each task trains
   total_steps / 5 steps of b examples, the examples a task gets on average in a multi-task run.
   Matched arms: step_flops(config) is XLA's FLOPs of one compiled train step of that config

@@ -7,9 +7,8 @@ The `hf_single_task` arm of `camtl-experiment --experiment glue5_minilm`. The co
 task, the checkpoint (model_path), the data folder, max_length and the dev cap; the recipe is
 run_glue.py's defaults with the GLUE hyper-parameters of HF's examples:
 BertForSequenceClassification (regression: num_labels=1, MSE on the raw targets), AdamW lr 2e-5,
-no weight decay, linear decay
-without warmup, batch 32, 3 epochs, every batch padded to its longest row (dynamic padding),
-truncation at max_length. Dev is scored after each epoch by camtl_jax.tasks.metrics on the same
+no weight decay, linear decay without warmup, batch 32, 3 epochs, every batch padded to its
+longest row (dynamic padding), truncation at max_length. Dev is scored after each epoch by camtl_jax.tasks.metrics on the same
 first max_eval_examples dev examples the JAX arms see; the epoch with the best task score
 (metrics.main_score) is reported (the last epoch's metrics are kept beside it).
 

@@ -401,20 +401,13 @@ def write_curve(out: Path, task: Task, results: Sequence[RunResult], baselines: 
             for r in results]
   (out / "learning_curve.csv").write_text("\n".join(lines) + "\n")
   table = curve_table(results)
-  md = [f"# {task.name}: dev score ({score_name(task)}) vs training fraction", "",
+  md = [f"# {task.name}: dev score ({metrics.score_name(task)}) vs training fraction", "",
         "| fraction | examples | seeds | score (mean +- std) |", "|---|---|---|---|"]
   md += [f"| {r['fraction']:g} | {r['num_train']} | {r['seeds']} | {r['mean']:.4f} +- "
          f"{r['std']:.4f} |" for r in table]
   md += [f"| {name} | - | - | {value:.4f} |" for name, value in baselines.items()]
   (out / "learning_curve.md").write_text("\n".join(md) + "\n")
   _plot(out / "learning_curve.png", task, table, baselines)
-
-
-def score_name(task: Task) -> str:
-  """What metrics.main_score is for the task: the mean of its metrics (GLUE / SuperGLUE tasks),
-  else its first metric."""
-  names = task.metrics if task.benchmark else task.metrics[:1]
-  return names[0] if len(names) == 1 else "mean of " + ", ".join(names)
 
 
 def _plot(path: Path, task: Task, table: Sequence[Mapping], baselines: Mapping[str, float]) -> None:
@@ -429,7 +422,7 @@ def _plot(path: Path, task: Task, table: Sequence[Mapping], baselines: Mapping[s
     ax.axhline(value, linestyle=style, color="gray", label=name)
   ax.set_xscale("log")
   ax.set_xlabel("fraction of the training data")
-  ax.set_ylabel(f"dev score ({score_name(task)})")
+  ax.set_ylabel(f"dev score ({metrics.score_name(task)})")
   ax.set_title(task.name)
   ax.legend()
   fig.tight_layout()

@@ -140,6 +140,13 @@ def task_score(task: str, metrics: Mapping[str, float]) -> float:
   return metrics_lib.main_score(registry.get_task(task), metrics)
 
 
+def score_name(task: str) -> str:
+  """What task_score averages for the task, in words."""
+  from camtl_jax.tasks import metrics as metrics_lib  # pylint: disable=import-outside-toplevel
+  from camtl_jax.tasks import registry  # pylint: disable=import-outside-toplevel
+  return metrics_lib.score_name(registry.get_task(task))
+
+
 # ------------------------------------------------------------------------------------------------
 # Records of finished arms
 
@@ -404,11 +411,11 @@ def results_markdown(summary: dict) -> str:
   short = [t.split("/")[-1] for t in tasks]
   diffs = summary.get("paired_difference", {})
   lines = [f"# {summary['experiment']}", "", f"Command: `{summary['command']}`", "",
-           "Task score = `metrics.main_score`, the rule that selects checkpoints: the mean of the "
-           "task's GLUE metrics (RTE/SST-2 accuracy, MRPC mean of F1 and accuracy, STS-B mean of "
-           "Pearson and Spearman, CoLA MCC). Score = the mean of the five task scores. With "
-           "several seeds: mean [min, max]. Paired: camtl_mtu's score minus the arm's, seed by "
-           "seed, mean [min, max].", "",
+           "Task score = `metrics.main_score`, the rule that selects checkpoints and scores "
+           "adaptation: " + "; ".join(f"{t.split('/')[-1]} {score_name(t)}" for t in tasks)
+           + f". Score = the mean of the {len(tasks)} task scores. With several seeds: mean "
+           "[min, max]. Paired: camtl_mtu's score minus the arm's, seed by seed, mean [min, max].",
+           "",
            "| arm | seeds | " + " | ".join(short) + " | score | camtl_mtu - arm (paired) |",
            "|" + "---|" * (len(tasks) + 4)]
   for arm, s in arms.items():

@@ -70,6 +70,9 @@ def test_one_task_score_rule_the_mean_of_the_benchmark_metrics():
   assert comparison.task_score("glue/mrpc", mrpc) == metrics.main_score(
       registry.get_task("glue/mrpc"), mrpc)  # what selects checkpoints
   assert not hasattr(comparison, "main_metric")  # no second rule under another name
+  assert metrics.score_metrics(registry.get_task("glue/mrpc")) == ("f1", "accuracy")
+  assert comparison.score_name("glue/stsb") == "mean of pearson, spearman"
+  assert comparison.score_name("glue/cola") == "mcc"
 
 
 def test_an_experiment_config_without_arms_is_refused():
@@ -142,6 +145,7 @@ def test_records_of_finished_arms_and_the_tables_built_from_them(tmp_path):
          "0.1500 [0.1500, 0.1500] (n = 2) |" in table
   assert "| mtl | 1k | 1.6k (1.00) | 37.5% (of 1,600) | n/a | 100G | 20, 10 |" in table
   assert "Not yet finished (no record): single_task seed 0" in table
+  assert "adaptation: rte accuracy; mrpc mean of f1, accuracy. Score = the mean of the 2" in table
   assert "proportional, 100 steps of b = 16" in table
   comparison.write_outputs(tmp_path, summary)
   assert (tmp_path / "results.png").stat().st_size > 0

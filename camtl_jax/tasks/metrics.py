@@ -235,12 +235,25 @@ def compute_metrics(task: Task, predictions: Sequence, references: Sequence,
   return {name + suffix: METRICS[name](p, r, example_ids, task) for name in task.metrics}
 
 
+def score_metrics(task: Task) -> tuple[str, ...]:
+  """The metrics a task's score averages: every metric of a GLUE/SuperGLUE task, else the first.
+  The one rule of a task's score: checkpoint selection, adaptation and the comparison tables."""
+  return tuple(task.metrics if task.benchmark else task.metrics[:1])
+
+
+def score_name(task: Task) -> str:
+  """What main_score is for the task, in words ("accuracy", "mean of f1, accuracy")."""
+  names = score_metrics(task)
+  return names[0] if len(names) == 1 else "mean of " + ", ".join(names)
+
+
 def main_score(task: Task, metrics: Mapping[str, float]) -> float:
-  """The task's score: the mean of its metrics for GLUE/SuperGLUE tasks, else its main metric.
+  """The task's score: the mean of its score_metrics (all of a GLUE/SuperGLUE task's metrics,
+  else its main metric).
 
   Metric names may carry MNLI's "_m"/"_mm" suffixes; all present variants are averaged.
   """
-  names = task.metrics if task.benchmark else task.metrics[:1]
+  names = score_metrics(task)
   values = [metrics[n + s] for n in names for s in ("", "_m", "_mm") if n + s in metrics]
   if not values:
     raise ValueError(f"{task.name}: none of the metrics {list(names)} in {sorted(metrics)}")

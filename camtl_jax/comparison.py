@@ -521,8 +521,26 @@ def collect(out: Path, runs: Sequence[ArmRun], committed: Path, experiment: str,
     merged = json.loads(flops.read_text()) | merged  # a committed value stays
     known.write_text(json.dumps(merged, indent=1, sort_keys=True) + "\n")
   summary = summarise(committed / "none", runs, experiment, command, committed)
-  (committed / "results.md").write_text(results_markdown(summary))
+  tables = results_markdown(summary)
+  (committed / "results.md").write_text(tables)
+  refresh_tables(committed.parent / f"{committed.name}.md", tables)
   return new
+
+
+TABLES_START, TABLES_END = "<!-- tables: camtl-experiment --collect -->", "<!-- /tables -->"
+
+
+def refresh_tables(document: Path, tables: str) -> None:
+  """Replaces the text between TABLES_START and TABLES_END in a results document (if it has
+  them) by the tables, less their title and command lines."""
+  if not document.exists():
+    return
+  text = document.read_text()
+  if TABLES_START not in text or TABLES_END not in text:
+    return
+  body = tables[tables.index("Task score = "):] if "Task score = " in tables else tables
+  head, rest = text.split(TABLES_START, 1)
+  document.write_text(f"{head}{TABLES_START}\n{body}{TABLES_END}{rest.split(TABLES_END, 1)[1]}")
 
 
 def run_experiment(experiment: str, out: Path, seeds: Sequence[int], overrides: Sequence[str],

@@ -160,7 +160,12 @@ def test_collect_copies_new_records_and_writes_the_tables(tmp_path):
   committed = tmp_path / "committed"
   committed.mkdir()
   (committed / "step_flops.json").write_text(json.dumps({"glue5_minilm:mtl": 1.0}))
+  (tmp_path / "committed.md").write_text(f"# x\n{comparison.TABLES_START}\nold\n"
+                                         f"{comparison.TABLES_END}\nprose\n")
   new = comparison.collect(tmp_path, runs, committed, "glue5_minilm", "camtl-experiment ...")
+  document = (tmp_path / "committed.md").read_text()
+  assert "old" not in document and document.endswith("<!-- /tables -->\nprose\n")
+  assert "| mtl | 1 | 0.600 | 0.6000 |" in document
   assert new == [comparison.record_path(committed, "mtl", 0)]
   record = json.loads(new[0].read_text())
   assert record["commands"][0].startswith("python -m camtl_jax.main --config glue5_minilm:mtl "

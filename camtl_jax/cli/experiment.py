@@ -12,8 +12,9 @@ arm and seed with a record in --committed (default: the checkout's docs/results/
 it exists) is not run at all. --config.FIELD=VALUE flags go to every arm; --data-dir DATA is
 --config.data_dir=DATA. Compute-matched arms need XLA's FLOPs of a train step per config:
 measured once (a compile each) and kept in DIR/step_flops.json (a committed step_flops.json is
-used first). --collect trains nothing: it copies DIR's new records into --committed and writes
-its results.md (then commit that folder).
+used first). --collect trains nothing: it copies DIR's new records into --committed, writes
+its results.md and the tables of the results document beside it (COMMITTED.md, between its
+markers); then commit both.
 """
 from __future__ import annotations
 

@@ -236,7 +236,7 @@ def test_an_arm_that_stops_on_a_user_error_shows_that_error(tmp_path):
   lines = stopped.stderr.strip().splitlines()
   assert "Traceback" not in stopped.stderr
   assert lines[-1].startswith("camtl-experiment: error: mtl/seed0 stopped (exit 2): "), lines[-1]
-  assert "no_data/glue/RTE/train.tsv: missing file for glue/rte split 'train'" in lines[-1]
+  assert "camtl-train: error: missing data files (data_dir " in lines[-1]  # the arm's own line
 
 
 @pytest.mark.integration

@@ -718,6 +718,8 @@ def _train_values(spec: SpecTask, stamp: tuple[int, int]) -> tuple[tuple[str, ..
       raise DataError(*ex.guid.rsplit(":", 1), spec.choices_field,
                       f"{n} choices, but the first row has {counts[0]}: every row needs the "
                       "same number")
+  if spec.type in (base.CLASSIFICATION, base.TAGGING) and not spec.labels:
+    log.info("%s: labels from the train split: %s", spec.name, sorted(values))  # once (cached)
   return tuple(sorted(values)), counts[0]
 
 
@@ -731,7 +733,6 @@ def finalise(spec: SpecTask) -> SpecTask:
   stat = Path(spec.file("train")).stat()
   values, count = _train_values(spec, (stat.st_mtime_ns, stat.st_size))
   if infer_labels:
-    log.info("%s: labels from the train split: %s", spec.name, list(values))
     spec = dataclasses.replace(spec, labels=values, inferred_labels=True)
   if infer_choices:
     spec = dataclasses.replace(spec, num_choices=count)

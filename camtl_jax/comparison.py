@@ -208,7 +208,8 @@ def _run_part(run: ArmRun, out: Path, overrides: Sequence[str], measures: Measur
   if run.runner == "hf":
     part |= {"rows_seen": result["rows_seen"], "train_rows": result["train_rows"],
              "steps": result["epochs"][-1]["step"], "flops": result["flops"],
-             "parameters": result["parameters"], "selected": result["selected"],
+             "parameters": result["parameters"],
+             "selected": f"the best dev epoch of {len(result['epochs'])}, per task",
              "settings": {"recipe": result["recipe"], "max_length": config["max_length"],
                           "max_eval_examples": config["max_eval_examples"],
                           "torch": result["torch"], "transformers": result["transformers"]}}

@@ -77,6 +77,7 @@ def _compile_cmd(tmp_path, *extra):
           "v5e:2x2", "--json", str(tmp_path / "aot.json"), *extra]
 
 
+@pytest.mark.integration
 @pytest.mark.skipif(HAVE_LIBTPU, reason="libtpu is installed: its absence cannot be tested")
 def test_compile_tpu_without_libtpu_fails_clearly(tmp_path):
   proc = subprocess.run(_compile_cmd(tmp_path), cwd=REPO, capture_output=True, text=True,

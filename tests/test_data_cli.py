@@ -23,6 +23,7 @@ def test_list(capsys):
     assert name in out
 
 
+@pytest.mark.integration
 def test_console_script_runs():
   # The installed entry point if present, else the module: both go through cli.main.
   exe = os.path.join(os.path.dirname(sys.executable), "camtl-data")

@@ -34,7 +34,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
-SERVERS = ("camtl", "one_at_a_time", "per_task", "hf")
+SERVERS = ("camtl", "one_at_a_time", "hf", "per_task")
 BATCHED = dict(max_rows=64, row_buckets=(1, 4, 16, 64), max_wait_s=0.005)
 ONE_AT_A_TIME = dict(max_rows=64, row_buckets=(1, 2, 4, 8, 16, 64), batching=False)
 
@@ -315,6 +315,46 @@ def _wait_for_port(port: int, timeout: float = 60) -> None:
   raise RuntimeError(f"nothing listens on port {port}")
 
 
+def forward_lockstep(path: str, rows: int = 64, length: int = 48, repeats: int = 10) -> dict:
+  """Seconds per call of the served forward (the mixed-task program, rows of every task) and of
+  one HF PyTorch BertModel (no-grad) on the same rows x length tokens, called in turn (lockstep:
+  a busy moment of the shared machine hits both); medians."""
+  import jax  # pylint: disable=import-outside-toplevel
+  import torch  # pylint: disable=import-outside-toplevel
+  import transformers  # pylint: disable=import-outside-toplevel
+  from camtl_jax import experiment, multitask_export, serve  # pylint: disable=C0415
+  model = serve.load_workdir(path)
+  rng = np.random.default_rng(0)
+  ids = rng.integers(1000, 5000, (rows, length)).astype(np.int32)
+  ids[:, 0] = 101
+  part = multitask_export.Part(0, {"input_ids": ids, "token_type_ids": np.zeros_like(ids),
+                                   "attention_mask": np.ones_like(ids)})
+  inputs = multitask_export.mixed_inputs([part], model.num_choices, length)
+  inputs["task_id"][:] = np.arange(rows) % len(model.tasks)  # every task in the batch
+  bert = transformers.BertModel.from_pretrained(experiment.resolve_model_path("minilm")).eval()
+  torch.set_num_threads(os.cpu_count() or 1)
+  tensors = {k: torch.from_numpy(inputs[k]).long() for k in ("input_ids", "token_type_ids",
+                                                              "attention_mask")}
+
+  def hf():
+    with torch.inference_mode():
+      return bert(**tensors).last_hidden_state
+  calls = {"camtl_mixed_forward": lambda: model.run(inputs), "hf_bertmodel_forward": hf}
+  times = {name: [] for name in calls}
+  for name, call in calls.items():
+    call()  # compile / warm
+  for _ in range(repeats):
+    for name, call in calls.items():
+      start = time.perf_counter()
+      jax.block_until_ready(call())
+      times[name].append(time.perf_counter() - start)
+  median = {name: float(np.median(t)) for name, t in times.items()}
+  return {"rows": rows, "length": length, "repeats": repeats,
+          **{f"{name}_s": round(t, 4) for name, t in median.items()},
+          "camtl_speed_vs_hf": round(median["hf_bertmodel_forward"]
+                                     / median["camtl_mixed_forward"], 3)}
+
+
 def _commit() -> str:
   repo = Path(__file__).resolve().parents[2]
   head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=repo, capture_output=True,
@@ -335,6 +375,12 @@ def markdown(result: Mapping[str, Any]) -> str:
       lines.append(f"| {server['server']} | {run['clients']} | {run['requests_per_s']} | "
                    f"{run['p50_s']} | {run['p95_s']} | {run['p99_s']} | {run['errors']} | "
                    f"{server['peak_rss_mib']} |")
+  if "forward_lockstep" in result:
+    f = result["forward_lockstep"]
+    lines.append(f"\nForward alone, lockstep, {f['rows']} rows x {f['length']} tokens (medians of "
+                 f"{f['repeats']}): the served mixed-task forward {f['camtl_mixed_forward_s']} s, "
+                 f"HF BertModel no-grad {f['hf_bertmodel_forward_s']} s: "
+                 f"{f['camtl_speed_vs_hf']}x HF's speed.")
   return "\n".join(lines) + "\n"
 
 
@@ -346,6 +392,8 @@ def main(argv: Sequence[str] | None = None) -> int:
   parser.add_argument("--seconds", type=float, default=20.0)
   parser.add_argument("--servers", default=",".join(SERVERS))
   parser.add_argument("--out", help="write OUT.json and OUT.md")
+  parser.add_argument("--forward-check", action="store_true",
+                      help="also time the served forward against HF's on the same batch")
   parser.add_argument("--server", choices=SERVERS, help=argparse.SUPPRESS)  # the server process
   parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
   args = parser.parse_args(argv)
@@ -358,13 +406,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.error(f"--servers: unknown {unknown}; known: {list(SERVERS)}")
   clients = [int(c) for c in args.clients.split(",")]
   bodies = request_bodies(args.model)
-  result = {"command": "camtl-bench-serve " + " ".join(argv if argv is not None
-                                                         else sys.argv[1:]),
+  given = list(argv if argv is not None else sys.argv[1:])
+  # The workdir as WORKDIR: results name no machine's paths.
+  command = " ".join("WORKDIR" if a == args.model else a for a in given)
+  result = {"command": f"camtl-bench-serve {command}",
             "commit": _commit(), "machine": f"{os.cpu_count()} CPU cores (shared)",
             "requests": f"{len(bodies)} single-input requests, tasks mixed at random",
             "servers": []}
+  if args.forward_check:
+    result["forward_lockstep"] = forward_lockstep(args.model)
+    print("forward (lockstep):", result["forward_lockstep"], flush=True)
   for kind in servers:
-    result["servers"].append(measure(kind, args.model, bodies, clients, args.seconds))
+    try:
+      result["servers"].append(measure(kind, args.model, bodies, clients, args.seconds))
+    except Exception as e:  # pylint: disable=broad-except  (keep the other servers' numbers)
+      print(f"{kind}: failed: {e!r}", flush=True)
+      result.setdefault("failed", {})[kind] = repr(e)
     if args.out:  # after each server, so a partial run leaves its numbers
       Path(args.out).parent.mkdir(parents=True, exist_ok=True)
       Path(args.out + ".json").write_text(json.dumps(result, indent=2) + "\n")

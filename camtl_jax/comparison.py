@@ -329,7 +329,11 @@ def arm_summary(records: Sequence[dict]) -> dict:
       "per_seed_score": {r["seed"]: r["score"] for r in records},
       "results": {t: {m: float(np.mean([r["results"][t][m] for r in records]))
                       for m in records[0]["results"][t]} for t in tasks},
-      "rows_seen": {t: _mean_or_none(r["rows_seen"].get(t) for r in records) for t in tasks},
+      # Rows per task over the seeds that recorded them (older records may lack some).
+      "rows_seen": {t: _mean_or_none([r["rows_seen"][t] for r in records if r["rows_seen"].get(t)
+                                      is not None]) for t in tasks},
+      "rows_seen_seeds": {t: sum(r["rows_seen"].get(t) is not None for r in records)
+                          for t in tasks},
       "rows_seen_total": _mean_or_none(r["rows_seen_total"] for r in records),
       "epochs_total": _mean_or_none(r["epochs_total"] for r in records),
       "data_used": {t: _mean_or_none(r["data_used"].get(t) for r in records) for t in tasks},
@@ -439,10 +443,13 @@ def results_markdown(summary: dict) -> str:
     used = (f"{s['data_used_total']:.1%} (of {s['train_rows_total']:,})"
             if s["data_used_total"] is not None else "n/a")
     cola = s["rows_seen"].get("glue/cola")
+    cola_seeds = s.get("rows_seen_seeds", {}).get("glue/cola", len(s["seeds"]))
+    partial = f" ({cola_seeds} of {len(s['seeds'])} seeds)" if cola_seeds < len(s["seeds"]) else ""
     wall = ", ".join("n/a" if w is None else f"{w:.0f}" for w in s["wall_seconds"])
     lines.append(f"| {arm} | {_count(s['parameters_to_serve'])} | "
                  f"{_count(s['rows_seen_total'])}{epochs} | {used} | "
-                 f"{'n/a' if cola is None else f'{cola:,.0f}'} | {_count(s['flops'])} | {wall} |")
+                 f"{'n/a' if cola is None else f'{cola:,.0f}{partial}'} | {_count(s['flops'])} | "
+                 f"{wall} |")
   lines += ["", "| arm | sampler and options | checkpoint | commit(s) |", "|---|---|---|---|"]
   lines += [f"| {arm} | {_settings_text(s)} | {s['selected']} | {', '.join(s['commits'])} |"
             for arm, s in arms.items()]

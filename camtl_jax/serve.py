@@ -13,8 +13,9 @@ The model is a trained workdir (its selected checkpoint) or a multi-task artifac
 --all-tasks); both run multitask_export.forward, the mixed-task forward, so requests of every task
 share one batch. A request's inputs are checked (RequestError: 4xx JSON naming the field),
 encoded as camtl-predict encodes them (input_pipeline) in a worker thread, then queued; the
-batcher thread (Batcher) takes what arrived within max_wait_s, up to max_rows encoder rows, pads
-it to one of a fixed set of shapes (a length bucket x a row count bucket) and runs it; the
+batcher thread (Batcher) takes what arrived within max_wait_s, up to max_rows encoder rows,
+splits it by length bucket, pads each part to one of a fixed set of shapes (a length bucket x a
+row count bucket) and runs it (every task of a length bucket in one forward); the
 answers are decoded as camtl-predict decodes them (predict.RECORDS). Every shape is compiled at
 start-up, before the server accepts connections.
 """
@@ -91,8 +92,13 @@ class ServedModel:
 def load_workdir(path: str | Path, step: int | None = None) -> ServedModel:
   """A trained workdir's selected checkpoint, served by the jitted mixed-task forward."""
   import jax  # pylint: disable=import-outside-toplevel
-  from camtl_jax import workdir  # pylint: disable=import-outside-toplevel
+  from camtl_jax import compile_cache, workdir  # pylint: disable=import-outside-toplevel
   trained = workdir.load(path, step)
+  # The run's compilation cache (config.compile_cache_dir): a restarted server loads its
+  # programs instead of compiling them again.
+  cache = compile_cache.resolve(trained.config.get("compile_cache_dir", ""), trained.workdir)
+  if cache is not None:
+    compile_cache.enable(cache)
   forward = jax.jit(lambda params, inputs: multitask_export.forward(trained.model, params, inputs))
   config = trained.config
   return ServedModel(
@@ -332,20 +338,29 @@ class Batcher:
             piece.item.future.set_exception(e)
 
   def _run(self, batch: Sequence[_Piece]) -> None:
-    model = self.model
-    parts = [multitask_export.Part(p.item.task_id, {
-        k: v[p.start:p.stop] for k, v in p.item.split.arrays.items()
-        if k in multitask_export.ROW_KEYS or k == "context_mask"}) for p in batch]
-    length = input_pipeline.bucket_length([multitask_export.used_length(parts)],
-                                          model.length_buckets)
-    rows = sum(p.rows for p in batch)
+    """Runs the batch as one forward per length bucket among its pieces (a short text never
+    pays for a long one's padding)."""
+    by_length: dict[int, list[tuple[_Piece, multitask_export.Part]]] = {}
+    for piece in batch:
+      part = multitask_export.Part(piece.item.task_id, {
+          k: v[piece.start:piece.stop] for k, v in piece.item.split.arrays.items()
+          if k in multitask_export.ROW_KEYS or k == "context_mask"})
+      length = input_pipeline.bucket_length([multitask_export.used_length([part])],
+                                            self.model.length_buckets)
+      by_length.setdefault(length, []).append((piece, part))
+    for length, group in sorted(by_length.items()):
+      self._forward(length, group)
+
+  def _forward(self, length: int, group: Sequence[tuple[_Piece, multitask_export.Part]]) -> None:
+    rows = sum(piece.rows for piece, _ in group)
     size = input_pipeline.bucket_length([rows], self.limits.row_buckets)
-    inputs = multitask_export.mixed_inputs(parts, model.num_choices, length, size, size)
-    outputs = model.run(inputs)
+    inputs = multitask_export.mixed_inputs([part for _, part in group], self.model.num_choices,
+                                           length, size, size)
+    outputs = self.model.run(inputs)
     self.stats["batches"] += 1
     self.stats["rows"] += rows
     start = 0
-    for piece in batch:
+    for piece, _ in group:
       n = piece.stop - piece.start
       self._deliver(piece, {k: np.asarray(v[start:start + n]) for k, v in outputs.items()})
       start += n

@@ -36,7 +36,9 @@ import numpy as np
 
 SERVERS = ("camtl", "one_at_a_time", "hf", "per_task")
 BATCHED = dict(max_rows=64, row_buckets=(1, 4, 16, 64), max_wait_s=0.005)
-ONE_AT_A_TIME = dict(max_rows=64, row_buckets=(1, 2, 4, 8, 16, 64), batching=False)
+# One request's input per forward: 1 row (2 for a choice, a few span windows; a longer input runs
+# in pieces of 8 rows).
+ONE_AT_A_TIME = dict(max_rows=8, row_buckets=(1, 2, 4, 8), batching=False)
 
 
 # ------------------------------------------------------------------------------------------------

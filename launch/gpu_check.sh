@@ -30,7 +30,7 @@ T_CORRECT=75
 T_BENCH=100
 T_TRAIN=165
 
-usage() { sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'; }
 die() { echo "gpu_check.sh: error: $*" >&2; exit 2; }
 . "$(dirname "$0")/_config.sh"
 

@@ -61,13 +61,14 @@ def _served_without_params(path: str):
   """serve.ServedModel of a workdir's tasks, tokenizer and settings, without its parameters
   (run() is set by the caller)."""
   # pylint: disable=import-outside-toplevel
-  from camtl_jax import experiment, input_pipeline, serve, workdir
+  from camtl_jax import convert, experiment, input_pipeline, serve, workdir
   from camtl_jax.models import camtl as camtl_lib
   wd = workdir.check_workdir(path)
   config = workdir.load_config(wd)
   tasks, stats = workdir.load_task_records(wd)
   return serve.ServedModel(
-      tasks, stats, experiment.load_tokenizer(config), int(config.max_length),
+      tasks, stats, convert.load_tokenizer(experiment.resolve_model_path(config.model_path)),
+      int(config.max_length),
       int(config.doc_stride), camtl_lib.num_choices(experiment.task_specs(tasks)),
       input_pipeline.default_buckets(config.max_length, config.bucket_step), None, str(wd))
 

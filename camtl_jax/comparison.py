@@ -41,7 +41,7 @@ log = logging.getLogger(__name__)
 
 HF_PREFIX = "hf:"
 # The module each kind of run starts (python -m MODULE --config SPEC --workdir DIR ...).
-RUNNERS = {"camtl-train": "camtl_jax.main", "hf": "camtl_jax.perf.hf_finetune"}
+RUNNERS = {"camtl-train": "camtl_jax.main", "hf": "camtl_jax.cli.hf_finetune"}
 REFERENCE_ARM = "camtl_mtu"  # the arm the paired differences are taken against
 
 

@@ -6,7 +6,7 @@ JAX's deviceless compilation: the CUDA PJRT plugin (pip, the `cuda` extra) descr
 topology from an XLA GPU target description (a stream_executor.GpuTargetConfigProto in text form,
 what `--xla_gpu_target_config_filename` reads) instead of from a driver, and its devices are
 compile-only (jax.experimental.topologies.get_topology_desc(platform="cuda", topology="1xHxN",
-target_config=TEXT)). The sharded train step of aot.build_step (MT-U included when the config
+target_config=TEXT)). The sharded train step of train.build_step (MT-U included when the config
 samples with it) is lowered over a mesh of those devices and compiled by XLA's GPU pipeline (Triton
 and PTX included, no autotuning: there is no device to time candidates on), then reported per GPU:
 XLA's memory analysis against the card's HBM, and XLA's HLO cost analysis (flops, bytes accessed)
@@ -31,10 +31,10 @@ import jax
 import ml_collections
 import numpy as np
 
-from camtl_jax import sharding
-from camtl_jax.perf import aot
+from camtl_jax import sharding, train
+from camtl_jax.perf import profiling
 
-GIB = aot.GIB
+GIB = profiling.GIB
 # Share of HBM that JAX preallocates for arrays when launch/gpu.sh runs (its --mem-fraction
 # default, XLA_PYTHON_CLIENT_MEM_FRACTION); the rest is for cuBLAS/cuDNN workspaces.
 MEM_FRACTION = 0.9
@@ -163,7 +163,7 @@ def hlo_cost_report(compiled) -> dict[str, float]:
 
 
 def compile_for_gpu(config: ml_collections.ConfigDict, target: str,
-                    rows_per_task: int = aot.NOMINAL_ROWS_PER_TASK,
+                    rows_per_task: int = train.NOMINAL_ROWS_PER_TASK,
                     target_config: str | None = None) -> dict[str, Any]:
   """Compiles the config's sharded train step for a GPU target; returns the report dict (the
   TPU report's keys, per GPU: memory_per_chip, hbm_per_chip, cost_per_chip, roofline_seconds)."""
@@ -171,7 +171,7 @@ def compile_for_gpu(config: ml_collections.ConfigDict, target: str,
   gpu = GPUS[card]
   devices = gpu_devices(target, target_config)
   mesh = sharding.make_mesh(config.mesh.model, devices)
-  setup = aot.build_step(config, mesh, rows_per_task=rows_per_task)
+  setup = train.build_step(config, mesh, rows_per_task=rows_per_task)
   encoder = setup.model.encoder
   report = {
       "platform": "gpu", "topology": target, "chips": len(devices),
@@ -187,8 +187,8 @@ def compile_for_gpu(config: ml_collections.ConfigDict, target: str,
       "jax_version": jax.__version__,
   }
   start = time.perf_counter()
-  compiled = aot.lower_train_step(setup).compile()
-  memory, cost = aot.memory_report(compiled), hlo_cost_report(compiled)
+  compiled = train.lower_train_step(setup).compile()
+  memory, cost = profiling.memory_report(compiled), hlo_cost_report(compiled)
   total = memory.get("total", 0)
   report.update(compile_seconds=time.perf_counter() - start, memory_per_chip=memory,
                 hbm_fraction=total / gpu["hbm_bytes"], fits=total <= report["usable_hbm_per_chip"],

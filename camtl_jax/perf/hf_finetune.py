@@ -1,6 +1,6 @@
 """The recipe a user would otherwise run: HF transformers' PyTorch GLUE fine-tuning of one task.
 
-  python -m camtl_jax.perf.hf_finetune --config glue5_minilm:single_task:glue/rte \
+  python -m camtl_jax.cli.hf_finetune --config glue5_minilm:single_task:glue/rte \
       --workdir DIR [--config.data_dir=PATH] [--config.seed=0] [--config.max_eval_examples=500]
 
 The `hf_single_task` arm of `camtl-experiment --experiment glue5_minilm`. The config gives the
@@ -21,12 +21,9 @@ from __future__ import annotations
 
 import json
 import logging
-import sys
-import time
 from pathlib import Path
 from typing import Any, Sequence
 
-from camtl_jax.cli import common
 
 log = logging.getLogger("camtl_jax.perf.hf_finetune")
 
@@ -84,11 +81,11 @@ def finetune(config, workdir: Path) -> dict:
   from camtl_jax import experiment  # pylint: disable=import-outside-toplevel
   from camtl_jax.tasks import base, metrics, registry  # pylint: disable=import-outside-toplevel
   if len(config.tasks) != 1:
-    raise common.UserError(f"hf_finetune trains one task; the config has {list(config.tasks)}")
+    raise ValueError(f"hf_finetune trains one task; the config has {list(config.tasks)}")
   task = registry.get_task(config.tasks[0])
   if task.type not in (base.CLASSIFICATION, base.REGRESSION):
-    raise common.UserError(f"hf_finetune: {task.name} is a {task.type} task; the recipe covers "
-                           "classification and regression")
+    raise ValueError(f"hf_finetune: {task.name} is a {task.type} task; the recipe covers "
+                     "classification and regression")
   path = experiment.resolve_model_path(config.model_path)
   torch.manual_seed(config.seed)
   tokenizer = transformers.AutoTokenizer.from_pretrained(path)
@@ -158,31 +155,3 @@ def finetune(config, workdir: Path) -> dict:
   (workdir / "results.json").write_text(json.dumps(summary, indent=2))
   saved.unlink()  # the results hold everything; the weights are not kept
   return summary
-
-
-def _parser():
-  parser = common.new_parser("camtl-hf-finetune", __doc__)
-  common.add_config_argument(parser)
-  parser.add_argument("--workdir", required=True, help="epoch checkpoint and results.json")
-  return parser
-
-
-def _run(args) -> None:
-  config = common.load_config(args.config, args.overrides)
-  unused = [o for o in args.overrides if o.split("=")[0].strip() not in USED_FIELDS]
-  if unused:
-    log.info("not used by the HF recipe: %s", ", ".join(unused))
-  workdir = Path(args.workdir)
-  workdir.mkdir(parents=True, exist_ok=True)
-  (workdir / "config.json").write_text(config.to_json())
-  start = time.time()
-  summary = finetune(config, workdir)
-  log.info("%s: %s in %.0f s", config.tasks[0], summary["results"], time.time() - start)
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-  return common.run("camtl-hf-finetune", _parser(), _run, argv)
-
-
-if __name__ == "__main__":
-  sys.exit(main())

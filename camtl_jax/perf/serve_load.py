@@ -195,14 +195,15 @@ def request_bodies(path: str, per_task: int = 50, seed: int = 0) -> list[bytes]:
   from camtl_jax.tasks import registry  # pylint: disable=import-outside-toplevel
   wd = workdir.check_workdir(path)
   tasks, _ = workdir.load_task_records(wd)
+  text = lambda ex: {"text": ex.texts[0], **(  # noqa: E731
+      {"text_pair": ex.texts[1]} if len(ex.texts) > 1 else {})}
   fields = {
-      "classification": lambda ex: {"text": ex.texts[0], **(
-          {"text_pair": ex.texts[1]} if len(ex.texts) > 1 else {})},
+      "classification": text,
+      "regression": text,
       "multiple_choice": lambda ex: {"choices": [list(c) for c in ex.choices]},
       "span": lambda ex: {"question": ex.question, "context": ex.context},
       "tagging": lambda ex: {"words": list(ex.words)},
   }
-  fields["regression"] = fields["classification"]
   bodies = []
   for task in tasks:
     examples = registry.load_split(task, wd / "demo_data", "dev")[:per_task]

@@ -87,7 +87,7 @@ class SkipLog:
     return sum(self.counts.values())
 
 
-def _emit(path: str, records: Iterable[tuple[int, Any]],
+def emit(path: str, records: Iterable[tuple[int, Any]],
           parse: Callable[[int, Any], list[Example]], skips: SkipLog) -> Iterator[Example]:
   """Parses each (line, record); a DataError on one record goes to skips.invalid."""
   before = skips.total
@@ -102,7 +102,7 @@ def _emit(path: str, records: Iterable[tuple[int, Any]],
     log.info("%s: left out %d row(s): %s", path, skips.total - before, dict(skips.counts))
 
 
-def _is_test(split: str) -> bool:
+def is_test(split: str) -> bool:
   """GLUE/SuperGLUE test splits carry no labels; a missing label elsewhere is an error."""
   return split.startswith("test")
 
@@ -111,7 +111,7 @@ def _is_test(split: str) -> bool:
 # Files and lines.
 
 
-def _open_binary(path: str):
+def open_binary(path: str):
   p = Path(path)
   if not p.is_file():
     raise DataError(path, None, None, "file not found")
@@ -132,7 +132,7 @@ def _decode(path: str, line: int, raw: bytes) -> str:
 def _raw_lines(path: str, skips: SkipLog) -> Iterator[tuple[int, str]]:
   """(1-based line number, decoded line without its newline); undecodable lines go to skips."""
   i = 0
-  with _open_binary(path) as f:
+  with open_binary(path) as f:
     try:
       for i, raw in enumerate(f, 1):
         try:
@@ -181,7 +181,7 @@ _split_tsv = split_tsv
 csv.field_size_limit(2**31 - 1)
 
 
-def _jsonl(path: str, skips: SkipLog) -> Iterator[tuple[int, dict]]:
+def jsonl(path: str, skips: SkipLog) -> Iterator[tuple[int, dict]]:
   """(line, JSON object) for each non-blank line; bad JSON is an invalid row."""
   for i, text in _content_lines(path, skips):
     try:
@@ -234,7 +234,7 @@ def _get_text(record: Mapping, key: str, path: str, line: int | str | None,
   return check_text(_get(record, key, path, line, str, field), path, line, field or key)
 
 
-def _check_label(value: str, labels: Sequence[str], path: str, line: int | str | None,
+def check_label(value: str, labels: Sequence[str], path: str, line: int | str | None,
                  field: str) -> str:
   if value not in labels:
     raise DataError(path, line, field, f"unknown label {value!r}; allowed labels: {list(labels)}")
@@ -272,7 +272,7 @@ class TsvSpec:
 def _tsv_columns(path: str, split: str, spec: TsvSpec, header: list[str]) -> dict[str, int]:
   where = {name: i for i, name in enumerate(header)}
   needed = list(spec.text_columns)
-  if spec.label_column and not _is_test(split):
+  if spec.label_column and not is_test(split):
     needed.append(spec.label_column)
   for name in needed:
     if name not in where:
@@ -294,7 +294,7 @@ def _tsv_label(fields: list[str], cols: dict[str, int], spec: TsvSpec, path: str
     if not lo <= score <= hi:
       raise DataError(path, line, spec.label_column, f"score {score} outside [{lo}, {hi}]")
     return score
-  return _check_label(value, spec.labels, path, line, spec.label_column)
+  return check_label(value, spec.labels, path, line, spec.label_column)
 
 
 def read_tsv(path: str, split: str, skips: SkipLog | None = None, *, spec: TsvSpec
@@ -321,7 +321,7 @@ def read_tsv(path: str, split: str, skips: SkipLog | None = None, *, spec: TsvSp
                     label=_tsv_label(fields, cols, spec, path, line), example_id=ex_id)]
 
   empty = True
-  for ex in _emit(path, lines, parse, skips):
+  for ex in emit(path, lines, parse, skips):
     empty = False
     yield ex
   if empty and skips.total == 0:
@@ -332,7 +332,7 @@ def read_tsv(path: str, split: str, skips: SkipLog | None = None, *, spec: TsvSp
 # JSON-lines classification (SuperGLUE pairs, SNLI, SciTail snli_format, custom tasks).
 
 
-def _json_label(value: Any, path: str, line: int, field: str) -> str:
+def json_label(value: Any, path: str, line: int, field: str) -> str:
   """SuperGLUE stores labels as JSON booleans (true/false), ints (0/1) or strings."""
   if isinstance(value, bool):
     return "true" if value else "false"
@@ -347,10 +347,10 @@ def _record_label(record: Mapping, key: str, labels: Sequence[str], split: str, 
                   line: int, field: str | None = None) -> str | None:
   field = field or key
   if key not in record:
-    if _is_test(split):
+    if is_test(split):
       return None
     raise DataError(path, line, field, "missing label")
-  return _check_label(_json_label(record[key], path, line, field), labels, path, line, field)
+  return check_label(json_label(record[key], path, line, field), labels, path, line, field)
 
 
 def read_jsonl_pairs(path: str, split: str, skips: SkipLog | None = None, *,
@@ -375,7 +375,7 @@ def read_jsonl_pairs(path: str, split: str, skips: SkipLog | None = None, *,
     return [Example(guid=f"{path}:{line}", texts=texts, example_id=ex_id,
                     label=_record_label(record, label_key, labels, split, path, line))]
 
-  yield from _emit(path, _jsonl(path, skips), parse, skips)
+  yield from emit(path, jsonl(path, skips), parse, skips)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -531,7 +531,7 @@ def _record(path: str, split: str, line: int, record: dict, labels: tuple[str, .
       end = _get(a, "end", path, line, int, f"{af}.end")  # inclusive
       spans.append(checked_span(context, _get_text(a, "text", path, line, field=f"{af}.text"),
                                 start, end + 1, path, line, af))
-    if not spans and not _is_test(split):
+    if not spans and not is_test(split):
       raise DataError(path, line, f"{field}.answers", "missing answers")
     texts = tuple(dict.fromkeys(t for t, _ in spans))
     out.append(Example(guid=f"{path}:{line}:{qi}", question=_get_text(qa, "query", path, line,
@@ -567,7 +567,7 @@ def read_superglue(path: str, split: str, skips: SkipLog | None = None, *, kind:
   """SuperGLUE jsonl of a structured task; kind in copa / wic / wsc / multirc / record."""
   skips = skips or SkipLog()
   parse = _SUPERGLUE_PARSERS[kind]
-  yield from _emit(path, _jsonl(path, skips),
+  yield from emit(path, jsonl(path, skips),
                    lambda line, record: parse(path, split, line, record, labels), skips)
 
 
@@ -578,7 +578,7 @@ def read_superglue(path: str, split: str, skips: SkipLog | None = None, *, kind:
 def _wic_gold(path: str, split: str, n_data: int, skips: SkipLog) -> list[str | None]:
   gold_path = path.replace(".data.txt", ".gold.txt")
   if gold_path == path or not Path(gold_path).is_file():
-    if _is_test(split):
+    if is_test(split):
       return [None] * n_data
     raise DataError(gold_path, None, None, f"missing gold file (expected {Path(gold_path).name} "
                     f"beside {Path(path).name})")
@@ -631,7 +631,7 @@ def read_wic_original(path: str, split: str, skips: SkipLog | None = None) -> It
   gold = _wic_gold(path, split, len(data), skips)
   records = [(line, (text, label, row))
              for row, ((line, text), label) in enumerate(zip(data, gold))]
-  yield from _emit(path, records,
+  yield from emit(path, records,
                    lambda line, r: [_wic_original_example(path, line, r[0], r[1], r[2])], skips)
 
 
@@ -639,7 +639,7 @@ def read_wic_original(path: str, split: str, skips: SkipLog | None = None) -> It
 # CoNLL (WNUT-17).
 
 
-def _conll_sentences(path: str, skips: SkipLog) -> Iterator[tuple[int, list[tuple[int, str]]]]:
+def conll_sentences(path: str, skips: SkipLog) -> Iterator[tuple[int, list[tuple[int, str]]]]:
   """(first line, [(line, text), ...]) per sentence; blank or whitespace-only lines separate."""
   sentence: list[tuple[int, str]] = []
   seen = False
@@ -674,11 +674,11 @@ def read_conll(path: str, split: str, skips: SkipLog | None = None, *, labels: t
       # An empty token ("\tO") or a whitespace-only one (" \tO": not a separator line, as it
       # holds a tag) would be a word of no text.
       words.append(check_text(fields[0], path, i, "token"))
-      tags.append(_check_label(fields[1].strip(), labels, path, i, "tag"))
+      tags.append(check_label(fields[1].strip(), labels, path, i, "tag"))
     return [Example(guid=f"{path}:{first}", words=tuple(words), tags=tuple(tags),
                     example_id=number)]
 
-  yield from _emit(path, _conll_sentences(path, skips), parse, skips)
+  yield from emit(path, conll_sentences(path, skips), parse, skips)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -716,7 +716,7 @@ def read_mrqa(path: str, split: str, skips: SkipLog | None = None) -> Iterator[E
   """
   del split
   skips = skips or SkipLog()
-  records = _jsonl(path, skips)
+  records = jsonl(path, skips)
   line, header = next(records)
   if "header" not in header:
     raise DataError(path, line, "header", 'expected the MRQA header line ({"header": ...}) first')
@@ -726,11 +726,11 @@ def read_mrqa(path: str, split: str, skips: SkipLog | None = None) -> Iterator[E
     return [_mrqa_qa(path, line, context, qa, f"qas[{i}]")
             for i, qa in enumerate(_get(record, "qas", path, line, list))]
 
-  yield from _emit(path, records, parse, skips)
+  yield from emit(path, records, parse, skips)
 
 
 def _load_json_document(path: str) -> Any:
-  with _open_binary(path) as f:
+  with open_binary(path) as f:
     raw = f.read()
   if not raw.strip():
     raise DataError(path, None, None, "empty file")
@@ -786,7 +786,7 @@ def read_squad(path: str, split: str, skips: SkipLog | None = None) -> Iterator[
   if not isinstance(document, dict):
     raise DataError(path, 1, None, "expected a JSON object with a 'data' list")
 
-  yield from _emit(path, _squad_qas(path, document),
+  yield from emit(path, _squad_qas(path, document),
                    lambda field, record: [_squad_example(path, field, *record)], skips)
 
 
@@ -817,13 +817,13 @@ def _read_jsonl_regression(path: str, split: str, skips: SkipLog | None,
 
   def parse(line: int, record: dict) -> list[Example]:
     label = None
-    if label_field in record or not _is_test(split):
+    if label_field in record or not is_test(split):
       label = float(_get(record, label_field, path, line, (int, float)))
     texts = tuple(_get_text(record, k, path, line) for k in text_fields)
     ex_id = _get(record, id_field, path, line, (int, str)) if id_field else line - 1
     return [Example(guid=f"{path}:{line}", texts=texts, label=label, example_id=ex_id)]
 
-  yield from _emit(path, _jsonl(path, skips), parse, skips)
+  yield from emit(path, jsonl(path, skips), parse, skips)
 
 
 # Task types whose examples a custom task can read.

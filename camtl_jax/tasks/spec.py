@@ -62,9 +62,9 @@ log = logging.getLogger(__name__)
 # The readers' row-level helpers, so spec files are read with the same rules (blank lines, bad
 # rows, labels, skips) as the benchmark files.
 # pylint: disable=protected-access
-_is_test, _check_label, _json_label = readers._is_test, readers._check_label, readers._json_label
-_jsonl, _emit, _open_binary = readers._jsonl, readers._emit, readers._open_binary
-_conll_sentences = readers._conll_sentences
+_is_test, _check_label, _json_label = readers.is_test, readers.check_label, readers.json_label
+_jsonl, _emit, _open_binary = readers.jsonl, readers.emit, readers.open_binary
+_conll_sentences = readers.conll_sentences
 # pylint: enable=protected-access
 
 SPEC_SUFFIXES = (".yaml", ".yml", ".json")

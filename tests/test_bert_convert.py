@@ -8,13 +8,13 @@ import numpy as np
 import pytest
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-torch = pytest.importorskip("torch")
-transformers = pytest.importorskip("transformers")
-
 from camtl_jax import convert
 from camtl_jax.cli import convert as cli_convert
 from camtl_jax.models import bert
 from camtl_jax.models.bert import Encoder
+
+torch = pytest.importorskip("torch")
+transformers = pytest.importorskip("transformers")
 
 TOL = 1e-5
 # bfloat16 compute (params float32, softmax/LayerNorm in float32) vs float32 on MiniLM, measured on

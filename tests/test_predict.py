@@ -1,12 +1,8 @@
 """camtl-predict on a trained micro workdir (conftest.micro_workdir): equal to the evaluation
 step, every head type, bad input."""
-import fcntl
 import functools
 import json
-import os
 import shutil
-import subprocess
-import sys
 import types
 from pathlib import Path
 

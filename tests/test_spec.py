@@ -2,7 +2,6 @@
 errors, and a micro run on spec tasks that predict and export use after the spec is gone."""
 import json
 import shutil
-import textwrap
 from pathlib import Path
 
 import pytest

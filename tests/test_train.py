@@ -15,7 +15,7 @@ import ml_collections
 import numpy as np
 import pytest
 
-from camtl_jax import checkpoint, experiment, mtu, optim, sharding, train, update
+from camtl_jax import checkpoint, experiment, mtu, sharding, train, update
 from camtl_jax.configs import tiny
 from tests.conftest import micro_config
 from camtl_jax.models.heads import TaskSpec

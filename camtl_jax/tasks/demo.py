@@ -181,7 +181,7 @@ def _choice_row(rng: random.Random) -> dict:
 def _span_row(rng: random.Random) -> dict:
   people = _sample(rng, _FIRST_NAMES, 2 + int(rng.random() * 3))
   places = _sample(rng, _PLACES, 2 * len(people))
-  sentences, facts = [], []
+  sentences = []
   for i, person in enumerate(people):
     for kind, templates, place in (("live", _LIVE_TEMPLATES, places[2 * i]),
                                    ("work", _WORK_TEMPLATES, places[2 * i + 1])):

@@ -186,7 +186,8 @@ def test_bad_input_gives_clear_errors(workdir, trained, tmp_path, capsys):
   ragged.write_text("text\ta\nfine\n")
   with pytest.raises(base.DataError, match=r"ragged.tsv, line 2: 1 fields but the header"):
     predict.read_inputs(task, ragged)
-  with pytest.raises(ValueError, match="unknown input format 'csv'"):
+  # Neither jsonl nor tsv: read in the task's own format, whose errors name file, line and field.
+  with pytest.raises(base.DataError, match=r"x.csv, line 1, field 'sentence': missing column"):
     (tmp_path / "x.csv").write_text("a\n")
     predict.read_inputs(task, tmp_path / "x.csv")
   choice = trained.tasks[trained.task_id("demo/choice")]

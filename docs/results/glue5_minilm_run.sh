@@ -2,12 +2,12 @@
 # The glue5_minilm experiment at the config's 2000 steps; resumable: rerun this script (finished
 # arms are skipped, a killed one resumes). Order: mtl and single_task seed 0, camtl_mtu seed 0,
 # mtl seed 1, camtl_mtu seed 1, then the ablation arms (the experiment's own order after that).
-cd /work/runs/code
-source /work/main/.venv/bin/activate
-export PYTHONPATH=/work/runs/code
-COMMON=(--experiment glue5_minilm --out /work/runs/glue5_2000
-  --config.data_dir=/work/shared/data --config.max_eval_examples=500 --config.eval_every=1000
-  --config.log_every=100 --config.cache_dir=/work/runs/glue5_2000/cache)
+cd RUNS/code
+source .venv/bin/activate
+export PYTHONPATH=RUNS/code
+COMMON=(--experiment glue5_minilm --out RUNS/glue5_2000
+  --config.data_dir=DATA --config.max_eval_examples=500 --config.eval_every=1000
+  --config.log_every=100 --config.cache_dir=RUNS/glue5_2000/cache)
 # a previous copy of this script's first command still running: let it finish
 while pgrep -f "camtl-experiment --experiment glue5_minilm" > /dev/null; do sleep 20; done
 nice -n 10 camtl-experiment "${COMMON[@]}" --seeds 0 --arms mtl,single_task || exit 1

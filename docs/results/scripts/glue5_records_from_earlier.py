@@ -53,7 +53,7 @@ def main(data_dir: str, cache: str) -> None:
       record = build(arm, seed, seed_summary, measures, data_dir, earlier["command"])
       path = comparison.record_path(OUT, arm, seed)
       path.parent.mkdir(parents=True, exist_ok=True)
-      record = comparison.portable(record, "/work/runs/quiet")  # that run's folder
+      record = comparison.portable(record, "RUNS/quiet")  # that run's folder
       path.write_text(json.dumps(record, indent=1) + "\n")
       print(path, record["score"])
 

@@ -15,6 +15,11 @@ from camtl_jax.tasks import registry
 from camtl_jax.configs import demo as demo_config
 from tests.conftest import trained_tiny_workdir as tiny_workdir
 
+# Per-task artifacts of the tiny run (real MiniLM layers), run in a Python that cannot import
+# camtl_jax: processes and real weights, so integration. The mixed-task artifact's equality runs
+# in process on the micro model in tests/test_multitask_export.py.
+pytestmark = pytest.mark.integration
+
 TOLERANCE = 1e-5  # max abs difference, float32
 
 # Run with `python -I` (no PYTHONPATH, no user site, no script directory on sys.path) from a temp

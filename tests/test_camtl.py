@@ -58,6 +58,19 @@ ONLY = {
 GLUE_SPECS = experiment.task_specs(experiment.get_tasks(experiment.GLUE_TASKS))
 
 
+# Written for MiniLM's shapes and scale (6 layers, 512 positions, hidden 384; conditioning effects
+# sized against its activations): these run on the real checkpoint only (integration).
+MINILM_ONLY = ("test_forward_outputs_and_gradients", "test_encoder_subtree_is_exactly_bert_encoder",
+               "test_config_outside_the_model_fails_at_build",
+               "test_each_component_conditions_on_the_task_and_mixing_is_exact")
+
+
+@pytest.fixture(autouse=True)
+def _minilm_only(request):
+  if request.node.originalname in MINILM_ONLY and "[micro" in request.node.name:
+    pytest.skip("expectations written for MiniLM's shapes; run with -m integration")
+
+
 @pytest.fixture(scope="module", params=["micro", pytest.param("minilm", marks=pytest.mark.integration)])
 def checkpoint(request):
   """(encoder config, pretrained params, a mixed batch, the plain encoder's outputs) of the micro

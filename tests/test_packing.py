@@ -59,9 +59,13 @@ def test_unpack_index_gives_back_every_candidate_token():
   assert 0 < packing.padding_fraction(rows) < 1
 
 
-def _run(tmp_path, tasks, *overrides):
-  config = common.load_config("tiny", [f"tasks={tasks}", "pack_candidates=True", *overrides])
-  return experiment.build_run(config, tmp_path)
+def _run(tmp_path, tasks, *overrides, config="micro"):
+  """A Run of `config` (micro: the default tier's random-init model, b = 8 so that 8 devices
+  split it; tiny: two real MiniLM layers, for the real-data checks)."""
+  batch = ("batch_size=8",) if config == "micro" else ()
+  loaded = common.load_config(config, [f"tasks={tasks}", "pack_candidates=True", *batch,
+                                       *overrides])
+  return experiment.build_run(loaded, tmp_path)
 
 
 def _select(run, state, ctx, step, packed: bool):
@@ -114,9 +118,9 @@ def _assert_same_outputs(run, params, step):
 
 
 def _assert_same_selection(run, steps):
-  state, steps = train.compile_run(run)
+  state, compiled = train.compile_run(run)
   state = dict(state, params=_perturbed(state["params"]))
-  ctx = steps.ctx
+  ctx = compiled.ctx
   for step in steps:
     _assert_same_outputs(run, state["params"], step)
     padded = _select(run, state, ctx, step, packed=False)
@@ -128,7 +132,8 @@ def _assert_same_selection(run, steps):
 
 @pytest.mark.research
 def test_packed_scoring_equals_padded_on_real_glue(shared_data, minilm_path, tmp_path):
-  run = _run(tmp_path, GLUE5, f"data_dir={shared_data}", "max_length=128", "batch_size=16")
+  run = _run(tmp_path, GLUE5, f"data_dir={shared_data}", "max_length=128", "batch_size=16",
+             config="tiny")
   assert run.loader.candidates(0)["input_ids"].shape[-1] == 128  # one update shape
   rows = run.pack_plan.rows_per_host
   assert rows <= 30, rows  # of 80 candidate rows: GLUE-5's mean lengths are 11-67 of 128
@@ -138,7 +143,7 @@ def test_packed_scoring_equals_padded_on_real_glue(shared_data, minilm_path, tmp
   _assert_same_selection(run, steps=(0, 1, 2))
 
 
-def test_packed_scoring_equals_padded_on_every_demo_head_type(minilm_path, tmp_path):
+def test_packed_scoring_equals_padded_on_every_demo_head_type(tmp_path):
   # Multiple choice is scored padded in its own group; the other four head types packed.
   run = _run(tmp_path, DEMO_TASKS)
   assert run.pack_plan.tasks == (0, 1, 2, 4)
@@ -176,9 +181,9 @@ def _no_dropout(model):
 def _assert_same_update(run, steps, chunk_rows=(1, 3, 0)):
   """The packed update (chunks of 1, 3 and the default rows) against the padded one, on the
   batches MT-U selects from the run's candidates: loss, per-example loss, every gradient leaf."""
-  state, steps = train.compile_run(run, model=_no_dropout(run.model))
+  state, compiled = train.compile_run(run, model=_no_dropout(run.model))
   params = _perturbed(state["params"])
-  ctx = steps.ctx
+  ctx = compiled.ctx
   assert ctx.update_chunk_rows > 0  # the default packs the update
   trainable, frozen = optim.split_trainable(params, ctx.labels)
   for step in steps:
@@ -201,23 +206,24 @@ def _assert_same_update(run, steps, chunk_rows=(1, 3, 0)):
 
 @pytest.mark.research
 def test_packed_update_equals_padded_on_real_glue(shared_data, minilm_path, tmp_path):
-  run = _run(tmp_path, GLUE5, f"data_dir={shared_data}", "max_length=128", "batch_size=16")
+  run = _run(tmp_path, GLUE5, f"data_dir={shared_data}", "max_length=128", "batch_size=16",
+             config="tiny")
   _assert_same_update(run, steps=(0, 1))
 
 
-def test_packed_update_equals_padded_on_the_demo_head_types(minilm_path, tmp_path):
+def test_packed_update_equals_padded_on_the_demo_head_types(tmp_path):
   run = _run(tmp_path, "demo/sentiment,demo/similarity,demo/entities,demo/span")
   _assert_same_update(run, steps=(0, 2))
 
 
-def test_a_multiple_choice_task_keeps_the_update_padded(minilm_path, tmp_path):
+def test_a_multiple_choice_task_keeps_the_update_padded(tmp_path):
   run = _run(tmp_path, DEMO_TASKS)
   _, steps = train.compile_run(run)
   assert steps.ctx.update_chunk_rows == 0
 
 
 @pytest.mark.multidevice
-def test_packed_train_step_is_one_program_and_equals_padded(minilm_path, tmp_path):
+def test_packed_train_step_is_one_program_and_equals_padded(tmp_path):
   """The compiled packed step (scoring and update packed) on the mesh (8 devices in the
   multidevice run): one program over several steps, and each step's new state and metrics equal
   the padded step's from the same state (same selection, so the same update; dropout off)."""
@@ -243,7 +249,7 @@ def test_packed_train_step_is_one_program_and_equals_padded(minilm_path, tmp_pat
   assert p_packed._cache_size() == 1  # pylint: disable=protected-access
 
 
-def test_a_step_that_needs_more_rows_than_planned_is_scored_padded(minilm_path, tmp_path):
+def test_a_step_that_needs_more_rows_than_planned_is_scored_padded(tmp_path):
   run = _run(tmp_path, "demo/sentiment,demo/span")
   small = dataclasses.replace(run.pack_plan, rows_per_host=1)
   cands = run.loader.candidates(0)
@@ -292,12 +298,13 @@ def _assert_packed_eval_equals_padded(run, max_examples: int):
 
 
 @pytest.mark.multidevice
-def test_packed_eval_equals_padded_on_every_demo_head_type(minilm_path, tmp_path):
+def test_packed_eval_equals_padded_on_every_demo_head_type(tmp_path):
   # Multiple choice is evaluated padded at max_length; the other four head types packed.
   _assert_packed_eval_equals_padded(_run(tmp_path, DEMO_TASKS), max_examples=40)
 
 
 @pytest.mark.research
 def test_packed_eval_equals_padded_on_real_glue(shared_data, minilm_path, tmp_path):
-  run = _run(tmp_path, GLUE5, f"data_dir={shared_data}", "max_length=128", "batch_size=16")
+  run = _run(tmp_path, GLUE5, f"data_dir={shared_data}", "max_length=128", "batch_size=16",
+             config="tiny")
   _assert_packed_eval_equals_padded(run, max_examples=64)

@@ -195,7 +195,7 @@ def engine(tmp_path_factory):
   # the compiled step against an independent numpy version of the paper's formula.
   workdir = tmp_path_factory.mktemp("engine")
   run = experiment.build_run(_config(mtu_uncertainty="normalised", mtu_min_share=0.0,
-                                     mtu_max_share=1.0), workdir)
+                                     mtu_max_share=1.0, batch_size=8), workdir)  # 8 devices
   state, steps = train.compile_run(run)
   return run, steps, jax.device_put(state, steps.shardings)
 

@@ -23,5 +23,4 @@ def get_config(arg=None):
   c.eval_batch_size = 16
   c.max_eval_examples = 16
   c.async_checkpoint = False
-  c.compile_cache_dir = ""
   return c

@@ -113,7 +113,8 @@ def pytest_report_header(config):
 
 
 # Fixtures that reach the real world: a test that takes one (directly or through another fixture)
-# is an integration test, marked here so that no such test slips into the default tier.
+# is an integration test, marked here so that no such test slips into the default tier. A research
+# test keeps its own tier only: `-m integration` runs no claim about learning.
 REAL_WORLD_FIXTURES = frozenset({"minilm_path", "shared_data"})
 
 
@@ -121,5 +122,6 @@ REAL_WORLD_FIXTURES = frozenset({"minilm_path", "shared_data"})
 def pytest_collection_modifyitems(config, items):
   del config
   for item in items:
-    if REAL_WORLD_FIXTURES & set(getattr(item, "fixturenames", ())):
+    if (REAL_WORLD_FIXTURES & set(getattr(item, "fixturenames", ()))
+        and item.get_closest_marker("research") is None):
       item.add_marker(pytest.mark.integration)

@@ -19,7 +19,6 @@ Results: OUT.json and OUT.md with the command and the git commit.
 """
 from __future__ import annotations
 
-import argparse
 import asyncio
 import json
 import os
@@ -42,7 +41,7 @@ ONE_AT_A_TIME = dict(max_rows=8, row_buckets=(1, 2, 4, 8), batching=False)
 
 
 # ------------------------------------------------------------------------------------------------
-# The servers (run in their own process: `python -m camtl_jax.perf.serve_load --server ...`)
+# The servers (run in their own process: `python -m camtl_jax.cli.bench_serve --server ...`)
 
 
 def _one_task_inputs(inputs: Mapping[str, np.ndarray], multiple_choice: bool
@@ -285,7 +284,7 @@ def measure(kind: str, path: str, bodies: Sequence[bytes], clients: Sequence[int
             seconds: float, log: Callable[[str], None] = print) -> dict:
   """Starts the `kind` server, loads it with each client count, stops it (SIGTERM)."""
   port = _free_port()
-  proc = subprocess.Popen([sys.executable, "-m", "camtl_jax.perf.serve_load", "--server", kind,
+  proc = subprocess.Popen([sys.executable, "-m", "camtl_jax.cli.bench_serve", "--server", kind,
                            "--model", path, "--port", str(port)], stdout=subprocess.PIPE,
                           text=True)
   try:
@@ -388,29 +387,18 @@ def markdown(result: Mapping[str, Any]) -> str:
   return "\n".join(lines) + "\n"
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-  parser = argparse.ArgumentParser(prog="camtl-bench-serve", description=__doc__,
-                                   formatter_class=argparse.RawDescriptionHelpFormatter)
-  parser.add_argument("--model", required=True, help="a trained demo workdir")
-  parser.add_argument("--clients", default="1,8,32,128")
-  parser.add_argument("--seconds", type=float, default=20.0)
-  parser.add_argument("--servers", default=",".join(SERVERS))
-  parser.add_argument("--out", help="write OUT.json and OUT.md")
-  parser.add_argument("--forward-check", action="store_true",
-                      help="also time the served forward against HF's on the same batch")
-  parser.add_argument("--server", choices=SERVERS, help=argparse.SUPPRESS)  # the server process
-  parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
-  args = parser.parse_args(argv)
+def run(args) -> None:
+  """The benchmark (or, with args.server, one server process) for cli/bench_serve.py's flags."""
   if args.server:
     run_server(args.server, args.model, args.port)
-    return 0
+    return
   servers = [s for s in args.servers.split(",") if s]
   unknown = [s for s in servers if s not in SERVERS]
   if unknown:
-    parser.error(f"--servers: unknown {unknown}; known: {list(SERVERS)}")
+    raise ValueError(f"--servers: unknown {unknown}; known: {list(SERVERS)}")
   clients = [int(c) for c in args.clients.split(",")]
   bodies = request_bodies(args.model)
-  given = list(argv if argv is not None else sys.argv[1:])
+  given = list(args.argv)
   # The workdir as WORKDIR: results name no machine's paths.
   command = " ".join("WORKDIR" if a == args.model else a for a in given)
   result = {"command": f"camtl-bench-serve {command}",
@@ -431,8 +419,3 @@ def main(argv: Sequence[str] | None = None) -> int:
       Path(args.out + ".json").write_text(json.dumps(result, indent=2) + "\n")
       Path(args.out + ".md").write_text(markdown(result))
   print(markdown(result))
-  return 0
-
-
-if __name__ == "__main__":
-  sys.exit(main())

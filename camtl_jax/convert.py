@@ -1,4 +1,5 @@
-"""HuggingFace BERT/RoBERTa checkpoint -> (EncoderConfig, Flax params); console script `camtl-convert`.
+"""HuggingFace BERT/RoBERTa checkpoint -> (EncoderConfig, Flax params); console script
+`camtl-convert`.
 
     camtl-convert HF_DIR_OR_HUB_NAME OUT_DIR
 
@@ -27,8 +28,8 @@ log = logging.getLogger(__name__)
 
 SAFETENSORS = "model.safetensors"
 TORCH_BIN = "pytorch_model.bin"
-TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt",
-                   "vocab.json", "merges.txt", "added_tokens.json")
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
+                   "vocab.txt", "vocab.json", "merges.txt", "added_tokens.json")
 # Files that make a directory a tokenizer directory (BERT / RoBERTa / sentencepiece families).
 TOKENIZER_MARKERS = ("tokenizer.json", "vocab.txt", "vocab.json", "spiece.model",
                      "sentencepiece.bpe.model", "tokenizer.model")
@@ -54,15 +55,16 @@ def encoder_config_from_hf(config_path: Path) -> EncoderConfig:
   model_type = hf.get("model_type")
   if model_type not in ("bert", "roberta"):
     raise CheckpointError(
-        f"{config_path}: unknown model_type {model_type!r}; camtl_jax converts 'bert' and 'roberta' "
-        "(BERT, RoBERTa, MiniLM and other BertModel/RobertaModel checkpoints)")
+        f"{config_path}: unknown model_type {model_type!r}; camtl_jax converts 'bert' and "
+        "'roberta' (BERT, RoBERTa, MiniLM and other BertModel/RobertaModel checkpoints)")
   if hf.get("position_embedding_type", "absolute") != "absolute":
     raise CheckpointError(f"{config_path}: position_embedding_type "
                           f"{hf['position_embedding_type']!r} is not supported (only 'absolute')")
   return EncoderConfig(
       model_type=model_type, vocab_size=hf["vocab_size"], hidden_size=hf["hidden_size"],
       num_layers=hf["num_hidden_layers"], num_heads=hf["num_attention_heads"],
-      intermediate_size=hf["intermediate_size"], max_position_embeddings=hf["max_position_embeddings"],
+      intermediate_size=hf["intermediate_size"],
+      max_position_embeddings=hf["max_position_embeddings"],
       type_vocab_size=hf.get("type_vocab_size", 2), layer_norm_eps=hf.get("layer_norm_eps", 1e-12),
       pad_token_id=hf.get("pad_token_id", 0) or 0, hidden_act=hf.get("hidden_act", "gelu"),
       hidden_dropout=hf.get("hidden_dropout_prob", 0.1),
@@ -114,13 +116,15 @@ def read_hf_weights(model_dir: Path) -> tuple[Path, dict[str, np.ndarray]]:
         key = key[len(prefix):]
         break
     # Old TF-converted checkpoints name LayerNorm parameters gamma/beta.
-    key = key.replace("LayerNorm.gamma", "LayerNorm.weight").replace("LayerNorm.beta", "LayerNorm.bias")
+    key = (key.replace("LayerNorm.gamma", "LayerNorm.weight")
+           .replace("LayerNorm.beta", "LayerNorm.bias"))
     weights[key] = value
   return path, weights
 
 
 def _conversion_table(config: EncoderConfig) -> dict[tuple[str, ...], tuple[str, bool]]:
-  """Flax param path -> (HF key, transpose?). Dense kernels are transposed (torch stores [out, in])."""
+  """Flax param path -> (HF key, transpose?). Dense kernels are transposed (torch stores
+  [out, in])."""
   table: dict[tuple[str, ...], tuple[str, bool]] = {}
 
   def dense(flax_path: tuple[str, ...], hf: str):

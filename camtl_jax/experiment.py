@@ -2,8 +2,9 @@
 
 Every rule that turns config fields into objects is written here once, and train, aot, bench,
 adapt, the workdir loader and the commands all build through it:
-  - `model_path` ('minilm', 'micro', a converted or HF directory, a named shape) -> resolve_model_path,
-    encoder_shape (no weights read), load_encoder (weights, `encoder_layers` applied);
+  - `model_path` ('minilm', 'micro', a converted or HF directory, a named shape) ->
+    resolve_model_path, encoder_shape (no weights read), load_encoder (weights, `encoder_layers`
+    applied);
   - the frozen-layer range -> frozen_layers (one rule and one range check: optim.frozen_range);
   - the task list -> config_tasks (registry and spec-file tasks), load_tasks (demo data generated
     on demand), load_examples (every file read before anything is tokenised), task_specs;

@@ -266,7 +266,8 @@ def example_rows(unpack_index: jax.Array, length: int) -> jax.Array:
 
 
 def chunk_of(rows: dict[str, jax.Array], unpack_index: jax.Array, example_row: jax.Array,
-             chunk: jax.Array, chunk_rows: int) -> tuple[dict[str, jax.Array], jax.Array, jax.Array]:
+             chunk: jax.Array,
+             chunk_rows: int) -> tuple[dict[str, jax.Array], jax.Array, jax.Array]:
   """Rows [chunk * chunk_rows, (chunk + 1) * chunk_rows) of pack_rows' rows, traced.
 
   Returns (the chunk's rows [chunk_rows, L]; unpack_index [B, L] into

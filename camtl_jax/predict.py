@@ -78,7 +78,8 @@ def _regression_records(split, rows, outputs, preds) -> list[dict]:
 
 def _choice_records(split, rows, outputs, preds) -> list[dict]:
   n = split.task.num_choices
-  probs = evaluate.in_example_order(split, rows, list(_softmax(_cat(outputs, "choice_logits")[:, :n])))
+  probs = evaluate.in_example_order(split, rows,
+                                    list(_softmax(_cat(outputs, "choice_logits")[:, :n])))
   return [{"choice": int(c), "probabilities": [float(x) for x in p]} for c, p in zip(preds, probs)]
 
 

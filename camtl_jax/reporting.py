@@ -1,4 +1,5 @@
-"""Progress bar, TensorBoard scalars, the sampling-share plot and the results table (process 0 only).
+"""Progress bar, TensorBoard scalars, the sampling-share plot and the results table (process 0
+only).
 
 Step metrics arrive as device arrays of sums and counts; `Reporter.log` reduces them on the host
 once per log interval (one device->host transfer per interval, not per step).
@@ -65,7 +66,8 @@ class Reporter:
         "step": step, "loss": float(sums["loss"] / steps), "lr": learning_rate,
         "grad_norm": float(sums["grad_norm"] / steps), "skipped_steps": int(sums["skipped"]),
         "task_loss": dict(zip(self.task_names, (sums["task_loss"] / count).tolist())),
-        "task_share": dict(zip(self.task_names, (sums["task_count"] / max(sums["task_count"].sum(), 1)).tolist())),
+        "task_share": dict(zip(self.task_names, (
+            sums["task_count"] / max(sums["task_count"].sum(), 1)).tolist())),
         "task_uncertainty": dict(zip(self.task_names, (
             sums["u_sum"] / np.maximum(sums["u_count"], 1)).tolist())),
     }

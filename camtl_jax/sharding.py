@@ -36,7 +36,8 @@ def data_size(mesh: Mesh) -> int:
 
 
 def _fsdp_spec(shape: tuple[int, ...], n_data: int) -> P:
-  """Shard the largest axis divisible by the data-axis size; replicate small or indivisible leaves."""
+  """Shard the largest axis divisible by the data-axis size; replicate small or indivisible
+  leaves."""
   if int(np.prod(shape, dtype=np.int64)) < FSDP_MIN_SIZE or n_data == 1:
     return P()
   for axis in sorted(range(len(shape)), key=lambda a: -shape[a]):
@@ -91,7 +92,8 @@ def constrain(tree: Any, example_sharding: NamedSharding | None) -> Any:
   return jax.lax.with_sharding_constraint(tree, example_sharding)
 
 
-def global_batch(local: dict[str, np.ndarray], mesh: Mesh, example_axis: int = 0) -> dict[str, jax.Array]:
+def global_batch(local: dict[str, np.ndarray], mesh: Mesh,
+                 example_axis: int = 0) -> dict[str, jax.Array]:
   """This process's slice of every array -> global jax.Arrays split over 'data' on `example_axis`.
 
   Each process passes the contiguous block of examples it owns (process_index-th of
@@ -113,5 +115,5 @@ def check_divisible(global_examples: int, mesh: Mesh, what: str) -> None:
   n = data_size(mesh) * 1
   if global_examples % n:
     raise ValueError(f"{what}={global_examples} is not divisible by the {n} devices of the mesh's "
-                     f"'data' axis ({jax.device_count()} devices, {jax.process_count()} processes); "
-                     f"use a multiple of {n}")
+                     f"'data' axis ({jax.device_count()} devices, {jax.process_count()} "
+                     f"processes); use a multiple of {n}")

@@ -454,9 +454,9 @@ def _check_bad_steps(run, manager, state, meta, step) -> None:
   if bad_run >= run.config.max_bad_steps:
     checkpoint.save(manager, step, state, meta, force=True)
     manager.wait_until_finished()
-    raise TrainingStopped(f"{bad_run} consecutive steps had a NaN/Inf loss or gradient (step {step});"
-                          f" stopped with a checkpoint in {run.workdir}. Lower the learning rate "
-                          "or check the data.")
+    raise TrainingStopped(f"{bad_run} consecutive steps had a NaN/Inf loss or gradient "
+                          f"(step {step}); stopped with a checkpoint in {run.workdir}. Lower the "
+                          "learning rate or check the data.")
 
 
 def _finish(run: experiment.Run, state: State, meta: dict, evaluator: Callable) -> dict:

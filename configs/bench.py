@@ -22,7 +22,8 @@ def get_config(arg="minilm"):
   if arg == "glue5-base":
     return glue5(encoder="bert-base")
   if arg not in MODELS:
-    raise ValueError(f"bench model {arg!r} unknown; choose one of {sorted(MODELS)}, 'glue5' or 'glue5-base'")
+    raise ValueError(f"bench model {arg!r} unknown; choose one of {sorted(MODELS)}, 'glue5' or "
+                     "'glue5-base'")
   c = common.base()
   c.model_path = MODELS[arg]
   c.tasks = BENCH_TASKS

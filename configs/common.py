@@ -42,7 +42,8 @@ def base() -> ml_collections.ConfigDict:
 
   # Sampling: every step draws `batch_size` candidates per task ([T, b]) and trains on b of them.
   c.batch_size = 32
-  c.sampler = "mt_uncertainty"  # mt_uncertainty | proportional | temperature | uniform | round_robin
+  # mt_uncertainty | proportional | temperature | uniform | round_robin
+  c.sampler = "mt_uncertainty"
   c.mt_uncertainty_score = "paper"  # paper | task_weighted
   # MT-U that mixes tasks (mtu.py): u calibrated across head types, and per step every task
   # keeps its most uncertain candidate(s) while none takes more than mtu_max_share of the batch.

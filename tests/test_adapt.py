@@ -161,8 +161,9 @@ def test_zero_shot_through_an_existing_head(micro_workdir):
 
 def test_bad_input_gives_clear_errors(base_workdir, tmp_path, capsys):
   def run(*args):
-    code = cli_adapt.main(["--workdir", str(base_workdir), "--data", str(base_workdir / "demo_data"),
-                       "--out", str(tmp_path / "o"), *args])
+    code = cli_adapt.main(["--workdir", str(base_workdir),
+                           "--data", str(base_workdir / "demo_data"),
+                           "--out", str(tmp_path / "o"), *args])
     return code, capsys.readouterr().err
   code, err = run("--new-task", "demo/sentimnt")
   assert code == 2 and "unknown task 'demo/sentimnt'; did you mean ['demo/sentiment'" in err

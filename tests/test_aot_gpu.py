@@ -52,7 +52,8 @@ def test_cli_unknown_target_is_one_line(capsys):
   assert len(err.splitlines()) == 1
 
 
-@pytest.mark.skipif(HAVE_PLUGIN, reason="the CUDA plugin is installed: its absence cannot be tested")
+@pytest.mark.skipif(HAVE_PLUGIN,
+                    reason="the CUDA plugin is installed: its absence cannot be tested")
 def test_gpu_compile_without_the_plugin_fails_clearly(capsys):
   assert cli_compile.main(["--config", "micro", "--target", "h100:1"]) == 2
   err = capsys.readouterr().err

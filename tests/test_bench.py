@@ -18,7 +18,8 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def test_synthetic_candidates_are_valid_batches_of_every_head_type():
-  specs = experiment.task_specs(experiment.get_tasks(tiny.get_config().tasks))  # all five head types, K=2
+  # all five head types, K=2
+  specs = experiment.task_specs(experiment.get_tasks(tiny.get_config().tasks))
   assert {s.type for s in specs} == {"classification", "regression", "tagging", "multiple_choice",
                                      "span"}
   cands = bench.synthetic_candidates(specs, batch_size=4, length=16, vocab_size=100)

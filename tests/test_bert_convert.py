@@ -26,7 +26,8 @@ SENTENCES = [
     ("The cat sat on the mat.", "A cat was sitting on a mat."),
     ("Short.", "x"),
     ("A considerably longer first segment, with punctuation; numbers like 1234 and rare words "
-     "such as floccinaucinihilipilification.", "And a second segment that is also not short at all."),
+     "such as floccinaucinihilipilification.",
+     "And a second segment that is also not short at all."),
     ("Paris is the capital of France.", "Berlin is in Germany."),
     ("one", "two"),
     ("Multi-task learning shares one encoder across tasks.", "Does it help?"),
@@ -94,8 +95,8 @@ def test_minilm_parity_batch_sharded_over_data(minilm):
   replicated = NamedSharding(mesh, P())
   sharded_batch = jax.device_put(batch, data)
   params = jax.device_put(params, replicated)
-  fn = jax.jit(lambda p, b: Encoder(config).apply({"params": p}, b["input_ids"], b["token_type_ids"],
-                                                   b["attention_mask"]),
+  fn = jax.jit(lambda p, b: Encoder(config).apply({"params": p}, b["input_ids"],
+                                                   b["token_type_ids"], b["attention_mask"]),
                in_shardings=(replicated, data), out_shardings=(data, data))
   out = fn(params, sharded_batch)
   assert out[0].sharding.spec == P("data")

@@ -1,5 +1,6 @@
-"""The CA-MTL model on the micro model and the real MiniLM checkpoint: identity at init, task conditioning, mixed
-batches, heads inside the model, sharding, bfloat16, the parameter tree and report, bad input."""
+"""The CA-MTL model on the micro model and the real MiniLM checkpoint: identity at init, task
+conditioning, mixed batches, heads inside the model, sharding, bfloat16, the parameter tree and
+report, bad input."""
 import functools
 
 import jax
@@ -71,7 +72,8 @@ def _minilm_only(request):
     pytest.skip("expectations written for MiniLM's shapes; run with -m integration")
 
 
-@pytest.fixture(scope="module", params=["micro", pytest.param("minilm", marks=pytest.mark.integration)])
+@pytest.fixture(scope="module",
+                params=["micro", pytest.param("minilm", marks=pytest.mark.integration)])
 def checkpoint(request):
   """(encoder config, pretrained params, a mixed batch, the plain encoder's outputs) of the micro
   model (default tier) and of the real MiniLM checkpoint (integration)."""

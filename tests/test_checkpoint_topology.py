@@ -139,7 +139,8 @@ def test_resumed_run_agrees_with_the_uninterrupted_run(runs, resumed, uninterrup
     if np.issubdtype(np.asarray(x).dtype, np.floating):
       np.testing.assert_allclose(x, y, rtol=RTOL, atol=ATOL, err_msg=jax.tree_util.keystr(path))
   moved = max(float(np.max(np.abs(x - y))) for x, y in
-              zip(jax.tree.leaves(a["params"]), jax.tree.leaves(_state(root, resumed, 2)["params"])))
+              zip(jax.tree.leaves(a["params"]),
+                  jax.tree.leaves(_state(root, resumed, 2)["params"])))
   assert moved > 10 * ATOL  # steps 3 and 4 changed the parameters: the comparison can fail
 
 

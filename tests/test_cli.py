@@ -63,7 +63,8 @@ def _one_line_error(proc: subprocess.CompletedProcess, prog: str) -> str:
     (("--config", "tiny", "--config.learning_rate=-1.0"), "must be a finite number > 0"),
     (("--config", "tiny", "--config.batch_size=-3"), "config.batch_size=-3 must be >= 1"),
     (("--config", "tiny", "--config.grad_accum_steps=0"), "config.grad_accum_steps=0 must be >= 1"),
-    (("--config", "tiny", "--config.loss_weighting=per_token"), "config.loss_weighting='per_token' unknown"),
+    (("--config", "tiny", "--config.loss_weighting=per_token"),
+     "config.loss_weighting='per_token' unknown"),
     (("--config", "tiny", "--config.regression_loss_scale=0.0"),
      "config.regression_loss_scale=0.0 must be > 0"),
 ])

@@ -9,8 +9,8 @@ from camtl_jax.models import bert, camtl
 from camtl_jax.tasks import registry
 
 CONFIGS = {
-    "demo": None, "micro": None, "tiny": None, "glue_base": None, "glue_large": None, "mtl24_large": None,
-    "single_task": "glue/rte", "mtl_baseline": None, "ablation": "mtu",
+    "demo": None, "micro": None, "tiny": None, "glue_base": None, "glue_large": None,
+    "mtl24_large": None, "single_task": "glue/rte", "mtl_baseline": None, "ablation": "mtu",
     "glue5_minilm": "single_task:glue/cola",
 }
 
@@ -34,7 +34,8 @@ def test_every_shipped_config_is_tested_and_loads_by_name_from_any_folder(tmp_pa
 
 def test_config_overrides_are_typed_and_typos_are_named():
   config = common.load_config("tiny", ["tasks=glue/rte,glue/mrpc", "learning_rate=1",
-                                       "model.cond_attention_layers=(0, 1)", "async_checkpoint=false"])
+                                       "model.cond_attention_layers=(0, 1)",
+                                       "async_checkpoint=false"])
   assert config.tasks == ("glue/rte", "glue/mrpc") and config.learning_rate == 1.0
   assert config.model.cond_attention_layers == (0, 1) and config.async_checkpoint is False
   with pytest.raises(common.UserError, match=r"unknown config field config\.batchsize "

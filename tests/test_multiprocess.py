@@ -32,8 +32,8 @@ import pytest
 from camtl_jax import checkpoint
 
 REPO = Path(__file__).resolve().parents[1]
-# Quick: the micro config (b = 8: one example per device) without its multiple-choice task (K=1 halves the encoder rows), one small
-# eval batch per task, evaluation only at the end of each run.
+# Quick: the micro config (b = 8: one example per device) without its multiple-choice task (K=1
+# halves the encoder rows), one small eval batch per task, evaluation only at the end of each run.
 TASKS = ("demo/sentiment", "demo/similarity", "demo/entities", "demo/span")
 # The default MT-U (calibrated scores, floor and cap). Its selection compares scores after
 # mtu.quantise_scores, so the layouts' float noise cannot reorder near-ties at the top-b cut

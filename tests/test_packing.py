@@ -49,7 +49,8 @@ def test_unpack_index_gives_back_every_candidate_token():
   assert np.all(unpack[1] == packing.NO_TOKEN)  # task 1 not packed
   for t in (0, 2):
     local = unpack[t][mask[t]] - first * 16
-    assert np.array_equal(rows["input_ids"].reshape(-1)[local], cands["input_ids"][t, :, 0][mask[t]])
+    assert np.array_equal(rows["input_ids"].reshape(-1)[local],
+                          cands["input_ids"][t, :, 0][mask[t]])
     assert np.all(unpack[t][~mask[t]] == packing.NO_TOKEN)
     assert np.all(rows["task_id"].reshape(-1)[local] == t)  # each token under its own task
   # Positions restart at 0 in every segment and count up within it.
@@ -100,7 +101,8 @@ def _assert_same_outputs(run, params, step):
   flat = mtu.flatten_candidates(cands)
   mc = np.asarray([run.model.tasks[t].type == "multiple_choice" for t in flat["task_id"]])
   flat = {k: v[~mc] for k, v in flat.items()}  # multiple choice is never packed
-  flat = dict(flat, input_ids=flat["input_ids"][:, :1], token_type_ids=flat["token_type_ids"][:, :1],
+  flat = dict(flat, input_ids=flat["input_ids"][:, :1],
+              token_type_ids=flat["token_type_ids"][:, :1],
               attention_mask=flat["attention_mask"][:, :1])
   apply = jax.jit(lambda p, f, r: run.model.apply({"params": p}, f, deterministic=True,
                                                   head_types=("classification", "regression",
@@ -163,7 +165,8 @@ def test_device_packing_equals_host_first_fit_and_keeps_every_token():
   assert np.all(rows["segment_ids"][int(used):] == 0)  # rows are opened in order
   for i in range(18):
     n = lengths[i]
-    assert np.array_equal(rows["input_ids"].reshape(-1)[unpack[i, :n]], batch["input_ids"][i, 0, :n])
+    assert np.array_equal(rows["input_ids"].reshape(-1)[unpack[i, :n]],
+                          batch["input_ids"][i, 0, :n])
     assert np.array_equal(rows["position_ids"].reshape(-1)[unpack[i, :n]], np.arange(n))
     assert np.all(unpack[i, n:] == packing.NO_TOKEN)
     if n:

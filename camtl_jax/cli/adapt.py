@@ -88,7 +88,8 @@ def run_cli(args) -> dict[str, Any]:
   if args.zero_shot_from and not args.label_map:
     raise ValueError("--zero-shot-from needs --label-map source=target,...")
   adapter = adapt.Adapter(trained, new_task, args.data_dir or "", args.train, args.init_from,
-                    args.steps, args.batch_size, args.learning_rate, args.seed, args.max_eval_examples,
+                    args.steps, args.batch_size, args.learning_rate, args.seed,
+                    args.max_eval_examples,
                     cache_dir=str(Path(args.out) / "cache") if args.out else None)
   baselines = _baselines(adapter, args)
   for name, value in baselines.items():

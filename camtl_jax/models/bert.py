@@ -5,7 +5,8 @@ Parameter names follow the HF module tree (embeddings / layer_{i} / attention / 
 Softmax and LayerNorm statistics are always computed in float32.
 
 Hooks for CA-MTL (models/camtl.py) without duplicating the layer:
-  * every attention layer takes an additive bias [B, L, L] shared across heads (conditional attention);
+  * every attention layer takes an additive bias [B, L, L] shared across heads (conditional
+    attention);
   * every LayerNorm takes an optional modulation (gamma, beta) [B, 1, d] or [B, L, d]:
     scale * (1 + gamma) + (bias + beta), i.e. conditional LayerNorm; None is the plain LayerNorm;
   * a layer takes an optional `adapter` callable applied to the FFN output before the residual.
@@ -57,9 +58,11 @@ class EncoderConfig:
     if self.model_type not in ("bert", "roberta"):
       raise ValueError(f"model_type must be 'bert' or 'roberta', got {self.model_type!r}")
     if self.hidden_size % self.num_heads:
-      raise ValueError(f"hidden_size {self.hidden_size} is not divisible by num_heads {self.num_heads}")
+      raise ValueError(f"hidden_size {self.hidden_size} is not divisible by num_heads "
+                       f"{self.num_heads}")
     if self.hidden_act not in ACTIVATIONS:
-      raise ValueError(f"hidden_act {self.hidden_act!r} not supported; known: {sorted(ACTIVATIONS)}")
+      raise ValueError(f"hidden_act {self.hidden_act!r} not supported; "
+                       f"known: {sorted(ACTIVATIONS)}")
     if self.dtype not in DTYPES:
       raise ValueError(f"dtype {self.dtype!r} not supported; known: {sorted(DTYPES)}")
 
@@ -134,7 +137,8 @@ class Embeddings(nn.Module):
     positions = embed(cfg.max_position_embeddings, name="position_embeddings")(
         position_ids(cfg, input_ids) if positions is None else positions)
     types = embed(cfg.type_vocab_size, name="token_type_embeddings")(token_type_ids)
-    h = LayerNorm(cfg.layer_norm_eps, cfg.compute_dtype, name="LayerNorm")(words + positions + types)
+    h = LayerNorm(cfg.layer_norm_eps, cfg.compute_dtype, name="LayerNorm")(
+        words + positions + types)
     return nn.Dropout(cfg.hidden_dropout)(h, deterministic=deterministic)
 
 
@@ -184,9 +188,10 @@ class SelfAttention(nn.Module):
 class Layer(nn.Module):
   """One post-LN transformer layer, as HF BertLayer.
 
-  ln_modulation: ((gamma1, beta1), (gamma2, beta2)) for the attention and output LayerNorms, or None.
-  adapter: optional f(ffn_out [B, L, d]) -> [B, L, d] added before the residual (CA-MTL 'top' adapter):
-    out = LN(ffn_out + adapter(ffn_out) + attention_out).
+  ln_modulation: ((gamma1, beta1), (gamma2, beta2)) for the attention and output LayerNorms, or
+    None.
+  adapter: optional f(ffn_out [B, L, d]) -> [B, L, d] added before the residual (CA-MTL 'top'
+    adapter): out = LN(ffn_out + adapter(ffn_out) + attention_out).
   """
   config: EncoderConfig
 
@@ -201,7 +206,8 @@ class Layer(nn.Module):
     attn_out = _dense(cfg, cfg.hidden_size, "attention_output")(context)
     attn_out = LayerNorm(cfg.layer_norm_eps, cfg.compute_dtype, name="attention_LayerNorm")(
         drop(attn_out) + h, mod_attn)
-    inter = ACTIVATIONS[cfg.hidden_act](_dense(cfg, cfg.intermediate_size, "intermediate")(attn_out))
+    inter = ACTIVATIONS[cfg.hidden_act](
+        _dense(cfg, cfg.intermediate_size, "intermediate")(attn_out))
     ffn_out = drop(_dense(cfg, cfg.hidden_size, "output")(inter))
     if adapter is not None:
       ffn_out = ffn_out + adapter(ffn_out)
@@ -245,7 +251,8 @@ class Encoder(nn.Module):
 
   @nn.compact
   def __call__(self, input_ids: Array, token_type_ids: Array, attention_mask: Array,
-               deterministic: bool = True, attention_bias: Array | None = None) -> tuple[Array, Array]:
+               deterministic: bool = True,
+               attention_bias: Array | None = None) -> tuple[Array, Array]:
     cfg = self.config
     h = Embeddings(cfg, name="embeddings")(input_ids, token_type_ids, deterministic)
     bias = padding_bias(attention_mask)  # [B, 1, L]

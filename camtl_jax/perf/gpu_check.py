@@ -32,7 +32,8 @@ PAIRS = [
     ("The cat sat on the mat.", "A cat was sitting on a mat."),
     ("Short.", "x"),
     ("A considerably longer first segment, with punctuation; numbers like 1234 and rare words "
-     "such as floccinaucinihilipilification.", "And a second segment that is also not short at all."),
+     "such as floccinaucinihilipilification.",
+     "And a second segment that is also not short at all."),
     ("Paris is the capital of France.", "Berlin is in Germany."),
     ("one", "two"),
     ("Multi-task learning shares one encoder across tasks.", "Does it help?"),

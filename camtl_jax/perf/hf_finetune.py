@@ -8,9 +8,10 @@ task, the checkpoint (model_path), the data folder, max_length and the dev cap; 
 run_glue.py's defaults with the GLUE hyper-parameters of HF's examples:
 BertForSequenceClassification (regression: num_labels=1, MSE on the raw targets), AdamW lr 2e-5,
 no weight decay, linear decay without warmup, batch 32, 3 epochs, every batch padded to its
-longest row (dynamic padding), truncation at max_length. Dev is scored after each epoch by camtl_jax.tasks.metrics on the same
-first max_eval_examples dev examples the JAX arms see; the epoch with the best task score
-(metrics.main_score) is reported (the last epoch's metrics are kept beside it).
+longest row (dynamic padding), truncation at max_length. Dev is scored after each epoch by
+camtl_jax.tasks.metrics on the same first max_eval_examples dev examples the JAX arms see; the
+epoch with the best task score (metrics.main_score) is reported (the last epoch's metrics are
+kept beside it).
 
 FLOPs are counted by torch.utils.flop_counter over every real training batch (forward and
 backward; the optimizer's elementwise work is not counted). Resumable at epoch granularity: each

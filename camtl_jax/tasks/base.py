@@ -23,8 +23,10 @@ class Example:
 
   `guid` is "path:line" (or "path:record" for json), so later errors can name where the example
   came from. Which of the other fields are set depends on the task type:
-    classification / regression: texts (1 or 2 segments), label (str class name / float / None on test)
-    multiple_choice: choices, a tuple of (first, second) text pairs, one per choice; label = index (int)
+    classification / regression: texts (1 or 2 segments), label (str class name / float / None
+      on test)
+    multiple_choice: choices, a tuple of (first, second) text pairs, one per choice; label = index
+      (int)
     span: question, context, answers = ((text, char_start), ...) spans found in the context (the
       training targets; empty on test), answer_texts = the gold strings the metric takes the max
       over (may include strings that are not in the context, e.g. MRQA "answers"; when empty the

@@ -10,7 +10,7 @@ from flax import traverse_util
 from camtl_jax import adapt, evaluate, predict, workdir as workdir_lib
 from camtl_jax.cli import adapt as cli_adapt
 from camtl_jax.cli import predict as cli_predict
-from camtl_jax.tasks import registry
+from camtl_jax.tasks import registry, spec
 from tests.conftest import trained_micro_workdir, trained_tiny_workdir as tiny_workdir
 
 HELD_OUT = "demo/sentiment"
@@ -136,15 +136,17 @@ def test_new_task_learns_and_learning_curve(real_base_workdir, tmp_path):
   assert min(at_tenth) > majority + 0.25, (at_tenth, majority)  # clearly beats chance
 
 
-def test_zero_shot_through_an_existing_head(micro_workdir):
+def test_zero_shot_through_an_existing_head(micro_workdir, tmp_path):
   """A new classification task over the same sentences, read through demo/sentiment's head with
   its labels swapped: its accuracy is exactly 1 - demo/sentiment's on the same examples."""
   trained = workdir_lib.load(micro_workdir)
   sentiment = registry.get_task("demo/sentiment")
-  flipped = registry.custom_task("test/flipped_sentiment", "classification",
-                                 sentiment.splits["dev"].replace("dev", "{split}"),
-                                 ("sentence",), "label", ("0", "1"), splits=("train", "dev"))
   data = trained.workdir / "demo_data"
+  flipped_spec = tmp_path / "flipped.json"
+  flipped_spec.write_text(json.dumps({"tasks": [{
+      "name": "test/flipped_sentiment", "type": "classification", "text_fields": ["sentence"],
+      "labels": ["0", "1"], "files": {s: sentiment.splits[s] for s in ("train", "dev")}}]}))
+  [flipped] = spec.load_spec(flipped_spec, data_dir=str(data))
   dev = registry.load_split(flipped, data, "dev")
   results = adapt.zero_shot(trained, flipped, dev, "demo/sentiment", {"0": "1", "1": "0"})
   records = predict.predict(trained, "demo/sentiment", registry.load_split(sentiment, data, "dev"))

@@ -1,13 +1,14 @@
 """Readers: the real files of ../shared/data (official row counts and label sets), the formats
-that are not there (QQP, MNLI, SciTail, SNLI, MRQA, SQuAD, ReCoRD, custom) on small files written
-in their official layout, and bad input (errors that name the file, the line and the field)."""
+that are not there (QQP, MNLI, SciTail, SNLI, MRQA, SQuAD, ReCoRD; spec-file tsv and jsonl) on
+small files written in their official layout, and bad input (errors that name the file, the line
+and the field)."""
 import gzip
 import json
 import logging
 
 import pytest
 
-from camtl_jax.tasks import readers, registry
+from camtl_jax.tasks import readers, registry, spec
 from camtl_jax.tasks.base import DataError
 
 # (task, split, rows) from ../shared/data/README.md.
@@ -327,21 +328,38 @@ def test_record_as_span_task(tmp_path):
   assert ex.answers == (("France", 30), ("France", 55)) and ex.answer_texts == ("France",)
 
 
-def test_custom_tasks(tmp_path):
-  write_lines(tmp_path / "mine/train.tsv", [tsv("id", "review", "stars"), tsv("r1", "great", "pos"),
-                                            tsv("r2", "bad", "neg")])
-  task = registry.custom_task("mine", "classification", "mine/{split}.tsv", ("review",), "stars",
-                              ("neg", "pos"), splits=("train",), id_field="id")
+def write_splits(folder, extension, lines):
+  """The same lines in folder/train.extension and folder/dev.extension (a spec task needs both
+  splits); a spec entry's files."""
+  return {split: str(write_lines(folder / f"{split}.{extension}", lines))
+          for split in ("train", "dev")}
+
+
+def spec_task(folder, **entry):
+  """The task of a one-task spec file written in folder."""
+  path = folder / "spec.json"
+  path.write_text(json.dumps({"tasks": [entry]}), encoding="utf-8")
+  [task] = spec.load_spec(path)
+  return task
+
+
+def test_spec_file_tsv_and_jsonl(tmp_path):
+  mine = dict(name="mine", type="classification", text_fields=["review"], label_field="stars",
+              id_field="id", files=write_splits(tmp_path / "mine", "tsv", [
+                  tsv("id", "review", "stars"), tsv("r1", "great", "pos"),
+                  tsv("r2", "bad", "neg")]))
+  task = spec_task(tmp_path, **mine, labels=["neg", "pos"])
   assert [(ex.texts, ex.label, ex.example_id) for ex in registry.load_split(
       task, tmp_path, "train")] == [(("great",), "pos", "r1"), (("bad",), "neg", "r2")]
-  write_lines(tmp_path / "sim/dev.jsonl", [json.dumps({"a": "x", "b": "y", "score": 3}),
-                                           json.dumps({"a": "x", "b": "z", "score": 0.5})])
-  task = registry.custom_task("sim", "regression", str(tmp_path / "sim/{split}.jsonl"), ("a", "b"),
-                              "score", splits=("dev",))
+  with pytest.raises(spec.SpecError, match="needs >= 2 labels"):
+    spec_task(tmp_path, **mine, labels=["pos"])
+  task = spec_task(tmp_path, name="sim", type="regression", text_fields=["a", "b"],
+                   label_field="score", files=write_splits(tmp_path / "sim", "jsonl", [
+                       json.dumps({"a": "x", "b": "y", "score": 3}),
+                       json.dumps({"a": "x", "b": "z", "score": 0.5})]))
   assert task.metrics == ("pearson", "spearman")
+  # The spec's paths are absolute: the data root is not read.
   assert [ex.label for ex in registry.load_split(task, "/unused", "dev")] == [3.0, 0.5]
-  with pytest.raises(ValueError, match="needs its labels"):
-    registry.custom_task("x", "classification", "x/{split}.tsv", ("a",), "b")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -662,21 +680,23 @@ def test_squad_empty_text(tmp_path, change, field):
                     "squad/dev-v1.1.json", None, field, whitespace=field.endswith("question"))
 
 
-def test_custom_tsv_and_jsonl_empty_text(tmp_path):
-  write_lines(tmp_path / "mine/train.tsv", [tsv("id", "review", "stars"), tsv("r1", "great", "pos"),
-                                            tsv("r2", " ", "neg")])
-  task = registry.custom_task("mine", "classification", "mine/{split}.tsv", ("review",), "stars",
-                              ("neg", "pos"), splits=("train",), id_field="id")
+def test_spec_file_tsv_and_jsonl_empty_text(tmp_path):
+  task = spec_task(tmp_path, name="mine", type="classification", text_fields=["review"],
+                   label_field="stars", labels=["neg", "pos"], id_field="id",
+                   files=write_splits(tmp_path / "mine", "tsv", [
+                       tsv("id", "review", "stars"), tsv("r1", "great", "pos"),
+                       tsv("r2", " ", "neg")]))
   assert_empty_text(lambda: registry.load_split(task, tmp_path, "train"), "mine/train.tsv", 3,
                     "review", whitespace=True)
-  write_lines(tmp_path / "cls/dev.jsonl", [json.dumps({"a": "x", "b": "y", "y": "pos"}),
-                                           json.dumps({"a": "x", "b": "", "y": "neg"})])
-  task = registry.custom_task("cls", "classification", "cls/{split}.jsonl", ("a", "b"), "y",
-                              ("neg", "pos"), splits=("dev",))
+  task = spec_task(tmp_path, name="cls", type="classification", text_fields=["a", "b"],
+                   label_field="y", labels=["neg", "pos"],
+                   files=write_splits(tmp_path / "cls", "jsonl", [
+                       json.dumps({"a": "x", "b": "y", "y": "pos"}),
+                       json.dumps({"a": "x", "b": "", "y": "neg"})]))
   assert_empty_text(lambda: registry.load_split(task, tmp_path, "dev"), "cls/dev.jsonl", 2, "b")
-  write_lines(tmp_path / "sim/dev.jsonl", [json.dumps({"a": "", "b": "y", "score": 3})])
-  task = registry.custom_task("sim", "regression", "sim/{split}.jsonl", ("a", "b"), "score",
-                              splits=("dev",))
+  task = spec_task(tmp_path, name="sim", type="regression", text_fields=["a", "b"],
+                   label_field="score", files=write_splits(tmp_path / "sim", "jsonl", [
+                       json.dumps({"a": "", "b": "y", "score": 3})]))
   assert_empty_text(lambda: registry.load_split(task, tmp_path, "dev"), "sim/dev.jsonl", 1, "a")
 
 

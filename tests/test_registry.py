@@ -4,7 +4,7 @@ import dataclasses
 
 import pytest
 
-from camtl_jax.tasks import base, registry
+from camtl_jax.tasks import registry
 
 EXPECTED = {  # name -> (type, labels or None to skip, main metric)
     "glue/cola": ("classification", ("0", "1"), "mcc"),
@@ -117,12 +117,3 @@ def test_load_split_arguments(tmp_path, shared_data):
     registry.load_split("glue/wnli", shared_data, "dev", source="hub")
   with pytest.raises(ValueError, match=r"unknown task"):
     registry.load_split("glue/wlni_typo", shared_data, "dev")
-
-
-def test_custom_task_validation():
-  with pytest.raises(ValueError, match=r"type must be one of"):
-    registry.custom_task("x", base.TAGGING, "x/{split}.tsv", ("a",), "b", ("p",))
-  with pytest.raises(ValueError, match=r"needs a '\{split\}' placeholder"):
-    registry.custom_task("x", base.CLASSIFICATION, "x/train.tsv", ("a",), "b", ("p",))
-  with pytest.raises(ValueError, match=r"file_format must be 'tsv' or 'jsonl', got 'csv'"):
-    registry.custom_task("x", base.CLASSIFICATION, "x/{split}.csv", ("a",), "b", ("p",))

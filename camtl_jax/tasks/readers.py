@@ -47,7 +47,6 @@ from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
 import logging
 
-from camtl_jax.tasks import base
 from camtl_jax.tasks.base import DataError, Example
 
 log = logging.getLogger(__name__)
@@ -246,7 +245,7 @@ def _as_id(value: str) -> int | str:
 
 
 # ----------------------------------------------------------------------------------------------
-# TSV (GLUE, SciTail tsv_format, custom tasks).
+# TSV (GLUE, SciTail tsv_format).
 
 
 @dataclasses.dataclass(frozen=True)
@@ -329,7 +328,7 @@ def read_tsv(path: str, split: str, skips: SkipLog | None = None, *, spec: TsvSp
 
 
 # ----------------------------------------------------------------------------------------------
-# JSON-lines classification (SuperGLUE pairs, SNLI, SciTail snli_format, custom tasks).
+# JSON-lines classification (SuperGLUE pairs, SNLI, SciTail snli_format).
 
 
 def json_label(value: Any, path: str, line: int, field: str) -> str:
@@ -788,43 +787,3 @@ def read_squad(path: str, split: str, skips: SkipLog | None = None) -> Iterator[
 
   yield from emit(path, _squad_qas(path, document),
                    lambda field, record: [_squad_example(path, field, *record)], skips)
-
-
-# ----------------------------------------------------------------------------------------------
-# Custom tasks: a tsv (with a header row) or jsonl file with named fields.
-
-
-def read_custom(path: str, split: str, skips: SkipLog | None = None, *, file_format: str,
-                text_fields: tuple[str, ...], label_field: str, labels: tuple[str, ...],
-                id_field: str | None, regression: bool) -> Iterator[Example]:
-  """A user's tsv/jsonl classification or regression file; see registry.custom_task."""
-  if file_format == "tsv":
-    spec = TsvSpec(text_columns=text_fields, label_column=label_field, labels=labels,
-                   id_column=id_field, label_type="float" if regression else "str")
-    yield from read_tsv(path, split, skips, spec=spec)
-    return
-  if regression:
-    yield from _read_jsonl_regression(path, split, skips, text_fields, label_field, id_field)
-    return
-  yield from read_jsonl_pairs(path, split, skips, text_keys=text_fields, label_key=label_field,
-                              labels=labels, id_key=id_field)
-
-
-def _read_jsonl_regression(path: str, split: str, skips: SkipLog | None,
-                           text_fields: tuple[str, ...], label_field: str,
-                           id_field: str | None) -> Iterator[Example]:
-  skips = skips or SkipLog()
-
-  def parse(line: int, record: dict) -> list[Example]:
-    label = None
-    if label_field in record or not is_test(split):
-      label = float(_get(record, label_field, path, line, (int, float)))
-    texts = tuple(_get_text(record, k, path, line) for k in text_fields)
-    ex_id = _get(record, id_field, path, line, (int, str)) if id_field else line - 1
-    return [Example(guid=f"{path}:{line}", texts=texts, label=label, example_id=ex_id)]
-
-  yield from emit(path, jsonl(path, skips), parse, skips)
-
-
-# Task types whose examples a custom task can read.
-CUSTOM_TYPES = (base.CLASSIFICATION, base.REGRESSION)

@@ -44,7 +44,7 @@ WNUT17_TAGS = ("O",) + tuple(f"{p}-{e}" for e in ("corporation", "creative-work"
 
 
 def register_task(task: Task, overwrite: bool = False) -> Task:
-  """Adds a task to TASKS (the demo suite and custom tasks use this); returns it."""
+  """Adds a task to TASKS (the built-in tasks and a user's own Task objects); returns it."""
   if task.type not in base.TASK_TYPES:
     raise ValueError(f"task {task.name!r}: unknown type {task.type!r}; known: {base.TASK_TYPES}")
   if task.name in TASKS and not overwrite:
@@ -271,49 +271,6 @@ def _other_tasks() -> list[Task]:
                       splits={s: f"mrqa/{s}/{stem}.jsonl.gz" for s in ("train", "dev")},
                       tfds_name=f"mrqa/{tfds_config}"))
   return tasks
-
-
-def custom_task(name: str, type: str, path_pattern: str,  # pylint: disable=redefined-builtin
-                text_fields: Sequence[str], label_field: str, labels: Sequence[str] = (),
-                *, splits: Sequence[str] = ("train", "dev", "test"), id_field: str | None = None,
-                metrics: Sequence[str] | None = None, file_format: str | None = None) -> Task:
-  """A Task for a user's own tsv (with a header row) or jsonl files.
-
-  Args:
-    name: the registry name (register it with register_task).
-    type: "classification" or "regression".
-    path_pattern: file path with "{split}", relative to the data root or absolute, e.g.
-      "mytask/{split}.tsv".
-    text_fields: the 1 or 2 column / key names holding the texts.
-    label_field: the column / key of the label (absent on test splits).
-    labels: the class names (classification); the file's values must be among them.
-    splits: the split names substituted into path_pattern.
-    id_field: column / key with the example's id (default: the 0-based row number).
-    metrics: default accuracy (classification) or pearson + spearman (regression).
-    file_format: "tsv" or "jsonl"; default from the file extension.
-  """
-  if type not in readers.CUSTOM_TYPES:
-    raise ValueError(f"custom task {name!r}: type must be one of {readers.CUSTOM_TYPES}, "
-                     f"got {type!r}")
-  if "{split}" not in path_pattern:
-    raise ValueError(f"custom task {name!r}: path_pattern needs a '{{split}}' placeholder, "
-                     f"got {path_pattern!r}")
-  file_format = file_format or Path(path_pattern).suffix.lstrip(".")
-  if file_format not in ("tsv", "jsonl"):
-    raise ValueError(f"custom task {name!r}: file_format must be 'tsv' or 'jsonl', "
-                     f"got {file_format!r}")
-  if not 1 <= len(text_fields) <= 2:
-    raise ValueError(f"custom task {name!r}: 1 or 2 text fields, got {list(text_fields)}")
-  regression = type == base.REGRESSION
-  if not regression and not labels:
-    raise ValueError(f"custom task {name!r}: a classification task needs its labels")
-  default_metrics = ("pearson", "spearman") if regression else ("accuracy",)
-  reader = functools.partial(readers.read_custom, file_format=file_format,
-                             text_fields=tuple(text_fields), label_field=label_field,
-                             labels=tuple(labels), id_field=id_field, regression=regression)
-  return Task(name=name, type=type, labels=() if regression else tuple(labels),
-              metrics=tuple(metrics or default_metrics), reader=reader,
-              splits={s: path_pattern.format(split=s) for s in splits})
 
 
 # The offline demo suite is registered like any benchmark (its data is generated on demand).

@@ -68,8 +68,9 @@ ADAPT_FILE = "adapt.json"
 # Adding a task row
 
 
-def _stacked(path: tuple[str, ...]) -> bool:
-  """Leaves stacked over tasks: the task embedding [T, d] and every head [T_type, ...]."""
+def stacked(path: tuple[str, ...]) -> bool:
+  """Whether the parameter at `path` (of flax's flatten_dict) is stacked over tasks: the task
+  embedding [T, d] and every head [T_type, ...], the leaves that adding a task extends."""
   return path == ("task_embedding", "embedding") or path[0] == "heads"
 
 
@@ -89,7 +90,7 @@ def extend_params(trained: workdir.TrainedModel, new_task: Task, init_from: str 
       out[path] = value
     elif old[path].shape == value.shape:
       out[path] = np.asarray(old[path])
-    elif _stacked(path) and value.ndim == old[path].ndim:
+    elif stacked(path) and value.ndim == old[path].ndim:
       value = value.copy()
       value[:old[path].shape[0]] = 0  # old rows: their values, zeros in columns they never had
       value[tuple(slice(0, n) for n in old[path].shape)] = old[path]

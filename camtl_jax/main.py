@@ -19,7 +19,8 @@ from camtl_jax.cli import common
 log = logging.getLogger("camtl_jax.main")
 
 
-def _parser():
+def make_parser():
+  """The camtl-train command line."""
   parser = common.new_parser("camtl-train", __doc__)
   common.add_config_argument(parser)
   parser.add_argument("--workdir", required=True,
@@ -61,7 +62,7 @@ def _train(args) -> int | None:
 
 def main(argv: Sequence[str] | None = None) -> int:
   """Console script `camtl-train`."""
-  return common.run("camtl-train", _parser(), _train, argv)
+  return common.run("camtl-train", make_parser(), _train, argv)
 
 
 if __name__ == "__main__":

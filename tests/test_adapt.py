@@ -70,7 +70,7 @@ def test_train_new_leaves_shared_params_and_old_rows_bit_identical(base_workdir,
   for path, old in before.items():
     new = after[path]
     if new.shape != old.shape:  # the embedding: one row added, the old rows unchanged
-      assert adapt._stacked(path) and new.shape[0] == old.shape[0] + 1, path
+      assert adapt.stacked(path) and new.shape[0] == old.shape[0] + 1, path
       new = new[tuple(slice(0, n) for n in old.shape)]
     np.testing.assert_array_equal(new, old, err_msg="/".join(path))
   embedding = after[("task_embedding", "embedding")]

@@ -26,7 +26,7 @@ def test_synthetic_candidates_are_valid_batches_of_every_head_type():
   shapes = train.candidate_shapes(specs, 4, 16)
   assert {k: v.shape for k, v in cands.items()} == {k: v.shape for k, v in shapes.items()}
   assert cands["input_ids"].shape == (len(specs), 4, 2, 16)
-  camtl.validate_batch(bench._flat(cands), specs)  # labels, spans, tags, choices all in range
+  camtl.validate_candidates(cands, specs)  # labels, spans, tags, choices all in range
   np.testing.assert_array_equal(cands["task_id"][:, 0], np.arange(len(specs)))
 
 

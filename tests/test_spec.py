@@ -310,11 +310,11 @@ def test_predict_reads_a_benchmark_or_spec_file_in_its_own_format(tmp_path, data
 def test_one_data_dir_flag_and_the_old_spelling_hidden(capsys):
   for module, argv in ((cli_predict, ["--workdir", "w", "--submission", "o"]),
                        (cli_adapt, ["--workdir", "w", "--new-task", "t"])):
-    parser = module._parser()
+    parser = module.make_parser()
     assert parser.parse_args(argv + ["--data-dir", "d"]).data_dir == "d"
     assert parser.parse_args(argv + ["--data", "d"]).data_dir == "d"
     assert "--data-dir" in parser.format_help() and "--data " not in parser.format_help()
-  assert cli_data._parser().parse_args(["check", "s.yaml", "--data-dir", "d"]).data_dir == "d"
+  assert cli_data.make_parser().parse_args(["check", "s.yaml", "--data-dir", "d"]).data_dir == "d"
 
 
 # ------------------------------------------------------------------------------------------------

@@ -32,7 +32,8 @@ def _ints(text: str) -> list[int]:
   return [int(x) for x in text.split(",") if x.strip()]
 
 
-def _parser():
+def make_parser():
+  """The camtl-adapt command line."""
   p = common.new_parser("camtl-adapt", __doc__)
   p.add_argument("--workdir", required=True, help="a trained workdir")
   p.add_argument("--new-task", required=True,
@@ -127,7 +128,7 @@ def _adapt(args) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-  return common.run("camtl-adapt", _parser(), _adapt, argv)
+  return common.run("camtl-adapt", make_parser(), _adapt, argv)
 
 
 if __name__ == "__main__":

@@ -34,7 +34,8 @@ def _variants(text: str) -> tuple[str, ...]:
   return names
 
 
-def _parser():
+def make_parser():
+  """The camtl-bench command line."""
   parser = common.new_parser("camtl-bench", __doc__)
   common.add_config_argument(parser)
   parser.add_argument("--steps", type=int, default=5,
@@ -76,7 +77,7 @@ def _bench(args) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-  return common.run("camtl-bench", _parser(), _bench, argv)
+  return common.run("camtl-bench", make_parser(), _bench, argv)
 
 
 if __name__ == "__main__":

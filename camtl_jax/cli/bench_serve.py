@@ -11,7 +11,8 @@ from camtl_jax.cli import common
 from camtl_jax.perf.serve_load import SERVERS  # numpy and the standard library: a quick import
 
 
-def _parser() -> argparse.ArgumentParser:
+def make_parser() -> argparse.ArgumentParser:
+  """The camtl-bench-serve command line."""
   parser = common.new_parser("camtl-bench-serve", __doc__)
   parser.add_argument("--model", required=True, help="a trained demo workdir")
   parser.add_argument("--clients", default="1,8,32,128", help="client counts, comma-separated")
@@ -33,7 +34,7 @@ def _run(args: argparse.Namespace) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
   """Console script `camtl-bench-serve`."""
   argv = list(sys.argv[1:] if argv is None else argv)
-  parser = _parser()
+  parser = make_parser()
   parser.set_defaults(argv=argv)  # the command as typed, written beside the results
   return common.run("camtl-bench-serve", parser, _run, argv)
 

@@ -26,7 +26,8 @@ TPU_CHIPS = ("v4", "v5e", "v5p", "v6e")
 GPU_CARDS = ("a100", "h100")
 
 
-def _parser():
+def make_parser():
+  """The camtl-compile command line."""
   parser = common.new_parser("camtl-compile", __doc__)
   common.add_config_argument(parser)
   parser.add_argument("--target", required=True,
@@ -82,7 +83,7 @@ def _compile(args) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-  return common.run("camtl-compile", _parser(), _compile, argv)
+  return common.run("camtl-compile", make_parser(), _compile, argv)
 
 
 if __name__ == "__main__":

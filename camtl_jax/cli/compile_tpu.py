@@ -19,7 +19,8 @@ from camtl_jax.cli import common
 NOMINAL_ROWS_PER_TASK = 100_000  # aot.NOMINAL_ROWS_PER_TASK
 
 
-def _parser():
+def make_parser():
+  """The camtl-compile-tpu command line."""
   parser = common.new_parser("camtl-compile-tpu", __doc__)
   common.add_config_argument(parser)
   parser.add_argument("--topology", required=True,
@@ -44,7 +45,7 @@ def _compile(args) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-  return common.run("camtl-compile-tpu", _parser(), _compile, argv)
+  return common.run("camtl-compile-tpu", make_parser(), _compile, argv)
 
 
 if __name__ == "__main__":

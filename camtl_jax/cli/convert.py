@@ -13,7 +13,8 @@ from typing import Sequence
 from camtl_jax.cli import common
 
 
-def _parser():
+def make_parser():
+  """The camtl-convert command line."""
   parser = common.new_parser("camtl-convert", __doc__)
   parser.add_argument("src", help="HF model directory (config.json + model.safetensors or "
                       "pytorch_model.bin), or a hub name such as bert-base-uncased (online only)")
@@ -35,7 +36,7 @@ def _convert(args) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-  return common.run("camtl-convert", _parser(), _convert, argv)
+  return common.run("camtl-convert", make_parser(), _convert, argv)
 
 
 if __name__ == "__main__":

@@ -217,7 +217,8 @@ def _demo(args: argparse.Namespace) -> int:
   return 0
 
 
-def _parser() -> argparse.ArgumentParser:
+def make_parser() -> argparse.ArgumentParser:
+  """The camtl-data command line."""
   parser = common.new_parser("camtl-data", __doc__)
   sub = parser.add_subparsers(dest="command", required=True)
   sub.add_parser("list", help="list the registered tasks")
@@ -247,7 +248,7 @@ _COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
 
 def main(argv: Sequence[str] | None = None) -> int:
   """Console entry point `camtl-data`; returns the exit status."""
-  return common.run("camtl-data", _parser(), lambda args: _COMMANDS[args.command](args), argv)
+  return common.run("camtl-data", make_parser(), lambda args: _COMMANDS[args.command](args), argv)
 
 
 if __name__ == "__main__":

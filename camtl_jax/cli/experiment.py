@@ -37,7 +37,8 @@ def _seeds(text: str) -> tuple[int, ...]:
   return seeds
 
 
-def _parser():
+def make_parser():
+  """The camtl-experiment command line."""
   parser = common.new_parser("camtl-experiment", __doc__)
   parser.add_argument("--experiment", required=True,
                       help="a config module with experiment_arms (e.g. glue5_minilm)")
@@ -159,7 +160,8 @@ def _experiment(args) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-  return common.run("camtl-experiment", _parser(), _experiment, argv, user_errors=(RuntimeError,))
+  return common.run("camtl-experiment", make_parser(), _experiment, argv,
+                    user_errors=(RuntimeError,))
 
 
 if __name__ == "__main__":

@@ -18,7 +18,8 @@ from typing import Sequence
 from camtl_jax.cli import common
 
 
-def _parser():
+def make_parser():
+  """The camtl-export command line."""
   parser = common.new_parser("camtl-export", __doc__)
   parser.add_argument("--workdir", required=True, help="a trained workdir")
   which = parser.add_mutually_exclusive_group(required=True)
@@ -68,7 +69,7 @@ def _export_all(trained, args) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-  return common.run("camtl-export", _parser(), _export, argv)
+  return common.run("camtl-export", make_parser(), _export, argv)
 
 
 if __name__ == "__main__":

@@ -14,7 +14,8 @@ from camtl_jax.cli import common
 log = logging.getLogger("camtl_jax.cli.hf_finetune")
 
 
-def _parser():
+def make_parser():
+  """The camtl-hf-finetune command line."""
   parser = common.new_parser("camtl-hf-finetune", __doc__)
   common.add_config_argument(parser)
   parser.add_argument("--workdir", required=True, help="epoch checkpoint and results.json")
@@ -36,7 +37,7 @@ def _run(args) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-  return common.run("camtl-hf-finetune", _parser(), _run, argv)
+  return common.run("camtl-hf-finetune", make_parser(), _run, argv)
 
 
 if __name__ == "__main__":

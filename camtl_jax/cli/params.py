@@ -14,7 +14,8 @@ from typing import Sequence
 from camtl_jax.cli import common
 
 
-def _parser():
+def make_parser():
+  """The camtl-params command line."""
   parser = common.new_parser("camtl-params", __doc__)
   common.add_config_argument(parser, required=False)
   parser.add_argument("--model", help="override the encoder: a converted or HF model directory "
@@ -59,7 +60,7 @@ def _report(args) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-  return common.run("camtl-params", _parser(), _report, argv)
+  return common.run("camtl-params", make_parser(), _report, argv)
 
 
 if __name__ == "__main__":

@@ -28,7 +28,8 @@ FORMATS = ("jsonl", "tsv", "task")   # predict.FORMATS (kept here so --help impo
 ON_LONG = ("truncate", "error")      # predict.ON_LONG
 
 
-def _parser():
+def make_parser():
+  """The camtl-predict command line."""
   parser = common.new_parser("camtl-predict", __doc__)
   parser.add_argument("--workdir", required=True, help="a trained workdir")
   parser.add_argument("--task", help="one of the workdir's tasks (not with --submission)")
@@ -97,7 +98,7 @@ def _predict(args) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-  return common.run("camtl-predict", _parser(), _predict, argv)
+  return common.run("camtl-predict", make_parser(), _predict, argv)
 
 
 if __name__ == "__main__":

@@ -18,7 +18,8 @@ from typing import Sequence
 from camtl_jax.cli import common
 
 
-def _parser():
+def make_parser():
+  """The camtl-serve command line."""
   parser = common.new_parser("camtl-serve", __doc__)
   parser.add_argument("--model", required=True,
                       help="a trained workdir, or a multi-task artifact (camtl-export --all-tasks)")
@@ -57,7 +58,7 @@ def _serve(args) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-  return common.run("camtl-serve", _parser(), _serve, argv)
+  return common.run("camtl-serve", make_parser(), _serve, argv)
 
 
 if __name__ == "__main__":

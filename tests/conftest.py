@@ -9,6 +9,7 @@ import fcntl
 import os
 import shutil
 from pathlib import Path
+from typing import Callable
 
 import pytest
 
@@ -36,18 +37,26 @@ def session_root(tmp_path_factory) -> Path:
   return root.parent if os.environ.get("PYTEST_XDIST_WORKER") else root
 
 
-def trained_micro_workdir(tmp_path_factory, name: str, **overrides) -> Path:
-  """A micro run (configs/micro.py + overrides) trained in process once per session, shared
-  across modules and xdist workers under a file lock. Tests that change it work on a copy."""
-  from camtl_jax import train  # pylint: disable=import-outside-toplevel
+def trained_once(tmp_path_factory, name: str, train: Callable[[Path], object]) -> Path:
+  """The session folder trained_<name>, filled by train(folder) once per session: pytest-xdist
+  workers share it under a file lock, the first one trains, the others wait and reuse it. A
+  folder without results.json (a run that did not finish) is trained again from scratch."""
   root = session_root(tmp_path_factory)
   workdir = root / f"trained_{name}"
   with open(root / f"trained_{name}.lock", "w") as lock:
     fcntl.flock(lock, fcntl.LOCK_EX)
     if not (workdir / "results.json").exists():
       shutil.rmtree(workdir, ignore_errors=True)
-      train.train_and_evaluate(micro_config(**overrides), str(workdir))
+      train(workdir)
   return workdir
+
+
+def trained_micro_workdir(tmp_path_factory, name: str, **overrides) -> Path:
+  """A micro run (configs/micro.py + overrides) trained in process once per session, shared
+  across modules and xdist workers (trained_once). Tests that change it work on a copy."""
+  from camtl_jax import train  # pylint: disable=import-outside-toplevel
+  return trained_once(tmp_path_factory, name, lambda workdir: train.train_and_evaluate(
+      micro_config(**overrides), str(workdir)))
 
 
 # The micro config with the tiny config's schedule, for tests that stop a run in a process: 12
@@ -60,22 +69,18 @@ def trained_tiny_workdir(tmp_path_factory, name: str, *overrides: str, config: s
                          ) -> Path:
   """A run of `config` (tiny: 2 real MiniLM layers) + `--config.x=y` overrides, trained once per
   session by `camtl-train` in a subprocess and shared across modules and xdist workers
-  (integration tests: a real process)."""
+  (trained_once; integration tests: a real process)."""
   import subprocess  # pylint: disable=import-outside-toplevel
   import sys  # pylint: disable=import-outside-toplevel
-  root = session_root(tmp_path_factory)
-  workdir = root / f"trained_{name}"
-  with open(root / f"trained_{name}.lock", "w") as lock:
-    fcntl.flock(lock, fcntl.LOCK_EX)
-    if not (workdir / "results.json").exists():
-      shutil.rmtree(workdir, ignore_errors=True)
-      env = dict(os.environ, JAX_PLATFORMS="cpu",
-                 XLA_FLAGS="--xla_force_host_platform_device_count=1")
-      cmd = [sys.executable, "-m", "camtl_jax.main", "--config", config,
-             "--workdir", str(workdir), *overrides]
-      proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
-      assert proc.returncode == 0, proc.stderr[-4000:]
-  return workdir
+
+  def camtl_train(workdir: Path) -> None:
+    env = dict(os.environ, JAX_PLATFORMS="cpu",
+               XLA_FLAGS="--xla_force_host_platform_device_count=1")
+    cmd = [sys.executable, "-m", "camtl_jax.main", "--config", config,
+           "--workdir", str(workdir), *overrides]
+    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+  return trained_once(tmp_path_factory, name, camtl_train)
 
 
 @pytest.fixture(scope="session")

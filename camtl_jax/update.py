@@ -68,35 +68,40 @@ def padded_loss_and_grads(ctx, trainable, frozen, batch: dict[str, jax.Array], r
                           head_types: tuple[str, ...] | None = None
                           ) -> tuple[jax.Array, Any, jax.Array]:
   """(loss, gradient w.r.t. the trainable leaves, per-example loss [b]) of the batch [b, K, L],
-  scanned over ctx.grad_accum_steps micro-batches; head_types: only these heads (None: all)."""
+  scanned over ctx.grad_accum_steps micro-batches; head_types: only these heads (None: all).
+  Every micro-batch uses `rng`, with its examples' indices in the whole batch as their dropout
+  keys (models.bert.RowDropout): the masks do not depend on grad_accum_steps."""
   weights = example_weights(batch["task_id"], batch["weight"], ctx.num_tasks,
                               ctx.loss_weighting, ctx.task_loss_scale)
   k = ctx.grad_accum_steps
-  micro = jax.tree.map(lambda x: x.reshape((k, -1) + x.shape[1:]), dict(batch, _w=weights))
+  batch_index = jnp.arange(batch["task_id"].shape[0], dtype=jnp.int32)
+  micro = jax.tree.map(lambda x: x.reshape((k, -1) + x.shape[1:]),
+                       dict(batch, _w=weights, batch_index=batch_index))
   grad_fn = jax.value_and_grad(_loss_fn(ctx, frozen, head_types), has_aux=True)
 
-  def body(carry, xs):
+  def body(carry, mb):
     loss_acc, grad_acc = carry
-    mb, i = xs
-    (loss, per_example), grads = grad_fn(trainable, mb, jax.random.fold_in(rng, i))
+    (loss, per_example), grads = grad_fn(trainable, mb, rng)
     return (loss_acc + loss, jax.tree.map(jnp.add, grad_acc, grads)), per_example
 
   init = (jnp.zeros((), jnp.float32), jax.tree.map(jnp.zeros_like, trainable))
-  (loss, grads), per_example = jax.lax.scan(body, init, (micro, jnp.arange(k)))
+  (loss, grads), per_example = jax.lax.scan(body, init, micro)
   return loss, grads, per_example.reshape(-1)
 
 
 def packed_loss_and_grads(ctx, trainable, frozen, batch: dict[str, jax.Array], rng: jax.Array
                           ) -> tuple[jax.Array, Any, jax.Array]:
   """The same as padded_loss_and_grads for a batch [b, 1, L], over packed row chunks of
-  ctx.update_chunk_rows rows (chunk c's dropout key: fold_in(rng, c))."""
+  ctx.update_chunk_rows rows. Every chunk uses `rng`, with its rows' indices among all packed
+  rows as their dropout keys: the masks do not depend on the chunk size (rounded to the device
+  count, experiment.chunk_rows), so a run continues the same on another number of devices."""
   packed = pack_update(ctx, batch)
   num_chunks = (packed["rows_used"] + ctx.update_chunk_rows - 1) // ctx.update_chunk_rows
 
   def body(carry):
     chunk, loss_acc, grad_acc, per_example_acc = carry
     loss, grads, per_example = chunk_loss_and_grads(ctx, trainable, frozen, batch, packed, chunk,
-                                                    jax.random.fold_in(rng, chunk))
+                                                    rng)
     return (chunk + 1, loss_acc + loss, jax.tree.map(jnp.add, grad_acc, grads),
             per_example_acc + per_example)
 
@@ -128,6 +133,9 @@ def chunk_loss_and_grads(ctx, trainable, frozen, batch: dict[str, jax.Array],
                                                  packed["example_row"], chunk,
                                                  ctx.update_chunk_rows)
   mb = dict(batch, unpack_index=local_index, _w=jnp.where(in_chunk, packed["weights"], 0.0))
+  # Dropout keys (models.bert.RowDropout): the rows' indices among all packed rows.
+  part["row_index"] = chunk * ctx.update_chunk_rows + jnp.arange(ctx.update_chunk_rows,
+                                                               dtype=jnp.int32)
   grad_fn = jax.value_and_grad(_loss_fn(ctx, frozen), has_aux=True)
   # The chunk's rows split over 'data' on their first axis (ctx.example_sharding), if set.
   (loss, per_example), grads = grad_fn(trainable, mb, key,

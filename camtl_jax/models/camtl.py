@@ -229,16 +229,18 @@ class ConditionalEncoder(nn.Module):
   @nn.compact
   def __call__(self, input_ids: Array, token_type_ids: Array, attention_mask: Array | None,
                hooks: EncoderHooks, deterministic: bool = True,
-               packed: Mapping[str, Array] | None = None) -> tuple[Array, Array]:
+               packed: Mapping[str, Array] | None = None,
+               row_ids: Array | None = None) -> tuple[Array, Array]:
     """packed: rows of several examples each (packing.py): {'position_ids', 'segment_ids' [R, L],
     'unpack_index' [B, L]}; attention stays within a segment, and the last hidden state is
     gathered back to the B examples ([B, L, d], zeros where unpack_index is NO_TOKEN) before the
-    pooler. attention_mask is then not read."""
+    pooler. attention_mask is then not read. row_ids [R]: each row's dropout key
+    (bert.RowDropout)."""
     cfg = self.config
     positions = None if packed is None else bert.packed_position_ids(
         cfg, packed["position_ids"], packed["segment_ids"])
     h = bert.Embeddings(cfg, name="embeddings")(input_ids, token_type_ids, deterministic,
-                                                positions)
+                                                positions, row_ids)
     if hooks.align is not None:
       h = hooks.align(h)
     padding = (bert.padding_bias(attention_mask) if packed is None  # [R, 1, L]
@@ -247,7 +249,7 @@ class ConditionalEncoder(nn.Module):
     for i in range(cfg.num_layers):
       bias = padding + hooks.attention_bias[i] if i in hooks.attention_bias else padding
       h = bert.Layer(cfg, name=f"layer_{i}")(h, bias, deterministic, hooks.ln_modulation.get(i),
-                                             hooks.adapter.get(i))
+                                             hooks.adapter.get(i), row_ids)
       if i in hooks.skip:
         skip = hooks.skip[i](h if skip is None else h + skip)
     if skip is not None:
@@ -313,30 +315,41 @@ class CAMTL(nn.Module):
     'token_type_ids', 'segment_ids', 'position_ids', 'task_id' [R, L]} (task_id: each token's
     task; a row may hold examples of several tasks), with
     batch['unpack_index'] [B, L]. The encoder runs on the rows and the heads on the unpacked
-    examples: the outputs equal the unpacked forward's up to float rounding."""
+    examples: the outputs equal the unpacked forward's up to float rounding.
+
+    Dropout (bert.RowDropout) is keyed per example by batch['batch_index'] [B] (its index in the
+    whole step's batch; default arange(B)), and per packed row by packed['row_index'] [R] (default
+    arange(R)): a micro-batch or a chunk of rows passes the global ones, so that the masks do not
+    depend on how the step is cut."""
     tasks = self.tasks if head_types is None else tuple(
         t for t in self.tasks if t.type in head_types)
     check_batch_static(batch, tasks, self.config, self.encoder)
     b, k, length = batch["input_ids"].shape
+    batch_index = batch.get("batch_index", jnp.arange(b, dtype=jnp.int32))
     encoder = ConditionalEncoder(self.encoder, name="encoder")
     if packed is None:
       rows = lambda key: batch[key].reshape(b * k, length)  # noqa: E731 [B, K, L] -> [B*K, L]
       row_task = jnp.repeat(batch["task_id"], k)  # row b*K + j is choice j of example b
+      row_ids = (batch_index[:, None] * k + jnp.arange(k, dtype=jnp.int32)).reshape(-1)
       hidden, pooled = encoder(rows("input_ids"), rows("token_type_ids"),
                                rows("attention_mask"), self._hooks(row_task, length),
-                               deterministic)
+                               deterministic, row_ids=row_ids)
     else:
       if k != 1:
         raise ValueError(f"packed batches hold one sequence per example, got K={k}")
       hooks = self._hooks(packed["task_id"], packed["input_ids"].shape[1],
                           packed["position_ids"])
+      row_ids = packed.get("row_index",
+                           jnp.arange(packed["input_ids"].shape[0], dtype=jnp.int32))
       hidden, pooled = encoder(packed["input_ids"], packed["token_type_ids"], None, hooks,
-                               deterministic, dict(packed, unpack_index=batch["unpack_index"]))
+                               deterministic, dict(packed, unpack_index=batch["unpack_index"]),
+                               row_ids)
     hidden = hidden.reshape(b, k, length, -1)
     pooled = pooled.reshape(b, k, -1)
     self.sow("intermediates", "encoder_output", (hidden, pooled))
     return Heads(self.tasks, self.config.head_dropout, name="heads")(
-        Features(pooled=pooled, hidden=hidden[:, 0]), batch, deterministic, head_types)
+        Features(pooled=pooled, hidden=hidden[:, 0]), batch, deterministic, head_types,
+        batch_index)
 
   def _hooks(self, row_task: Array, length: int, positions: Array | None = None) -> EncoderHooks:
     """Builds the enabled conditional modules (task-level [T, ...] once, gathered per row).

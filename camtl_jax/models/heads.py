@@ -22,7 +22,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from camtl_jax.models.bert import MASK_VALUE
+from camtl_jax.models.bert import MASK_VALUE, RowDropout
 from camtl_jax.tasks import base
 
 Array = jax.Array
@@ -323,9 +323,10 @@ class Head(nn.Module):
 
   @nn.compact
   def __call__(self, features: Features, batch: Mapping[str, Array], rows: HeadRows,
-               deterministic: bool) -> HeadOutput:
+               deterministic: bool, batch_index: Array | None = None) -> HeadOutput:
+    """batch_index [B]: each example's dropout key (models.bert.RowDropout); None: arange(B)."""
     x = HEAD_INPUT[self.head_type](features).astype(jnp.float32)
-    x = nn.Dropout(self.dropout)(x, deterministic=deterministic)
+    x = RowDropout(self.dropout)(x, deterministic, batch_index)
     w = {name: StackedDense(self.num_heads, width or self.max_labels, init, name=name)(
         x.shape[-1]) for name, (width, init) in HEAD_WEIGHTS[self.head_type].items()}
     outputs = HEAD_OUTPUTS[self.head_type](w, x, batch, rows)
@@ -354,16 +355,16 @@ class Heads(nn.Module):
 
   @nn.compact
   def __call__(self, features: Features, batch: Mapping[str, Array],
-               deterministic: bool = True, head_types: tuple[str, ...] | None = None
-               ) -> dict[str, Array]:
+               deterministic: bool = True, head_types: tuple[str, ...] | None = None,
+               batch_index: Array | None = None) -> dict[str, Array]:
     """head_types: compute only these head types (the caller guarantees every example is of one
-    of them); None: every type present."""
+    of them); None: every type present. batch_index [B]: the dropout keys (Head)."""
     layout = HeadLayout.from_tasks(self.tasks)
     types = layout.types if head_types is None else tuple(
         t for t in layout.types if t in head_types)
     task_id = batch["task_id"]
     results = {t: Head(t, layout.num_heads[t], layout.max_labels[t], self.dropout, name=t)(
-        features, batch, layout.rows(t, task_id), deterministic) for t in types}
+        features, batch, layout.rows(t, task_id), deterministic, batch_index) for t in types}
     # Each task's position among the computed types (0 for a type left out: no example has it).
     position = np.array([types.index(layout.types[i]) if layout.types[i] in types else 0
                          for i in layout.task_type], np.int32)

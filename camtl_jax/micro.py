@@ -29,7 +29,7 @@ import numpy as np
 
 from camtl_jax.models import bert
 
-MICRO_VERSION = 3  # bump when the vocabulary or the shape changes
+MICRO_VERSION = 4  # bump when the vocabulary or the shape changes
 SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
 SHAPE = dict(hidden_size=32, num_layers=2, num_heads=2, intermediate_size=64,
              max_position_embeddings=128, hidden_dropout=0.1, attention_dropout=0.1)

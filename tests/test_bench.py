@@ -76,7 +76,7 @@ def test_bench_command_writes_complete_json(tmp_path):
                                     "score_vs_plain_forward", "camtl_mtu_peak_fraction"}
 
 
-@pytest.mark.integration
+@pytest.mark.research  # a measurement on the real GLUE candidates (packing's padding saved)
 def test_glue5_bench_on_real_candidates_reports_packing(shared_data, minilm_path, tmp_path):
   """bench:glue5 times the MT-U step on real GLUE candidate sets: packed has less padding than
   padded_128, one program each, and the report holds what the speed issue asks for."""

@@ -15,9 +15,10 @@ from camtl_jax.tasks import registry
 from camtl_jax.configs import demo as demo_config
 from tests.conftest import trained_tiny_workdir as tiny_workdir
 
-# Per-task artifacts of the tiny run (real MiniLM layers), run in a Python that cannot import
-# camtl_jax: processes and real weights, so integration. The mixed-task artifact's equality runs
-# in process on the micro model in tests/test_multitask_export.py.
+# Per-task artifacts of a micro run trained by camtl-train, run in a Python that cannot import
+# camtl_jax (and in a fresh venv): processes, so integration. The folds are the same code at any
+# size; the micro model keeps the programs small. The mixed-task artifact's equality runs in
+# process in tests/test_multitask_export.py.
 pytestmark = pytest.mark.integration
 
 TOLERANCE = 1e-5  # max abs difference, float32
@@ -67,7 +68,7 @@ def multitask_outputs(trained, task_id, inputs):
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
-  return workdir_lib.load(tiny_workdir(tmp_path_factory, "all5"))
+  return workdir_lib.load(tiny_workdir(tmp_path_factory, "all5_micro", config="micro"))
 
 
 @pytest.fixture(scope="module")

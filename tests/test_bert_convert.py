@@ -172,7 +172,7 @@ def test_self_attention_dropout_acts_on_the_probabilities():
   # The dropout acts on the unnormalised weights exp(x - max x) (the softmax is normalised after
   # the second matmul): each row is the probabilities times one constant, and the output is the
   # dropped-out probabilities times v, as HF's dropout on the probabilities.
-  dropped = np.asarray(state["intermediates"]["Dropout_0"]["__call__"][0], np.float64)
+  dropped = np.asarray(state["intermediates"]["RowDropout_0"]["__call__"][0], np.float64)
   probs, v = _reference_probs(params, h, bias, config.num_heads)
   assert dropped.shape == probs.shape  # [B, H, L, L]
   kept = dropped != 0

@@ -5,13 +5,11 @@ and on a 2 x 4 ('data', 'model') mesh; a 1-device checkpoint resumes on 8. The r
 carries the new layout's shardings, the continued run trains on the same examples, and predict
 works on every workdir.
 
-Agreement with the uninterrupted run within RTOL/ATOL (float32) does NOT hold yet (xfail, strict):
-measured (docs/results/checkpoint_topology.md) the step-4 parameters of 8 -> 1 and 1 -> 8 differ
-from the uninterrupted run's by up to 6.2e-4, while steps 3-4 moved them by 7.4e-4 at most: the
-continued steps are different steps. Fresh runs on 1 and on 8 devices already differ by 4.0e-3 at
-step 2. The likely cause: the packed update runs in chunks of rows rounded up to a multiple of the
-data devices (experiment.chunk_rows), and each chunk's dropout key is fold_in(rng, chunk)
-(update.py), so the dropout masks depend on the device count.
+The continued runs agree with the uninterrupted run within RTOL/ATOL (float32 sums split 8, 2 or
+1 ways): dropout masks are keyed by each example's (or packed row's) place in the step's batch
+(models.bert.RowDropout), not by the update chunk, whose rows are rounded to the device count. With
+chunk-keyed masks (before) the step-4 parameters differed by up to 6.2e-4, the size of two steps
+(docs/results/checkpoint_topology.md).
 
 FSDP splits only leaves of at least sharding.FSDP_MIN_SIZE elements; the micro model (hidden 32)
 has none, so the FSDP runs lower that floor to 1 to split every divisible leaf."""

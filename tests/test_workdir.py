@@ -168,10 +168,12 @@ def test_a_data_change_seen_only_in_the_row_counts_is_refused_before_caches_are_
   from tests.conftest import micro_config
   copy = tmp_path / "copy"
   shutil.copytree(micro_workdir, copy)
+  # The user's data grew by one row (the sentiment task's train file): the config is unchanged.
+  with open(copy / "demo_data" / "sentiment" / "train.tsv", "a") as train_file:
+    train_file.write("a fine movie .\t1\n")
   before = _snapshot(copy)
-  # A smaller doc_stride: more windows of the span task's contexts, nothing else changes.
-  with pytest.raises(checkpoint.WorkdirMismatch, match=r"train_rows\[4\]: \d+ -> \d+"):
-    train.train_and_evaluate(micro_config(doc_stride=4), str(copy))
+  with pytest.raises(checkpoint.WorkdirMismatch, match=r"train_rows\[0\]: 2000 -> 2001"):
+    train.train_and_evaluate(micro_config(), str(copy))
   assert _snapshot(copy) == before
 
 

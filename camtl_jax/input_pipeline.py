@@ -586,7 +586,9 @@ def _encode(task: Task, examples: Sequence[Example], tokenizer: Tokenizer, opts:
   arrays["length"] = (lengths.max(-1) if mask.ndim == 3 else lengths).astype(np.int32)
   arrays.setdefault("example_index", np.arange(len(examples), dtype=np.int32))
   num_truncated = int(encoded.truncated.sum())
-  log.log(logging.WARNING if num_truncated else logging.INFO,
+  # A server encodes every request: "0 of 1 truncated" per request is noise (debug level there).
+  quiet = logging.DEBUG if split == "serve" else logging.INFO
+  log.log(logging.WARNING if num_truncated else quiet,
           "%s %s: %d of %d examples truncated to %d tokens (%d rows)", task.name, split,
           num_truncated, len(examples), opts.max_length, len(lengths))
   return EncodedSplit(task, split, arrays, num_truncated, len(examples), encoded.has_labels,

@@ -1,5 +1,5 @@
-"""camtl-bench (bench.py): synthetic candidates are valid batches; the command runs on the tiny
-config and writes a complete JSON report."""
+"""camtl-bench (bench.py): synthetic candidates are valid batches; the command runs on the micro
+config (b = 8) and writes a complete JSON report."""
 import json
 import subprocess
 import sys
@@ -46,8 +46,8 @@ def test_variants_change_only_what_they_name():
 def test_bench_command_writes_complete_json(tmp_path):
   out = tmp_path / "bench.json"
   proc = subprocess.run(
-      [sys.executable, "-m", "camtl_jax.cli.bench", "--config", "tiny", "--steps", "2",
-       "--matmul_size", "256", "--json", str(out)],
+      [sys.executable, "-m", "camtl_jax.cli.bench", "--config", "micro", "--steps", "2",
+       "--matmul_size", "256", "--json", str(out), "--config.batch_size=8"],
       cwd=REPO, capture_output=True, text=True, timeout=900)
   assert proc.returncode == 0, proc.stderr[-4000:]
   assert "target conditional_overhead" in proc.stdout

@@ -179,17 +179,17 @@ def test_span_answers_decodes_oracle_logits(tok):
 
 @pytest.mark.parametrize("split", ["train", "dev"])
 def test_demo_span_windows_label_gold_and_oracle_decodes(tok, tmp_path_factory, split):
-  """The demo span task at the demo config's windowing (max_length 48, doc_stride 32): every
-  labelled window's start/end tokens map back through the offsets to exactly the gold text, the
-  others target [CLS] (0, 0), every example has its answer in some window, and one-hot logits at
-  the labels (with [CLS] scored highest everywhere) decode to EM 1.0 through span_answers."""
+  """The demo span task in windows of 24 tokens with stride 8 (the demo's own 48 tokens hold its
+  stories whole): every labelled window's start/end tokens map back through the offsets to
+  exactly the gold text, the others target [CLS] (0, 0), every example has its answer in some
+  window, and one-hot logits at the labels (with [CLS] scored highest everywhere) decode to EM 1.0
+  through span_answers."""
   from camtl_jax.tasks import demo, registry
-  from camtl_jax.configs import demo as demo_config
-  config = demo_config.get_config()
+  max_length, doc_stride = 24, 8
   root = demo.write_demo_data(tmp_path_factory.mktemp("demo_span"), seed=0)
   task = registry.get_task("demo/span")
   exs = list(registry.load_split(task, root, split))[:500]
-  s = ip.encode_split(task, exs, tok, config.max_length, None, split, doc_stride=config.doc_stride)
+  s = ip.encode_split(task, exs, tok, max_length, None, split, doc_stride=doc_stride)
   a = s.arrays
   assert s.num_rows > s.num_examples  # the demo contexts really are windowed
   labelled = a["start_position"] > 0
@@ -200,7 +200,7 @@ def test_demo_span_windows_label_gold_and_oracle_decodes(tok, tmp_path_factory, 
     assert a["context_mask"][w, st] and a["context_mask"][w, en] and st <= en
     assert ex.context[a["offsets"][w, st, 0]:a["offsets"][w, en, 1]] == ex.answers[0][0]
   assert set(a["example_index"][labelled].tolist()) == set(range(len(exs)))
-  start = np.zeros((s.num_rows, config.max_length))
+  start = np.zeros((s.num_rows, max_length))
   end = np.zeros_like(start)
   rows = np.flatnonzero(labelled)
   start[rows, a["start_position"][rows]] = end[rows, a["end_position"][rows]] = 50.0

@@ -142,6 +142,19 @@ def test_resumed_run_agrees_with_the_uninterrupted_run(runs, resumed, uninterrup
   assert moved > 10 * ATOL  # steps 3 and 4 changed the parameters: the comparison can fail
 
 
+def test_uninterrupted_runs_on_one_and_eight_devices_agree(runs):
+  """The whole run (train_and_evaluate, checkpoints, the loop's batches) on 1 device and on 8."""
+  root, _ = runs
+  a, b = _state(root, "one1"), _state(root, "dp8")
+  np.testing.assert_array_equal(a["used"], b["used"])
+  for x, y in zip(jax.tree.leaves(a["params"]), jax.tree.leaves(b["params"])):
+    np.testing.assert_allclose(x, y, rtol=RTOL, atol=ATOL)
+  losses = [[json.loads(line)["loss"] for line in (root / name / "history.jsonl").read_text()
+             .splitlines() if '"loss"' in line] for name in ("one1", "dp8")]
+  assert len(losses[0]) >= 2
+  np.testing.assert_allclose(losses[0], losses[1], rtol=RTOL, atol=ATOL)
+
+
 @pytest.mark.parametrize("name, devices, mesh, spec, shard_rows", [
     ("dp8", 8, {"data": 8, "model": 1}, [], 32),
     ("fsdp8", 8, {"data": 8, "model": 1}, ["data"], None),

@@ -37,6 +37,8 @@ from typing import Callable, Mapping, Sequence
 
 import numpy as np
 
+from camtl_jax.tasks.base import Task
+
 log = logging.getLogger(__name__)
 
 HF_PREFIX = "hf:"
@@ -75,7 +77,7 @@ class Measures:
   XLA's FLOPs of one compiled train step, the parameter count; tests pass fakes)."""
   step_flops: Callable[[str], float] | None = None
   parameters: Callable[[str], int] | None = None
-  train_rows: Callable[[str, str], int] | None = None  # (task, data_dir) -> training rows
+  train_rows: Callable[[Task, str], int] | None = None  # (task, data_dir) -> training rows
 
 
 def planned_runs(experiment: str, seeds: Sequence[int], total_steps: int | None = None,
@@ -132,19 +134,27 @@ def last_line(log_path: Path) -> str:
   return lines[-1] if lines else "(empty log)"
 
 
-def task_score(task: str, metrics: Mapping[str, float]) -> float:
+def task_score(task: Task, metrics: Mapping[str, float]) -> float:
   """THE score of a task's dev metrics (metrics.main_score: the mean of its benchmark metrics),
   the rule checkpoint selection and adaptation use."""
   from camtl_jax.tasks import metrics as metrics_lib  # pylint: disable=import-outside-toplevel
-  from camtl_jax.tasks import registry  # pylint: disable=import-outside-toplevel
-  return metrics_lib.main_score(registry.get_task(task), metrics)
+  return metrics_lib.main_score(task, metrics)
 
 
-def score_name(task: str) -> str:
+def score_name(task: Task) -> str:
   """What task_score averages for the task, in words."""
   from camtl_jax.tasks import metrics as metrics_lib  # pylint: disable=import-outside-toplevel
+  return metrics_lib.score_name(task)
+
+
+def run_tasks(workdir: Path, names: Sequence[str]) -> dict[str, Task]:
+  """The tasks a finished run trained on, by name: from its tasks.json (a spec file's tasks
+  included, without the spec file), else the registry's (the HF recipe's workdirs)."""
+  from camtl_jax import workdir as workdir_lib  # pylint: disable=import-outside-toplevel
   from camtl_jax.tasks import registry  # pylint: disable=import-outside-toplevel
-  return metrics_lib.score_name(registry.get_task(task))
+  if (workdir / workdir_lib.TASKS_FILE).is_file():
+    return {task.name: task for task in workdir_lib.load_task_records(workdir)[0]}
+  return {name: registry.get_task(name) for name in names}
 
 
 # ------------------------------------------------------------------------------------------------
@@ -204,7 +214,9 @@ def _run_part(run: ArmRun, out: Path, overrides: Sequence[str], measures: Measur
           "results": result["results"], "step": result["step"],
           "data_used": {k: v for k, v in result["data_used"].items() if k != "overall"},
           "wall_seconds": json.loads(timing.read_text())["seconds"] if timing.exists() else None}
-  tasks = list(result["results"])
+  tasks = run_tasks(workdir, list(result["results"]))
+  part["task_scores"] = {t: task_score(tasks[t], m) for t, m in result["results"].items()}
+  part["score_names"] = {t: score_name(tasks[t]) for t in result["results"]}
   if run.runner == "hf":
     part |= {"rows_seen": result["rows_seen"], "train_rows": result["train_rows"],
              "steps": result["epochs"][-1]["step"], "flops": result["flops"],
@@ -215,9 +227,11 @@ def _run_part(run: ArmRun, out: Path, overrides: Sequence[str], measures: Measur
                           "torch": result["torch"], "transformers": result["transformers"]}}
     return part
   per_step = measures.step_flops(run.spec) if measures.step_flops else None
+  from camtl_jax import experiment  # pylint: disable=import-outside-toplevel
+  data_dir = config["data_dir"] or experiment.demo_data_dir(workdir)  # as training read it
   rows = measures.train_rows if measures.train_rows else (lambda task, data_dir: None)
   part |= {"rows_seen": _rows_seen(workdir, config["batch_size"]),
-           "train_rows": {t: rows(t, config["data_dir"]) for t in tasks},
+           "train_rows": {t: rows(tasks[t], data_dir) for t in result["results"]},
            "steps": config["total_steps"], "flops_per_step": per_step,
            "flops": per_step * config["total_steps"] if per_step else None,
            "parameters": measures.parameters(run.spec) if measures.parameters else None,
@@ -239,14 +253,14 @@ def arm_record(arm: str, seed: int, runs: Sequence[ArmRun], out: Path,
   parts = [_run_part(r, out, overrides, measures) for r in runs]
   merge = lambda key: {k: v for p in parts for k, v in p[key].items()}  # noqa: E731
   results, seen, train_rows = merge("results"), merge("rows_seen"), merge("train_rows")
-  scores = {task: task_score(task, m) for task, m in results.items()}
+  scores = merge("task_scores")
   known = all(train_rows.get(t) for t in results)
   return {
       "arm": arm, "seed": seed, "runner": runs[0].runner,
       "configs": [r.config for r in runs], "overrides": sorted({o for r in runs
                                                                for o in r.overrides}),
       "global_overrides": list(overrides), "commands": [p["command"] for p in parts],
-      "results": results, "task_scores": scores,
+      "results": results, "task_scores": scores, "score_names": merge("score_names"),
       "score": float(np.mean(list(scores.values()))),
       "selected_step": {p["folder"]: p["step"] for p in parts},
       "selected": parts[0]["selected"], "settings": parts[0]["settings"],
@@ -325,6 +339,7 @@ def arm_summary(records: Sequence[dict]) -> dict:
   return {
       "seeds": [r["seed"] for r in records],
       "task_scores": {t: _spread([r["task_scores"][t] for r in records]) for t in tasks},
+      "score_names": records[0].get("score_names") or {},
       "score": _spread([r["score"] for r in records]),
       "per_seed_score": {r["seed"]: r["score"] for r in records},
       "results": {t: {m: float(np.mean([r["results"][t][m] for r in records]))
@@ -407,6 +422,14 @@ def _settings_text(s: Mapping) -> str:
   return text + f", {settings['total_steps']} steps of b = {settings['batch_size']}"
 
 
+def _score_names(arms: Mapping[str, dict], tasks: Sequence[str]) -> dict[str, str]:
+  """What each task's score averages, as the records say (records written before they said it:
+  the registry's task of that name)."""
+  from camtl_jax.tasks import registry  # pylint: disable=import-outside-toplevel
+  names = {t: n for arm in arms.values() for t, n in arm.get("score_names", {}).items()}
+  return {t: names.get(t) or score_name(registry.get_task(t)) for t in tasks}
+
+
 def results_markdown(summary: dict) -> str:
   """The tables of results.md: scores, what each arm spent, and how each arm ran."""
   arms = summary["arms"]
@@ -414,10 +437,11 @@ def results_markdown(summary: dict) -> str:
     return "No arm has finished yet.\n" + _missing(summary)
   tasks = list(next(iter(arms.values()))["task_scores"])
   short = [t.split("/")[-1] for t in tasks]
+  names = _score_names(arms, tasks)
   diffs = summary.get("paired_difference", {})
   lines = [f"# {summary['experiment']}", "", f"Command: `{summary['command']}`", "",
            "Task score = `metrics.main_score`, the rule that selects checkpoints and scores "
-           "adaptation: " + "; ".join(f"{t.split('/')[-1]} {score_name(t)}" for t in tasks)
+           "adaptation: " + "; ".join(f"{t.split('/')[-1]} {names[t]}" for t in tasks)
            + f". Score = the mean of the {len(tasks)} task scores. With several seeds: mean "
            "[min, max]. Paired: camtl_mtu's score minus the arm's, seed by seed, mean [min, max].",
            "",

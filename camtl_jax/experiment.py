@@ -279,9 +279,14 @@ def load_tasks(config, workdir: Path) -> tuple[list[Task], str]:
   tasks = config_tasks(config)
   data_dir = config.data_dir
   if not data_dir and any(t.name.startswith("demo/") for t in tasks):
-    data_dir = str(workdir / "demo_data")
+    data_dir = demo_data_dir(workdir)
     demo.write_demo_data(data_dir, seed=0)
   return tasks, data_dir
+
+
+def demo_data_dir(workdir: Path) -> str:
+  """Where a run with an empty config.data_dir generates the demo tasks' files."""
+  return str(Path(workdir) / "demo_data")
 
 
 def check_files(config, tasks: Sequence[Task], data_dir: str) -> None:

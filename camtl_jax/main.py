@@ -25,6 +25,10 @@ def make_parser():
   common.add_config_argument(parser)
   parser.add_argument("--workdir", required=True,
                       help="checkpoints, caches, summaries and results go here")
+  parser.add_argument("--data-dir", "--data_dir", default=None,
+                      help="the data folder (glue/<Task>/..., a spec file's relative paths): "
+                           "--config.data_dir, the same flag as camtl-data, camtl-predict, "
+                           "camtl-adapt and camtl-experiment take")
   parser.add_argument("--jax_distributed", "--jax-distributed", action="store_true",
                       help="call jax.distributed.initialize() (multi-host TPU/GPU pods; the "
                            "coordinator comes from the environment unless given below)")
@@ -36,8 +40,15 @@ def make_parser():
   return parser
 
 
+def load_config(args):
+  """The run's config: --config with --data-dir and the --config.FIELD overrides (an explicit
+  --config.data_dir wins over --data-dir, as a later flag does)."""
+  data_dir = [f"data_dir={args.data_dir}"] if args.data_dir else []
+  return common.load_config(args.config, data_dir + list(args.overrides))
+
+
 def _train(args) -> int | None:
-  config = common.load_config(args.config, args.overrides)
+  config = load_config(args)
   import jax  # pylint: disable=import-outside-toplevel
   from camtl_jax import compile_cache, experiment, train  # pylint: disable=import-outside-toplevel
   if args.jax_distributed:  # before anything touches a device

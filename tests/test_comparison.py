@@ -66,13 +66,13 @@ def test_the_paper_arm_is_the_papers_selection_and_data_comes_from_the_command_l
 def test_one_task_score_rule_the_mean_of_the_benchmark_metrics():
   from camtl_jax.tasks import metrics, registry  # pylint: disable=import-outside-toplevel
   mrpc = {"f1": 0.8, "accuracy": 0.6}
-  assert comparison.task_score("glue/mrpc", mrpc) == pytest.approx(0.7)
-  assert comparison.task_score("glue/mrpc", mrpc) == metrics.main_score(
+  assert comparison.task_score(registry.get_task("glue/mrpc"), mrpc) == pytest.approx(0.7)
+  assert comparison.task_score(registry.get_task("glue/mrpc"), mrpc) == metrics.main_score(
       registry.get_task("glue/mrpc"), mrpc)  # what selects checkpoints
   assert not hasattr(comparison, "main_metric")  # no second rule under another name
   assert metrics.score_metrics(registry.get_task("glue/mrpc")) == ("f1", "accuracy")
-  assert comparison.score_name("glue/stsb") == "mean of pearson, spearman"
-  assert comparison.score_name("glue/cola") == "mcc"
+  assert comparison.score_name(registry.get_task("glue/stsb")) == "mean of pearson, spearman"
+  assert comparison.score_name(registry.get_task("glue/cola")) == "mcc"
 
 
 def test_an_experiment_config_without_arms_is_refused():
@@ -203,18 +203,18 @@ def test_an_experiment_trains_its_arms_and_a_rerun_skips_the_finished_ones(tmp_p
   command = [sys.executable, "-m", "camtl_jax.cli.experiment", "--experiment", "glue5_minilm",
              "--out", str(tmp_path), "--seeds", "0", "--total_steps", "5",
              "--committed", str(tmp_path / "none"),
-             "--arms", "single_task", f"--data-dir={shared_data}",
+             "--arms", "mtl", f"--data-dir={shared_data}",
              "--config.encoder_layers=1", "--config.max_eval_examples=8",
              "--config.max_length=32"]
   first = subprocess.run(command, capture_output=True, text=True, check=False)
   assert first.returncode == 0, first.stderr[-2000:]
   summary = json.loads((tmp_path / "results.json").read_text())
-  assert set(summary["arms"]["single_task"]["results"]) == set(glue5_minilm.GLUE5)
-  assert (tmp_path / "records" / "single_task" / "seed0.json").exists()
+  assert set(summary["arms"]["mtl"]["results"]) == set(glue5_minilm.GLUE5)
+  assert (tmp_path / "records" / "mtl" / "seed0.json").exists()
   assert (tmp_path / "results.md").exists() and (tmp_path / "results.png").exists()
   again = subprocess.run(command, capture_output=True, text=True, check=False)
   assert again.returncode == 0, again.stderr[-2000:]
-  assert again.stderr.count("finished earlier, skipped") == 5
+  assert again.stderr.count("finished earlier, skipped") == 1
   assert json.loads((tmp_path / "results.json").read_text())["arms"] == summary["arms"]
 
 

@@ -8,6 +8,7 @@ import pytest
 
 from camtl_jax import experiment, predict
 from camtl_jax.cli import adapt as cli_adapt
+from camtl_jax.cli import common
 from camtl_jax.cli import data as cli_data
 from camtl_jax.cli import predict as cli_predict
 from camtl_jax.tasks import base, registry, spec
@@ -307,6 +308,15 @@ def test_predict_reads_a_benchmark_or_spec_file_in_its_own_format(tmp_path, data
     predict.read_inputs(rte, other)
 
 
+def test_the_shipped_example_declares_every_head_type_and_its_files_read():
+  examples = Path(__file__).resolve().parents[1] / "examples"
+  tasks = spec.load_spec(examples / "my_tasks.yaml")
+  assert sorted(t.type for t in tasks) == sorted(base.TASK_TYPES)
+  for task in tasks:
+    for split in ("train", "dev"):
+      assert len(registry.load_split(task, examples, split)) >= 8, (task.name, split)
+
+
 def test_one_data_dir_flag_and_the_old_spelling_hidden(capsys):
   for module, argv in ((cli_predict, ["--workdir", "w", "--submission", "o"]),
                        (cli_adapt, ["--workdir", "w", "--new-task", "t"])):
@@ -315,6 +325,10 @@ def test_one_data_dir_flag_and_the_old_spelling_hidden(capsys):
     assert parser.parse_args(argv + ["--data", "d"]).data_dir == "d"
     assert "--data-dir" in parser.format_help() and "--data " not in parser.format_help()
   assert cli_data.make_parser().parse_args(["check", "s.yaml", "--data-dir", "d"]).data_dir == "d"
+  from camtl_jax import main  # camtl-train: --data-dir is --config.data_dir
+  train_args = common.parse_args(main.make_parser(), ["--config", "micro", "--workdir", "w",
+                                                      "--data-dir", "d"])
+  assert main.load_config(train_args).data_dir == "d"
 
 
 # ------------------------------------------------------------------------------------------------
@@ -353,10 +367,12 @@ def test_nothing_is_written_into_the_workdir_when_a_file_is_bad(tmp_path):
 
 
 def test_a_workdir_trained_on_spec_tasks_predicts_and_exports_without_the_spec(tmp_path):
-  from camtl_jax import export, train, workdir
+  from camtl_jax import comparison, export, train, workdir
+  from camtl_jax.cli import experiment as cli_experiment
   folder = tmp_path / "spec"
   path = spec_folder(folder)
-  run = tmp_path / "run"
+  arm = comparison.ArmRun("mtl", 0, "micro")
+  run = tmp_path / "arms" / arm.folder  # where camtl-experiment puts an arm's run
   config = micro_config(tasks=("demo/sentiment", "my/tickets", "my/ner"),
                         task_specs=(str(path),), total_steps=2, eval_every=2,
                         checkpoint_every=2)
@@ -364,6 +380,13 @@ def test_a_workdir_trained_on_spec_tasks_predicts_and_exports_without_the_spec(t
   records = json.loads((run / "tasks.json").read_text())
   assert records[1]["labels"] == ["account", "billing", "bug"]
   assert records[1]["spec"]["inferred_labels"] and records[2]["spec"]["format"] == "conll"
+  # camtl-experiment's record of the run: scores and training rows of the spec tasks too.
+  measures = comparison.Measures(train_rows=cli_experiment.measures(tmp_path, None, []).train_rows)
+  (written,) = comparison.write_finished_records(tmp_path / "arms", [arm], [], measures)
+  record = json.loads(written.read_text())
+  assert set(record["task_scores"]) == {"demo/sentiment", "my/tickets", "my/ner"}
+  assert record["score_names"]["my/ner"] == "entity_f1"
+  assert record["train_rows"]["my/tickets"] == 4 and record["train_rows"]["demo/sentiment"] > 6
   shutil.rmtree(folder)  # neither the spec file nor the data is needed any more
   trained = workdir.load(run)
   assert [t.name for t in trained.tasks] == ["demo/sentiment", "my/tickets", "my/ner"]

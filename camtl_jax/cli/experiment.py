@@ -102,10 +102,10 @@ def measures(out: Path, committed: Path | None, overrides: Sequence[str]):
 
   rows: dict[tuple[str, str], int] = {}
 
-  def train_rows(task: str, data_dir: str) -> int:
-    if (task, data_dir) not in rows:
-      rows[task, data_dir] = len(registry.load_split(task, data_dir, "train"))
-    return rows[task, data_dir]
+  def train_rows(task, data_dir: str) -> int:  # a registry task or a spec file's (tasks.json)
+    if (task.name, data_dir) not in rows:
+      rows[task.name, data_dir] = len(registry.load_split(task, data_dir, "train"))
+    return rows[task.name, data_dir]
 
   files = ([committed / "step_flops.json"] if committed else []) + [out / "step_flops.json"]
   return comparison.Measures(step_flops=_cached(step_flops, files, "FLOPs per train step"),

@@ -190,7 +190,7 @@ def run_server(kind: str, path: str, port: int) -> None:
 def request_bodies(path: str, per_task: int = 50, seed: int = 0) -> list[bytes]:
   """Single-input request bodies over the workdir's tasks (their dev examples, as camtl-predict's
   fields), shuffled: a mixed-task stream."""
-  from camtl_jax import workdir  # pylint: disable=import-outside-toplevel
+  from camtl_jax import experiment, workdir  # pylint: disable=import-outside-toplevel
   from camtl_jax.tasks import registry  # pylint: disable=import-outside-toplevel
   wd = workdir.check_workdir(path)
   tasks, _ = workdir.load_task_records(wd)
@@ -205,7 +205,7 @@ def request_bodies(path: str, per_task: int = 50, seed: int = 0) -> list[bytes]:
   }
   bodies = []
   for task in tasks:
-    examples = registry.load_split(task, wd / "demo_data", "dev")[:per_task]
+    examples = registry.load_split(task, experiment.demo_data_dir(wd), "dev")[:per_task]
     bodies += [json.dumps({"task": task.name, **fields[task.type](ex)}).encode()
                for ex in examples]
   random.Random(seed).shuffle(bodies)

@@ -48,7 +48,11 @@ def checkpoint_dir(workdir: str | Path) -> Path:
 
 def _rank(metrics: dict) -> float:
   """Orbax's ranking key of a step's metrics: its score; NaN, inf and a missing score rank last."""
-  score = float(metrics.get(SCORE, math.nan))
+  return score_rank(float(metrics.get(SCORE, math.nan)))
+
+
+def score_rank(score: float) -> float:
+  """A dev score as the steps are ranked by it: NaN and inf rank last (-inf)."""
   return score if math.isfinite(score) else -math.inf
 
 

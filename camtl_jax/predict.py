@@ -286,12 +286,28 @@ def read_inputs(task: Task, path: str | Path, file_format: str | None = None) ->
   if file_format == "task":
     if task.reader is None:
       raise ValueError(f"task {task.name} has no reader here; use --format jsonl or tsv")
-    examples = list(task.reader(path, registry.file_split(task, path), readers.SkipLog()))
+    examples = _task_format(task, path)
   else:
     examples = _generic_or_task_format(task, path, file_format, given is None)
   if not examples:
     raise DataError(path, None, None, "no examples in the file")
   return examples
+
+
+def _task_format(task: Task, path: str) -> list[Example]:
+  """The file in the task's own format, in the layout of the split its name says (a name like
+  none of the task's files: the test file's layout, e.g. CoLA's header row)."""
+  split = registry.file_split(task, path)
+  try:
+    return list(task.reader(path, split, readers.SkipLog()))
+  except DataError as e:
+    names = sorted({Path(f).name for s, f in task.splits.items() if s != "test"})
+    if split != "test" or not names:
+      raise
+    prefix = str(DataError(e.path, e.line, e.field, ""))
+    raise DataError(e.path, e.line, e.field, str(e).removeprefix(prefix) + f" (read in "
+                    f"{task.name}'s test-file layout; a file named {' or '.join(names)} is "
+                    "read in that split's)") from None
 
 
 def _generic_or_task_format(task: Task, path: str, file_format: str, detect: bool

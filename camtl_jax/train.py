@@ -459,10 +459,17 @@ def _check_bad_steps(run, manager, state, meta, step) -> None:
                           "learning rate or check the data.")
 
 
+def best_evaluated_step(evals: dict[str, dict]) -> str:
+  """The step (a key of meta['evals']) with the best dev score: the later step among equal
+  scores, NaN and inf last, as checkpoint.ranked_steps picks the checkpoint that predict and
+  export load."""
+  return max(evals, key=lambda s: (checkpoint.score_rank(evals[s]["score"]), int(s)))
+
+
 def _finish(run: experiment.Run, state: State, meta: dict, evaluator: Callable) -> dict:
   """Selects the best evaluated step, writes results.json/.txt and the sampling plot."""
   evals = meta["evals"]
-  best = max(evals, key=lambda s: evals[s]["score"]) if evals else str(int(state["step"]))
+  best = best_evaluated_step(evals) if evals else str(int(state["step"]))
   chosen = evals.get(best) or dict(zip(("results", "score"), evaluator(state["params"])))
   used = sampling.data_used_fractions(np.asarray(jax.device_get(state["used"])),
                                       run.loader.num_examples, [t.name for t in run.tasks])

@@ -480,8 +480,8 @@ class StopSignals:
     if self.requested and signum == signal.SIGINT:
       raise KeyboardInterrupt
     self.requested, self.signum = True, signal.Signals(signum)
-    log.warning("%s: saving and stopping after this step (Ctrl-C again to abort)",
-                signal.Signals(signum).name)
+    log.warning("%s: saving and stopping after this step%s", signal.Signals(signum).name,
+                " (Ctrl-C again to abort)" if signum == signal.SIGINT else "")
 
   def restore(self) -> None:
     for sig, handler in self._previous.items():

@@ -340,6 +340,11 @@ def test_ranked_steps_put_the_best_score_first_then_the_unscored_latest_first(tm
   _save_scored(tmp_path, {10: 0.9, 20: 0.5, 30: None, 40: 0.9, 50: None})
   assert checkpoint.ranked_steps(tmp_path) == [40, 10, 20, 50, 30]
   assert workdir.select_step(tmp_path) == 40
+  # results.json names the step that predict and export load: the later of equal scores.
+  from camtl_jax import train  # pylint: disable=import-outside-toplevel
+  evals = {"10": {"score": 0.9}, "20": {"score": 0.5}, "40": {"score": 0.9},
+           "60": {"score": float("nan")}}
+  assert train.best_evaluated_step(evals) == "40"
 
 
 @pytest.mark.parametrize("damage", sorted(USE_DAMAGE))

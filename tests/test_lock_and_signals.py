@@ -107,6 +107,8 @@ def test_a_first_signal_asks_the_loop_to_stop_and_sets_the_exit_status(sig, stat
       os.kill(os.getpid(), sig)  # the handler runs in the main thread before the next line
     assert signals.requested and signals.exit_status == status
     assert f"{sig.name}: saving and stopping after this step" in _records(caplog)[0]
+    # Only an interactive Ctrl-C can be pressed again.
+    assert ("Ctrl-C again" in _records(caplog)[0]) == (sig == signal.SIGINT)
   finally:
     signals.restore()
   assert signal.getsignal(signal.SIGTERM) is before

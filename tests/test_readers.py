@@ -728,6 +728,11 @@ def test_predict_reads_a_headerless_cola_file_as_training_does(tmp_path):
     predict.read_inputs(task, damaged, "task")
   assert str(predict_error.value) == str(trained_error.value)
   assert str(trained_error.value).startswith(f"{damaged}, line 3, field 'label': unknown label")
+  # A train/dev file under another name is read in the test file's layout: the error says so.
+  renamed = write_lines(tmp_path / "mine" / "my_cola.tsv", COLA_ROWS)
+  with pytest.raises(DataError, match=r"my_cola.tsv, line 1, field 'sentence'.*read in "
+                     r"glue/cola's test-file layout; a file named dev.tsv or train.tsv is read"):
+    predict.read_inputs(task, renamed, "task")
 
 
 @pytest.mark.integration  # reads ../shared/data

@@ -4,6 +4,7 @@ ends at the last step, the sampling plot says which points it clamped."""
 import json
 import logging
 import os
+from pathlib import Path
 
 import jax.numpy as jnp
 import ml_collections
@@ -55,20 +56,26 @@ def _writers(path):
              "aggregates": {}, "data_used": {"demo/sentiment": 0.1}}
   return {
       "results.json": lambda: reporting.write_results(path, summary),
+      "results.txt": lambda: reporting.write_results(path, summary),  # after results.json
       "config.json": lambda: workdir.write_config(path, ml_collections.ConfigDict({"a": 1})),
       "tasks.json": lambda: workdir.write_task_records(path, [task], [(0.0, 1.0)]),
       "history.jsonl": lambda: reporting.truncate_history(path / "history.jsonl", 2),
   }
 
 
-@pytest.mark.parametrize("name", ["results.json", "config.json", "tasks.json", "history.jsonl"])
+@pytest.mark.parametrize("name", ["results.json", "results.txt", "config.json", "tasks.json",
+                                  "history.jsonl"])
 def test_a_write_that_fails_leaves_the_old_file_whole_and_no_temporary_file(
     name, tmp_path, monkeypatch):
   old = json.dumps(_record(2)) + "\n" + json.dumps(_record(4)) + "\n"
   for file in ("results.json", "results.txt", "config.json", "tasks.json", "history.jsonl"):
     (tmp_path / file).write_text(old)
 
+  replace = os.replace
+
   def full_disk(src, dst):
+    if Path(dst).name != name:
+      return replace(src, dst)
     raise OSError(28, "No space left on device")
   monkeypatch.setattr(os, "replace", full_disk)  # the moment a crash or a full disk hits
   with pytest.raises(OSError, match="No space left"):

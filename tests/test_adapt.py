@@ -226,12 +226,13 @@ def test_real_rte_model_adapted_to_cb_with_new_rows_only_beats_majority_class(
 
 
 @pytest.mark.integration
-def test_submission_files_of_the_real_base(shared_data, minilm_path, tmp_path_factory, tmp_path):
+def test_submission_files_of_the_real_base(shared_data, tmp_path_factory, tmp_path):
   """camtl-predict --submission: the leaderboard files of the model's GLUE / SuperGLUE tasks,
-  predicted on their (unlabelled) test splits. A 2-step base: the files' format is the check."""
-  base = tiny_workdir(tmp_path_factory, "rte_mrpc_2_steps", *REAL_BASE,
+  predicted on their (unlabelled) test splits. A 2-step micro model trained on the real files:
+  the files' format is the check."""
+  base = tiny_workdir(tmp_path_factory, "rte_mrpc_2_steps", REAL_BASE[0], *REAL_BASE[2:],
                       f"--config.data_dir={shared_data}", "--config.total_steps=2",
-                      "--config.eval_every=2", "--config.checkpoint_every=2")
+                      "--config.eval_every=2", "--config.checkpoint_every=2", config="micro")
   out = tmp_path / "submission"
   assert cli_predict.main(["--workdir", str(base), "--submission", str(out), "--data",
                            str(shared_data), "--max-examples", "20"]) == 0

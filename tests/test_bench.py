@@ -113,7 +113,7 @@ def test_bench_times_hf_pytorch_reference_in_lockstep(tmp_path):
   a resident process, called in the same rounds, with the ratios against our programs."""
   out = tmp_path / "bench.json"
   proc = subprocess.run(
-      [sys.executable, "-m", "camtl_jax.cli.bench", "--config", "tiny", "--steps", "2",
+      [sys.executable, "-m", "camtl_jax.cli.bench", "--config", "micro", "--steps", "2",
        "--matmul_size", "256", "--json", str(out),
        "--variants", "forward_plain,plain_all_trainable,hf_forward,hf_train"],
       cwd=REPO, capture_output=True, text=True, timeout=900)

@@ -30,6 +30,7 @@ import numpy as np
 import pytest
 
 from camtl_jax import checkpoint
+from tests.conftest import shared_compile_cache
 
 REPO = Path(__file__).resolve().parents[1]
 # Quick: the micro config (b = 8: one example per device) without its multiple-choice task (K=1
@@ -57,7 +58,8 @@ def _env(devices: int) -> dict:
 def _cmd(workdir, steps: int) -> list[str]:
   # Resuming to more steps changes the schedule: the run must say it is allowed.
   return [sys.executable, "-m", "camtl_jax.main", "--config", "micro",
-          "--workdir", str(workdir), f"--config.total_steps={steps}", "--config.batch_size=8",
+          "--workdir", str(workdir), shared_compile_cache(), f"--config.total_steps={steps}",
+          "--config.batch_size=8",
           "--config.allow_resume_changes=True", *OVERRIDES]
 
 

@@ -18,7 +18,7 @@ import pytest
 
 from camtl_jax import checkpoint, experiment, mtu, sharding, train, update
 from camtl_jax.configs import tiny
-from tests.conftest import micro_config
+from tests.conftest import micro_config, shared_compile_cache
 from camtl_jax.models.heads import TaskSpec
 from camtl_jax.tasks.base import CLASSIFICATION, REGRESSION, TAGGING
 
@@ -51,7 +51,7 @@ def _train_cmd(workdir, *overrides, devices=1, config="micro"):
              JAX_PLATFORMS="cpu")
   schedule = MICRO_RUN if config == "micro" else ()
   cmd = [sys.executable, "-m", "camtl_jax.main", "--config", config,
-         "--workdir", str(workdir), *schedule, *overrides]
+         "--workdir", str(workdir), shared_compile_cache(), *schedule, *overrides]
   return cmd, env
 
 

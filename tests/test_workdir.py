@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from camtl_jax import checkpoint, workdir as workdir_lib
-from tests.conftest import MICRO_12_STEPS, trained_tiny_workdir
+from tests.conftest import MICRO_12_STEPS, shared_compile_cache, trained_tiny_workdir
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -23,7 +23,7 @@ REPO = Path(__file__).resolve().parents[1]
 def _cmd(path, *overrides):
   env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS="--xla_force_host_platform_device_count=1")
   return [sys.executable, "-m", "camtl_jax.main", "--config", "micro", "--workdir", str(path),
-          *MICRO_12_STEPS, *overrides], env
+          shared_compile_cache(), *MICRO_12_STEPS, *overrides], env
 
 
 def _train(path, *overrides, timeout=600):
@@ -91,7 +91,8 @@ def test_a_second_run_on_a_locked_workdir_stops_with_a_clear_message(trained_cop
 @pytest.mark.integration
 def test_sigterm_saves_the_step_and_a_rerun_resumes_bitwise(tmp_path_factory, tmp_path):
   path = tmp_path / "term"
-  cmd, env = _cmd(path, "--config.checkpoint_every=1000")  # only the stop itself saves mid-run
+  # Only the stop itself saves mid-run; the cache at camtl-train's default, the workdir's own.
+  cmd, env = _cmd(path, "--config.checkpoint_every=1000", "--config.compile_cache_dir=workdir")
   proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                           text=True)
   history = path / "history.jsonl"
@@ -108,7 +109,7 @@ def test_sigterm_saves_the_step_and_a_rerun_resumes_bitwise(tmp_path_factory, tm
   step = int(stopped[0].split("stopped at step ")[1].split(";")[0])
   assert 4 <= step < 12 and step in checkpoint.make_manager(path, read_only=True).all_steps()
   assert (path / "compile_cache").is_dir()  # camtl-train's default: the workdir's own cache
-  rerun = _train(path, "--config.checkpoint_every=1000")
+  rerun = _train(path, "--config.checkpoint_every=1000", "--config.compile_cache_dir=workdir")
   assert rerun.returncode == 0, rerun.stderr[-3000:]
   # The resumed run does not compile its train step again.
   assert "(from the persistent compilation cache)" in rerun.stderr, rerun.stderr[-3000:]

@@ -5,6 +5,7 @@ Tiers (setup.cfg): the default run is units and in-process runs of the `micro` c
 encoder built by camtl_jax/micro.py); `-m integration` runs what starts processes or needs the real
 world; `-m research` the claims about learning.
 """
+import collections
 import fcntl
 import os
 import shutil
@@ -139,10 +140,35 @@ def pytest_report_header(config):
 REAL_WORLD_FIXTURES = frozenset({"minilm_path", "shared_data"})
 
 
-@pytest.hookimpl(tryfirst=True)
+# The order in which the test command's two workers (-n 2 --dist loadfile) take whole files: the
+# packing checks and the adaptation runs first, then xdist's own default order (the files with the
+# most tests first); setup.cfg passes --no-loadscope-reorder so that xdist keeps it. Measured with
+# the background load stopped (docs/design/layout.md): the default tier took 183 s in this order
+# (186-192 s with the packing file third) against 235-243 s in xdist's, where the packing file
+# came last and ran its checks 2-5x slower beside the adaptation fixture. The integration tier
+# keeps xdist's order after these two (604-625 s): its process-heavy files first made it slower
+# (695 s, and over 640 s).
+FIRST_FILES = ("test_packing.py", "test_adapt.py")
+
+
+def _run_order(items) -> dict:
+  """Each test file's place in the run (see FIRST_FILES)."""
+  tests_per_file = collections.Counter(item.path for item in items)
+  files = sorted(tests_per_file, key=lambda path: (
+      FIRST_FILES.index(path.name) if path.name in FIRST_FILES else len(FIRST_FILES),
+      -tests_per_file[path]))
+  return {path: place for place, path in enumerate(files)}
+
+
+@pytest.hookimpl(wrapper=True)
 def pytest_collection_modifyitems(config, items):
+  """Marks real-world tests as integration before the tier's -m deselection runs, and orders the
+  files that remain after it (_run_order)."""
   del config
   for item in items:
     if (REAL_WORLD_FIXTURES & set(getattr(item, "fixturenames", ()))
         and item.get_closest_marker("research") is None):
       item.add_marker(pytest.mark.integration)
+  yield  # the other implementations, -m's deselection among them
+  place = _run_order(items)
+  items.sort(key=lambda item: place[item.path])  # stable: each file's tests stay in order

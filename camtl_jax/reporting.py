@@ -10,6 +10,7 @@ import contextlib
 import json
 import logging
 import math
+import sys
 import time
 from pathlib import Path
 from typing import Any, Sequence
@@ -26,6 +27,21 @@ def reduce_metrics(history: Sequence[dict[str, Any]]) -> dict[str, np.ndarray]:
   """Sums every metric over steps (all step metrics are sums or counts)."""
   fetched = jax.device_get(list(history))
   return {k: np.sum([m[k] for m in fetched], axis=0) for k in fetched[0]}
+
+
+def _summary_writer_class():
+  """tensorboardX.SummaryWriter, imported without PyTorch: tensorboardX imports torch when it is
+  installed (only to accept torch tensors; we log Python floats), 1.4 s of every run's start.
+  A process that already imported torch keeps it."""
+  if "torch" in sys.modules:
+    from tensorboardX import SummaryWriter  # pylint: disable=import-outside-toplevel
+    return SummaryWriter
+  sys.modules["torch"] = None  # makes `import torch` raise ImportError, for this import only
+  try:
+    from tensorboardX import SummaryWriter  # pylint: disable=import-outside-toplevel
+  finally:
+    del sys.modules["torch"]
+  return SummaryWriter
 
 
 class Reporter:
@@ -47,7 +63,7 @@ class Reporter:
     self._in_flight: list[tuple[int, Any]] = []
     self._logging = contextlib.ExitStack()
     if enabled:
-      from tensorboardX import SummaryWriter
+      SummaryWriter = _summary_writer_class()  # pylint: disable=invalid-name
       from tqdm import tqdm
       from tqdm.contrib.logging import logging_redirect_tqdm
       truncate_history(self.history_path, start_step)

@@ -69,19 +69,23 @@ def _run(tmp_path, tasks, *overrides, config="micro"):
   return experiment.build_run(loaded, tmp_path)
 
 
-def _select(run, state, ctx, step, packed: bool):
-  cands = run.loader.candidates(step)
-  rows = packing.pack_step(cands, run.pack_plan, packing.host_lengths(
-      [s.lengths for s in run.train_splits], run.loader.indices(step), 1)) if packed else None
-  if packed:
-    assert rows is not None
-  else:
-    cands.pop("unpack_index", None)
-  flat = mtu.flatten_candidates(cands)
-  fn = jax.jit(lambda p, c, f, r: train.select(ctx, p, c, f, jnp.int32(step), jax.random.key(0),
-                                               state["regression_mse"], r))
-  idx, h, h_max, mse = fn(state["params"], cands, flat, rows)
-  return np.asarray(idx), np.asarray(h), np.asarray(h_max), np.asarray(mse)
+def _selector(run, state, ctx):
+  """select(step, packed) -> (indices, H, H_max, regression MSE) as numpy arrays. One jit for
+  every step (the step is an argument): the packed and the padded selection compile once each."""
+  fn = jax.jit(lambda p, c, f, s, r: train.select(ctx, p, c, f, s, jax.random.key(0),
+                                                  state["regression_mse"], r))
+
+  def select(step: int, packed: bool):
+    cands = run.loader.candidates(step)
+    rows = packing.pack_step(cands, run.pack_plan, packing.host_lengths(
+        [s.lengths for s in run.train_splits], run.loader.indices(step), 1)) if packed else None
+    if packed:
+      assert rows is not None
+    else:
+      cands.pop("unpack_index", None)
+    flat = mtu.flatten_candidates(cands)
+    return tuple(np.asarray(x) for x in fn(state["params"], cands, flat, jnp.int32(step), rows))
+  return select
 
 
 def _perturbed(params, scale=0.1):
@@ -93,8 +97,9 @@ def _perturbed(params, scale=0.1):
           for group, tree in params.items()}
 
 
-def _assert_same_outputs(run, params, step):
-  """Every output of the model's forward, packed and padded, at the positions that carry one."""
+def _assert_same_outputs(run, apply, params, step):
+  """Every output of the model's forward (apply: _packable_forward's jit), packed and padded, at
+  the positions that carry one."""
   cands = run.loader.candidates(step)
   rows = packing.pack_step(cands, run.pack_plan, packing.host_lengths(
       [s.lengths for s in run.train_splits], run.loader.indices(step), 1))
@@ -104,9 +109,6 @@ def _assert_same_outputs(run, params, step):
   flat = dict(flat, input_ids=flat["input_ids"][:, :1],
               token_type_ids=flat["token_type_ids"][:, :1],
               attention_mask=flat["attention_mask"][:, :1])
-  apply = jax.jit(lambda p, f, r: run.model.apply({"params": p}, f, deterministic=True,
-                                                  head_types=("classification", "regression",
-                                                              "span", "tagging"), packed=r))
   padded = apply(params, {k: v for k, v in flat.items() if k != "unpack_index"}, None)
   packed = apply(params, flat, rows)
   tokens = flat["attention_mask"][:, 0] > 0
@@ -119,14 +121,20 @@ def _assert_same_outputs(run, params, step):
                                rtol=1e-5, err_msg=key)
 
 
+def _packable_forward(model):
+  """The jitted forward of the head types that pack: apply(params, flat, rows or None)."""
+  return jax.jit(lambda p, f, r: model.apply({"params": p}, f, deterministic=True,
+                                             head_types=("classification", "regression", "span",
+                                                         "tagging"), packed=r))
+
+
 def _assert_same_selection(run, steps):
   state, compiled = train.compile_run(run)
   state = dict(state, params=_perturbed(state["params"]))
-  ctx = compiled.ctx
+  select, apply = _selector(run, state, compiled.ctx), _packable_forward(run.model)
   for step in steps:
-    _assert_same_outputs(run, state["params"], step)
-    padded = _select(run, state, ctx, step, packed=False)
-    packed = _select(run, state, ctx, step, packed=True)
+    _assert_same_outputs(run, apply, state["params"], step)
+    padded, packed = select(step, packed=False), select(step, packed=True)
     np.testing.assert_array_equal(packed[0], padded[0])
     for got, want in zip(packed[1:], padded[1:]):
       np.testing.assert_allclose(got, want, atol=1e-5, rtol=1e-5)
@@ -189,15 +197,16 @@ def _assert_same_update(run, steps, chunk_rows=(1, 3, 0)):
   ctx = compiled.ctx
   assert ctx.update_chunk_rows > 0  # the default packs the update
   trainable, frozen = optim.split_trainable(params, ctx.labels)
+  select = _selector(run, state, ctx)
+  # One jit per way of cutting the update, shared by the steps; 0 first: padded.
+  fns = {rows: jax.jit(lambda t, b, c=dataclasses.replace(ctx, update_chunk_rows=rows):
+                       update.loss_and_grads(c, t, frozen, b, jax.random.key(0)))
+         for rows in (0, *(r or ctx.update_chunk_rows for r in chunk_rows))}
   for step in steps:
-    idx = _select(run, state, ctx, step, packed=False)[0]
+    idx = select(step, packed=False)[0]
     cands = run.loader.candidates(step)
     batch = {k: v[idx] for k, v in mtu.flatten_candidates(cands).items()}
-    results = []
-    for rows in (0, *(r or ctx.update_chunk_rows for r in chunk_rows)):  # 0 first: padded
-      c = dataclasses.replace(ctx, update_chunk_rows=rows)
-      fn = jax.jit(lambda t, b, c=c: update.loss_and_grads(c, t, frozen, b, jax.random.key(0)))
-      results.append(jax.tree.map(np.asarray, fn(trainable, batch)))
+    results = [jax.tree.map(np.asarray, fn(trainable, batch)) for fn in fns.values()]
     (want_loss, want_grads, want_per_example), counted = results[0], batch["weight"] > 0
     for loss, grads, per_example in results[1:]:
       np.testing.assert_allclose(loss, want_loss, rtol=1e-5, atol=1e-6)
@@ -228,7 +237,7 @@ def test_dropout_masks_do_not_depend_on_how_the_update_is_cut(tmp_path):
   state, steps = train.compile_run(run)
   ctx = steps.ctx
   trainable, frozen = optim.split_trainable(_perturbed(state["params"]), ctx.labels)
-  idx = _select(run, state, ctx, 0, packed=False)[0]
+  idx = _selector(run, state, ctx)(0, packed=False)[0]
   batch = {k: v[idx] for k, v in mtu.flatten_candidates(run.loader.candidates(0)).items()}
 
   def loss_and_grads(**fields):

@@ -426,19 +426,3 @@ def test_regression_task_made_harder_is_selected_more(tmp_path):
   assert hard > easy + 0.3, (easy, hard)
 
 
-def _step_flops(tmp_path, **overrides) -> float:
-  run = experiment.build_run(_config(**overrides), tmp_path)
-  state, steps = train.compile_run(run)
-  compiled = steps.p_train.lower(state, _candidates(run, 0), None).compile()
-  return compiled.cost_analysis()["flops"]
-
-
-@pytest.mark.integration
-def test_frozen_layers_cost_no_weight_gradient_flops(tmp_path):
-  # Same model and batch; only the freeze policy differs. Frozen layer 0 and the embeddings must
-  # drop their weight-gradient matmuls from the compiled step.
-  frozen = _step_flops(tmp_path / "frozen", encoder_layers=2, frozen_layers=(0, 1))
-  everything = _step_flops(tmp_path / "all", encoder_layers=2, frozen_layers=(0, 0),
-                           freeze_embeddings=False)
-  print(f"train step GFLOP: frozen {frozen / 1e9:.2f}, all trainable {everything / 1e9:.2f}")
-  assert frozen < 0.95 * everything, (frozen, everything)

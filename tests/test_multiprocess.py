@@ -147,8 +147,10 @@ def test_sigterm_to_one_process_stops_both_at_one_saved_step(tmp_path, signalled
   def sigterm_one(procs):
     _wait_for_logged_step(workdir, procs)
     procs[signalled].send_signal(signal.SIGTERM)
+  # One classification task: the signal handling is under test, and its programs compile fast.
   logs = _two_processes(workdir, 400, timeout=300,
-                        extra=("--config.log_every=1", "--config.checkpoint_every=1000"),
+                        extra=("--config.tasks=('demo/sentiment',)", "--config.log_every=1",
+                               "--config.checkpoint_every=1000"),
                         while_running=sigterm_one, status=143)
   stopped = [re.findall(r"stopped at step (\d+); rerun", log) for log in logs]
   assert stopped[0] and stopped[0] == stopped[1], [log[-2000:] for log in logs]

@@ -20,6 +20,12 @@ from tests.conftest import MICRO_12_STEPS, shared_compile_cache, trained_tiny_wo
 REPO = Path(__file__).resolve().parents[1]
 
 
+# The compilation-cache tests compile from an empty cache: one classification task and two steps
+# keep their programs small.
+ONE_TASK_RUN = ("--config.tasks=('demo/sentiment',)", "--config.total_steps=2",
+                "--config.eval_every=2")
+
+
 def _cmd(path, *overrides):
   env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS="--xla_force_host_platform_device_count=1")
   return [sys.executable, "-m", "camtl_jax.main", "--config", "micro", "--workdir", str(path),
@@ -139,12 +145,12 @@ def test_a_repeated_run_loads_its_programs_from_a_shared_compilation_cache(tmp_p
   """With config.compile_cache_dir shared, the second run of the same config compiles nothing
   (and says so) and computes exactly what the first did."""
   cache = f"--config.compile_cache_dir={tmp_path / 'cache'}"
-  first = _train(tmp_path / "a", "--config.total_steps=2", "--config.eval_every=2", cache)
+  first = _train(tmp_path / "a", *ONE_TASK_RUN, cache)
   assert first.returncode == 0, first.stderr[-3000:]
   assert "compiled the train step in" in first.stderr
   assert "persistent compilation cache" not in first.stderr
   assert any((tmp_path / "cache").iterdir()) and not (tmp_path / "a" / "compile_cache").exists()
-  second = _train(tmp_path / "b", "--config.total_steps=2", "--config.eval_every=2", cache)
+  second = _train(tmp_path / "b", *ONE_TASK_RUN, cache)
   assert second.returncode == 0, second.stderr[-3000:]
   assert "(from the persistent compilation cache)" in second.stderr, second.stderr[-3000:]
   assert ((tmp_path / "a" / "results.json").read_text()
@@ -153,8 +159,7 @@ def test_a_repeated_run_loads_its_programs_from_a_shared_compilation_cache(tmp_p
 
 @pytest.mark.integration
 def test_an_empty_compile_cache_dir_turns_the_cache_off(tmp_path):
-  run = _train(tmp_path / "run", "--config.total_steps=1", "--config.eval_every=1",
-               "--config.compile_cache_dir=")
+  run = _train(tmp_path / "run", *ONE_TASK_RUN, "--config.compile_cache_dir=")
   assert run.returncode == 0, run.stderr[-3000:]
   assert not (tmp_path / "run" / "compile_cache").exists()
 

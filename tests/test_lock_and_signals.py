@@ -151,7 +151,7 @@ def test_a_run_of_nan_steps_stops_with_one_error_line_keeps_its_checkpoint_and_r
     tmp_path, capsys):
   """learning_rate 1e30: every update overflows, so every step is skipped as NaN/Inf."""
   from camtl_jax import checkpoint, main
-  # One classification task: the NaN handling is under test, and its programs compile fast.
+  # One classification task: the NaN handling is under test, not the task mix.
   args = ["--config", "micro", "--workdir", str(tmp_path / "run"), "--config.learning_rate=1e30",
           "--config.max_bad_steps=2", "--config.tasks=('demo/sentiment',)"]
   for _ in range(2):  # the run, then a rerun on its workdir

@@ -147,7 +147,7 @@ def test_sigterm_to_one_process_stops_both_at_one_saved_step(tmp_path, signalled
   def sigterm_one(procs):
     _wait_for_logged_step(workdir, procs)
     procs[signalled].send_signal(signal.SIGTERM)
-  # One classification task: the signal handling is under test, and its programs compile fast.
+  # One classification task: the signal handling is under test, not the task mix.
   logs = _two_processes(workdir, 400, timeout=300,
                         extra=("--config.tasks=('demo/sentiment',)", "--config.log_every=1",
                                "--config.checkpoint_every=1000"),

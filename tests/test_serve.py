@@ -42,11 +42,10 @@ def served(micro_workdir):
 
 @pytest.fixture(scope="module")
 def client(served):
-  model = served
-  batcher = serve.Batcher(model, LIMITS)
-  assert batcher.warm() == len(model.length_buckets) * len(LIMITS.row_buckets)
+  batcher = serve.Batcher(served, LIMITS)
+  assert batcher.warm() == len(served.length_buckets) * len(LIMITS.row_buckets)
   batcher.start()
-  with starlette_testclient.TestClient(serve.make_app(model, batcher, LIMITS)) as test_client:
+  with starlette_testclient.TestClient(serve.make_app(served, batcher, LIMITS)) as test_client:
     yield test_client
   batcher.stop()
 

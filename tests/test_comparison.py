@@ -257,4 +257,25 @@ def test_the_hf_recipe_trains_and_scores_with_our_metrics(tmp_path, shared_data,
   assert set(result["results"]["glue/stsb"]) == {"pearson", "spearman"}
   assert result["rows_seen"] == {"glue/stsb": 128} and result["step"] in (2, 4)
   assert result["flops"] > 128 * 2 * 22e6  # at least 2 FLOPs per weight per row forward
-  assert [e["epoch"] for e in result["epochs"]] == [1, 2] and not (tmp_path / "w/epoch.pt").exists()
+  assert [e["epoch"] for e in result["epochs"]] == [1, 2]
+  assert not (tmp_path / "w/checkpoint.pt").exists()
+
+  # Killed after its first save (mid-epoch: 2 steps an epoch, a save every step), rerun: the
+  # same scores and FLOPs to the last digit as the unbroken run above.
+  monkeypatch.setattr(hf_finetune, "SAVE_EVERY_STEPS", 1)
+  save, saves = hf_finetune._save, []  # pylint: disable=protected-access
+
+  def save_then_die(state, path):
+    save(state, path)
+    saves.append((state["epoch"], state["batch"]))
+    if len(saves) == 1:
+      raise KeyboardInterrupt
+
+  monkeypatch.setattr(hf_finetune, "_save", save_then_die)
+  with pytest.raises(KeyboardInterrupt):
+    hf_finetune.finetune(config, tmp_path / "resumed")
+  assert saves == [(0, 1)] and (tmp_path / "resumed/checkpoint.pt").exists()
+  resumed = hf_finetune.finetune(config, tmp_path / "resumed")
+  assert saves[1:] == [(1, 0), (1, 1), (2, 0)]  # it went on from epoch 0's step 1
+  for key in ("results", "epochs", "flops", "step", "last"):
+    assert resumed[key] == result[key], key

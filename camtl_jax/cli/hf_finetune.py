@@ -18,7 +18,8 @@ def make_parser():
   """The camtl-hf-finetune command line."""
   parser = common.new_parser("camtl-hf-finetune", __doc__)
   common.add_config_argument(parser)
-  parser.add_argument("--workdir", required=True, help="epoch checkpoint and results.json")
+  parser.add_argument("--workdir", required=True,
+                      help="checkpoint.pt while it runs, then results.json")
   return parser
 
 

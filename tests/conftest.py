@@ -20,6 +20,9 @@ REPO = Path(__file__).resolve().parents[1]
 # JAX is imported (JAX reads it at import; child processes inherit it).
 os.environ.setdefault("JAX_COMPILATION_CACHE_DIR",
                       str(REPO / ".pytest_cache" / "jax_compilation_cache"))
+# Bounded, least recently used out first: a checkout's cache otherwise keeps every program of
+# every code version it ever tested (248 MB in one checkout here); one whole run's programs fit.
+os.environ.setdefault("JAX_COMPILATION_CACHE_MAX_SIZE", str(1 << 30))
 
 
 def micro_config(**overrides):

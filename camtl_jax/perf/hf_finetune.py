@@ -25,11 +25,14 @@ WORKDIR/results.json is written at the end, in camtl-train's results.json form.
 """
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import logging
-import os
 from pathlib import Path
 from typing import Any, Sequence
+
+from camtl_jax import atomic
 
 
 log = logging.getLogger("camtl_jax.perf.hf_finetune")
@@ -39,8 +42,8 @@ RECIPE = {"epochs": 3, "learning_rate": 2e-5, "batch_size": 32, "weight_decay": 
 # The config fields this recipe reads; other --config overrides do not apply to it (logged).
 USED_FIELDS = ("seed", "data_dir", "data_source", "max_eval_examples", "max_length", "model_path",
                "tasks")
-# SST-2's epoch is 2,105 steps of about 3 CPU-seconds on a 2-core machine: a save every 200 steps
-# loses at most about ten minutes to a kill, where a save per epoch lost up to two hours.
+# SST-2's epoch is 2,105 steps, likely longer than a sitting on a 2-core machine (RTE's 128-token
+# steps took about 6 s there beside another run): a kill loses at most 200 steps, not an epoch.
 SAVE_EVERY_STEPS = 200
 
 
@@ -86,9 +89,9 @@ def _predict(model, tokenizer, rows, task) -> list:
 def _save(state: dict, path: Path) -> None:
   """Writes the training state to path whole or not at all (a kill mid-write keeps the last)."""
   import torch  # pylint: disable=import-outside-toplevel
-  partial = path.with_name(path.name + ".partial")
-  torch.save(state, partial)
-  os.replace(partial, path)
+  buffer = io.BytesIO()
+  torch.save(state, buffer)
+  atomic.write_bytes(path, buffer.getvalue())
 
 
 def _backward(model, batch, step_flops: dict[tuple[int, ...], int]) -> tuple[object, int]:
@@ -97,15 +100,12 @@ def _backward(model, batch, step_flops: dict[tuple[int, ...], int]) -> tuple[obj
   the OOM killer within an RTE epoch), so each new shape is counted in a counter of its own."""
   from torch.utils.flop_counter import FlopCounterMode  # pylint: disable=import-outside-toplevel
   shape = tuple(batch["input_ids"].shape)
-  if shape in step_flops:
+  counter = None if shape in step_flops else FlopCounterMode(display=False)
+  with counter or contextlib.nullcontext():
     loss = model(**batch).loss
     loss.backward()
-    return loss, step_flops[shape]
-  counter = FlopCounterMode(display=False)
-  with counter:
-    loss = model(**batch).loss
-    loss.backward()
-  step_flops[shape] = counter.get_total_flops()
+  if counter is not None:
+    step_flops[shape] = counter.get_total_flops()
   return loss, step_flops[shape]
 
 
@@ -196,6 +196,6 @@ def finetune(config, workdir: Path) -> dict:
       "flops": float(flops), "parameters": int(sum(p.numel() for p in model.parameters())),
       "recipe": RECIPE, "torch": torch.__version__, "transformers": transformers.__version__,
       "torch_threads": torch.get_num_threads()}
-  (workdir / "results.json").write_text(json.dumps(summary, indent=2))
+  atomic.write_text(workdir / "results.json", json.dumps(summary, indent=2))
   saved.unlink()  # the results hold everything; the weights are not kept
   return summary

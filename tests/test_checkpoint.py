@@ -389,3 +389,45 @@ def test_a_damaged_step_asked_for_is_an_error_naming_it_and_its_file(tmp_path):
   with pytest.raises(FileNotFoundError, match=r"no checkpoint 15; its steps: \[10, 20\]"):
     workdir.restore(tmp_path, 15)
   assert workdir.restore(tmp_path, 10)[0] == 10
+
+
+# ------------------------------------------------------------------------------------------------
+# Several devices
+
+_COMPILE_EVENT = "/jax/core/compile/backend_compile_duration"
+
+
+@pytest.mark.multidevice
+@pytest.mark.parametrize("min_slice_bytes, splits", [
+    (checkpoint.REPLICA_PARALLEL_MIN_SLICE_BYTES, False), (0, True)])
+def test_a_replicated_state_writes_small_leaves_whole(tmp_path, monkeypatch, min_slice_bytes,
+                                                      splits):
+  """A replicated leaf whose per-replica slice would be under REPLICA_PARALLEL_MIN_SLICE_BYTES is
+  written whole by one replica: the save compiles nothing (Orbax's default, threshold 0, compiles
+  a slicing program per leaf and replica on several devices) and the state restores replicated."""
+  monkeypatch.setattr(checkpoint, "REPLICA_PARALLEL_MIN_SLICE_BYTES", min_slice_bytes)
+  mesh = jax.sharding.Mesh(np.array(jax.devices()), ("data",))
+  replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
+  state = jax.device_put(_state(3), replicated)
+  checkpoint.state_checksum(state)  # its program compiles here, not in the save
+  compiles = []
+
+  def count(event: str, seconds: float, **kwargs) -> None:
+    del seconds, kwargs
+    if event == _COMPILE_EVENT:
+      compiles.append(event)
+  jax.monitoring.register_event_duration_secs_listener(count)
+  try:
+    manager = checkpoint.make_manager(tmp_path, async_save=False)
+    assert checkpoint.save(manager, 3, state, _meta(3), force=True)
+    manager.wait_until_finished()
+  finally:
+    jax.monitoring.unregister_event_duration_listener(count)
+  assert (len(compiles) > 0) == (splits and jax.device_count() > 1), compiles
+  target = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=replicated),
+                        state)
+  restored, _ = checkpoint.restore_latest(manager, target, FP, tmp_path)
+  _assert_state(restored, 3)
+  assert all(leaf.sharding.is_equivalent_to(replicated, leaf.ndim)
+             for leaf in jax.tree.leaves(restored))
+  manager.close()

@@ -99,8 +99,9 @@ def make_manager(workdir: str | Path, keep: int = 3, save_every: int = 1000,
 
 
 def _item_handlers() -> ocp.handlers.DefaultCheckpointHandlerRegistry:
-  """The two items of a step: `state` (a pytree of arrays, written as StandardSave writes it, with
-  replica-parallel saving only above REPLICA_PARALLEL_MIN_SLICE_BYTES) and `meta` (JSON)."""
+  """The two items of a step: `state`, a pytree of arrays in the OCDBT format of Orbax's
+  StandardSave, replica-parallel only above REPLICA_PARALLEL_MIN_SLICE_BYTES and without Orbax's
+  `array_metadatas` (it records typed PRNG keys; the train state holds none), and `meta`, JSON."""
   arrays = ocp.type_handlers.ArrayHandler(
       min_slice_bytes_for_replica_parallel=REPLICA_PARALLEL_MIN_SLICE_BYTES)
   types = ocp.type_handlers.create_type_handler_registry(

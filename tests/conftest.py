@@ -21,10 +21,10 @@ REPO = Path(__file__).resolve().parents[1]
 os.environ.setdefault("JAX_COMPILATION_CACHE_DIR",
                       str(REPO / ".pytest_cache" / "jax_compilation_cache"))
 # Unbounded (JAX's default): a size cap turns on JAX's LRU eviction, and in jax 0.10.2 one entry
-# without its -atime file (written before the cap, or by a process killed between the two writes,
-# as the kill tests do) makes every later write fail with FileNotFoundError, so the cache silently
-# stops growing (jax-ml/jax#39880, fixed after 0.10.2 by #39883). A checkout's cache keeps the
-# programs of each code version it tested: `rm -rf .pytest_cache` empties it.
+# without its -atime file (written before the cap was set, or by a process killed between its two
+# writes) makes every later write fail with FileNotFoundError, so the cache silently stops growing
+# (jax-ml/jax#39880; the fix, #39883, is not in 0.10.2, the newest release on the index). A
+# checkout's cache keeps the programs of each code version it tested: `rm -rf .pytest_cache`.
 
 
 def micro_config(**overrides):

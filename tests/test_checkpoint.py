@@ -1,5 +1,6 @@
 """checkpoint.py on a small pytree state (no model): the best step kept across resumes, unreadable
-checkpoints moved aside, fingerprint diffs and read_fingerprint, the state checksum."""
+checkpoints moved aside, fingerprint diffs and read_fingerprint, the state checksum, and which
+replicated leaves are saved replica-parallel on several devices."""
 import json
 import logging
 import os
